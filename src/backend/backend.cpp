@@ -1,0 +1,41 @@
+// The active-backend registry and the worker-thread setting.
+#include "backend/backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <mutex>
+
+namespace chroma {
+namespace {
+
+std::mutex g_mutex;
+std::unique_ptr<Backend> g_backend;
+int g_threads = 0;  // 0 until set_num_threads is called: OpenMP's and OpenBLAS's own default (all cores)
+
+}  // namespace
+
+Backend& active_backend() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (!g_backend) g_backend = make_cpu_backend();
+  return *g_backend;
+}
+
+void set_active_backend(std::unique_ptr<Backend> backend) {
+  if (!backend) throw Error("set_active_backend: null backend");
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_backend = std::move(backend);
+}
+
+void set_num_threads(int n) {
+  if (n < 0) throw Error("set_num_threads: thread count " + std::to_string(n) + " is negative");
+  if (n == 0) n = omp_get_num_procs();
+  g_threads = n;
+  // Both pools must agree: our own loops run on OpenMP, the matrix products inside OpenBLAS.
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+}  // namespace chroma

@@ -1,0 +1,44 @@
+// The compute backend interface: a short list of operations (one virtual call per op, never per
+// element). ops.h forwards to the active backend; a faster CPU path or a CUDA backend implements
+// this class without touching model code. Backends know nothing of any model.
+#pragma once
+#include <memory>
+#include <span>
+
+#include "backend/ops.h"
+
+namespace chroma {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  virtual Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) = 0;
+  virtual Tensor layer_norm(const Tensor& x, float eps) = 0;
+  virtual Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) = 0;
+  virtual Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias,
+                            float eps) = 0;
+  virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) = 0;
+  virtual void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) = 0;
+  virtual void add(Tensor& x, const Tensor& y) = 0;
+  virtual void gelu_tanh(Tensor& x) = 0;
+  virtual void silu(Tensor& x) = 0;
+  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
+                           std::span<const int64_t> seq_lens, float scale, const Tensor* bias) = 0;
+  virtual void rope(Tensor& x, int heads, const Tensor& rope_table) = 0;
+  virtual Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride,
+                        ops::Padding pad) = 0;
+  virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
+};
+
+// The backend ops.h uses (the CPU backend unless another was installed).
+Backend& active_backend();
+void set_active_backend(std::unique_ptr<Backend> backend);
+// Worker threads for the CPU backend (0 = all cores).
+void set_num_threads(int n);
+int num_threads();
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace chroma

@@ -1,0 +1,42 @@
+// The CPU backend: OpenBLAS sgemm for the large products, OpenMP loops for everything else.
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+
+namespace chroma {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) override { return cpu::linear(x, w, b); }
+  Tensor layer_norm(const Tensor& x, float eps) override { return cpu::layer_norm(x, eps); }
+  Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) override {
+    return cpu::rms_norm(x, scale, eps);
+  }
+  Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias,
+                    float eps) override {
+    return cpu::group_norm(x, groups, weight, bias, eps);
+  }
+  Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override {
+    return cpu::modulate(x, shift, scale);
+  }
+  void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) override { cpu::add_gated(x, gate, y); }
+  void add(Tensor& x, const Tensor& y) override { cpu::add(x, y); }
+  void gelu_tanh(Tensor& x) override { cpu::gelu_tanh(x); }
+  void silu(Tensor& x) override { cpu::silu(x); }
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, std::span<const int64_t> seq_lens,
+                   float scale, const Tensor* bias) override {
+    return cpu::attention(q, k, v, heads, seq_lens, scale, bias);
+  }
+  void rope(Tensor& x, int heads, const Tensor& rope_table) override { cpu::rope(x, heads, rope_table); }
+  Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, ops::Padding pad) override {
+    return cpu::conv2d(x, w, b, stride, pad);
+  }
+  Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace chroma

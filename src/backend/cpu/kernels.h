@@ -1,0 +1,46 @@
+// CPU kernels behind the Backend interface (backend.h); shapes as documented in ops.h.
+// Internal to src/backend/cpu: model code calls chroma::ops, never these.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "backend/ops.h"
+
+namespace chroma::cpu {
+
+// "'name' in file" for error messages about a stored tensor.
+std::string describe(const TensorView& v);
+// Throws unless v holds a float dtype whose byte count matches its shape.
+void check_float_view(const char* op, const TensorView& v);
+
+// Widens rows [row0, row0 + rows) of a float view of shape [R, K] into dst[rows, K] (float32).
+void widen_rows(const TensorView& v, int64_t row0, int64_t rows, float* dst);
+// Widens a whole (small) float view: norm scales, biases, conv kernels.
+Tensor widen(const TensorView& v);
+
+// linear.cpp     y[M, N] = x[M, K] · wᵀ + b
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b);
+
+// norm.cpp
+Tensor layer_norm(const Tensor& x, float eps);
+Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps);
+Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);
+
+// elementwise.cpp
+Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
+void add_gated(Tensor& x, const Tensor& gate, const Tensor& y);
+void add(Tensor& x, const Tensor& y);
+void gelu_tanh(Tensor& x);
+void silu(Tensor& x);
+void rope(Tensor& x, int heads, const Tensor& rope_table);
+Tensor upsample_nearest2x(const Tensor& x);
+
+// attention.cpp
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, std::span<const int64_t> seq_lens,
+                 float scale, const Tensor* bias);
+
+// conv2d.cpp
+Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, ops::Padding pad);
+
+}  // namespace chroma::cpu

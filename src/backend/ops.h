@@ -1,0 +1,64 @@
+// The op vocabulary every model is written in.
+//
+// Layouts (batch 1, PyTorch order, float32 activations):
+//   tokens  [L, C]            L tokens of width C; multi-head tensors keep heads inside C as "(H D)"
+//   images  [C, H, W]         channels first
+// Weights are TensorViews in their stored dtype ([N, K] for linear layers, PyTorch order) and
+// are widened inside the kernels, never copied whole. An empty TensorView means "no bias".
+//
+// The functions below forward to the active Backend (backend.h); model code never names one.
+#pragma once
+#include <cstdint>
+#include <span>
+
+#include "tensor/tensor.h"
+
+namespace chroma::ops {
+
+// y[..., N] = x[..., K] · wᵀ + b          w: [N, K], b: [N] or empty
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b = {});
+
+// LayerNorm over the last dim, no affine: (x − mean) / sqrt(var_biased + eps)
+Tensor layer_norm(const Tensor& x, float eps);
+// RMSNorm over the last dim: x · rsqrt(mean(x²) + eps) · scale      scale: [last dim]
+Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps);
+// GroupNorm of an image [C, H, W]: statistics per group of C/groups channels, then affine per channel.
+Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);
+
+// (1 + scale) ⊙ x + shift, broadcast over rows.                  x: [L, C], shift/scale: [C]
+Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
+// x += gate ⊙ y, broadcast over rows.                             x, y: [L, C], gate: [C]
+void add_gated(Tensor& x, const Tensor& gate, const Tensor& y);
+// x += y (same shape)
+void add(Tensor& x, const Tensor& y);
+
+// Elementwise activations (in place on the argument, which is returned).
+Tensor gelu_tanh(Tensor x);   // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+Tensor silu(Tensor x);        // x · sigmoid(x)
+
+// Multi-head attention over packed sequences.
+//   q, k, v: [L, H·D] with L = Σ seq_lens; token rows of sequence s are consecutive.
+//   Each query attends only to keys of its own sequence: softmax(q·kᵀ·scale + bias)·v.
+//   bias: empty, or an additive [H, L, L] tensor (only with a single sequence; T5's relative bias).
+// Returns [L, H·D]. Softmax statistics in float32; the L×L matrix need not be materialised.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
+                 std::span<const int64_t> seq_lens, float scale, const Tensor* bias = nullptr);
+
+// Rotary embedding on adjacent pairs of every head, in place.
+//   x: [L, H·D]; rope: [L, D/2, 2] holding (cos θ, sin θ) per token and pair:
+//   (x0, x1) ← (cos·x0 − sin·x1, sin·x0 + cos·x1)
+void rope(Tensor& x, int heads, const Tensor& rope_table);
+
+// 2-D convolution of an image [C, H, W] with w [O, C, kh, kw], b [O] or empty.
+struct Padding { int top = 0, left = 0, bottom = 0, right = 0; };
+Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, Padding pad);
+// Nearest-neighbour ×2 upsampling of an image [C, H, W] → [C, 2H, 2W].
+Tensor upsample_nearest2x(const Tensor& x);
+
+// Plain data movement (no backend involvement needed, but kept in the vocabulary).
+Tensor transpose(const Tensor& x);                             // [A, B] → [B, A]
+Tensor concat_rows(const Tensor& a, const Tensor& b);          // [La, C] ++ [Lb, C] → [La+Lb, C]
+Tensor concat_cols(const Tensor& a, const Tensor& b);          // [L, Ca] ++ [L, Cb] → [L, Ca+Cb]
+Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end);  // [L, C] → [L, end−begin]
+
+}  // namespace chroma::ops

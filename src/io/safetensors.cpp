@@ -1,0 +1,260 @@
+#include "io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "io/atomic_file.h"
+
+namespace chroma::io {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// Headers of real checkpoints are < 1 MB (643 tensors ≈ 60 kB); 100 MB is the limit other readers use.
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) { throw Error(path + ": " + what); }
+
+// Parses one header entry into a view; checks dtype, shape and byte size.
+TensorView parse_entry(const std::string& path, const std::string& name, const json& e, const char* base,
+                       uint64_t data_size, std::pair<uint64_t, uint64_t>* range) {
+  const std::string where = "tensor '" + name + "'";
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    fail(path, where + ": header entry needs dtype, shape and data_offsets");
+  TensorView v;
+  v.name = name;
+  v.file = path;
+  if (!e["dtype"].is_string() || !dtype_from_name(e["dtype"].get<std::string>(), &v.dtype))
+    fail(path, where + ": unsupported dtype " + e["dtype"].dump());
+  if (!e["shape"].is_array()) fail(path, where + ": shape is not an array");
+  uint64_t count = 1;
+  for (const json& d : e["shape"]) {
+    if (!d.is_number_unsigned()) fail(path, where + ": shape " + e["shape"].dump() + " has a non-integer or negative dimension");
+    uint64_t n = d.get<uint64_t>();
+    if (n != 0 && count > (uint64_t(1) << 62) / n) fail(path, where + ": shape " + e["shape"].dump() + " is too large");
+    count *= n;
+    v.shape.push_back(int64_t(n));
+  }
+  const json& off = e["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    fail(path, where + ": data_offsets must be two non-negative integers");
+  uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+  if (begin > end || end > data_size)
+    fail(path, where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                   "] lie outside the " + std::to_string(data_size) + " data bytes (file truncated?)");
+  const uint64_t expected = count * dtype_size(v.dtype);
+  if (end - begin != expected)
+    fail(path, where + ": " + std::to_string(end - begin) + " bytes stored but shape " + shape_str(v.shape) + " × " +
+                   dtype_name(v.dtype) + " needs " + std::to_string(expected));
+  if (begin % dtype_size(v.dtype) != 0) fail(path, where + ": data offset " + std::to_string(begin) + " is misaligned");
+  v.data = base + begin;
+  v.nbytes = size_t(expected);
+  *range = {begin, end};
+  return v;
+}
+
+}  // namespace
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
+  const uint64_t size = uint64_t(st.st_size);
+  if (size < 8) {
+    ::close(fd);
+    fail(path, "not a safetensors file: " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
+  }
+  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) fail(path, std::string("cannot mmap: ") + std::strerror(errno));
+  f->map_ = map;
+  f->map_size_ = size;
+
+  const char* bytes = static_cast<const char*>(map);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes, 8);  // little-endian host assumed (x86-64, aarch64)
+  if (header_len > kMaxHeaderBytes || header_len > size - 8)
+    fail(path, "not a safetensors file or truncated: header length " + std::to_string(header_len) + " exceeds " +
+                   (header_len > kMaxHeaderBytes ? "the 100 MB limit" : "the file size " + std::to_string(size)));
+  json header;
+  try {
+    header = json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const json::exception& e) {
+    fail(path, std::string("header is not valid JSON (") + e.what() + ")");
+  }
+  if (!header.is_object()) fail(path, "header is not a JSON object");
+
+  const char* base = bytes + 8 + header_len;
+  const uint64_t data_size = size - 8 - header_len;
+  std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> ranges;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it->is_object()) fail(path, "__metadata__ is not an object");
+      for (auto m = it->begin(); m != it->end(); ++m)
+        f->metadata_[m.key()] = m->is_string() ? m->get<std::string>() : m->dump();
+      continue;
+    }
+    std::pair<uint64_t, uint64_t> range;
+    f->tensors_[it.key()] = parse_entry(path, it.key(), *it, base, data_size, &range);
+    if (range.second > range.first) ranges.push_back({range, it.key()});
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].first.first < ranges[i - 1].first.second)
+      fail(path, "tensors '" + ranges[i - 1].second + "' and '" + ranges[i].second + "' overlap in the data section");
+  return f;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_) munmap(map_, map_size_);
+}
+
+const TensorView& SafetensorsFile::get(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) fail(path_, "tensor '" + name + "' not found");
+  return it->second;
+}
+
+WeightStore WeightStore::open(const std::string& path) {
+  WeightStore s;
+  s.path_ = path;
+  std::error_code ec;
+  std::string index = path;
+  if (fs::is_directory(path, ec)) {
+    index.clear();
+    for (const auto& e : fs::directory_iterator(path, ec))
+      if (e.path().string().ends_with(".safetensors.index.json")) index = e.path().string();
+    if (index.empty()) {
+      // A folder with exactly one .safetensors file is fine too.
+      std::vector<std::string> files;
+      for (const auto& e : fs::directory_iterator(path, ec))
+        if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
+      if (files.size() != 1)
+        throw Error(path + ": folder holds no *.safetensors.index.json and " + std::to_string(files.size()) +
+                    " .safetensors files (expected one)");
+      index = files[0];
+    }
+  }
+  if (index.ends_with(".json")) {
+    std::ifstream in(index);
+    if (!in) fail(index, "cannot open shard index");
+    json j;
+    try {
+      j = json::parse(in);
+    } catch (const json::exception& e) {
+      fail(index, std::string("shard index is not valid JSON (") + e.what() + ")");
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      fail(index, "shard index has no weight_map object");
+    const fs::path dir = fs::path(index).parent_path();
+    std::map<std::string, std::shared_ptr<SafetensorsFile>> shards;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it->is_string()) fail(index, "weight_map entry '" + it.key() + "' is not a file name");
+      const std::string file = it->get<std::string>();
+      if (file.find('/') != std::string::npos || file.find("..") != std::string::npos)
+        fail(index, "weight_map entry '" + it.key() + "' names a file outside the folder: " + file);
+      auto& shard = shards[file];
+      if (!shard) {
+        shard = std::shared_ptr<SafetensorsFile>(SafetensorsFile::open((dir / file).string()));
+        s.files_.push_back(shard);
+      }
+      if (!shard->has(it.key())) fail(shard->path(), "tensor '" + it.key() + "' listed in " + index + " is missing");
+      s.tensors_[it.key()] = shard->get(it.key());
+    }
+    // Shards may hold tensors the index forgot; take them too (the index is a hint, the files are the truth).
+    for (auto& f : s.files_)
+      for (auto& [name, view] : f->tensors()) s.tensors_.emplace(name, view);
+  } else {
+    s.files_.push_back(std::shared_ptr<SafetensorsFile>(SafetensorsFile::open(index)));
+    s.tensors_ = s.files_[0]->tensors();
+  }
+  return s;
+}
+
+void WeightStore::strip_prefix(const std::string& prefix) {
+  for (auto& [name, v] : tensors_)
+    if (!name.starts_with(prefix)) return;
+  std::map<std::string, TensorView> stripped;
+  for (auto& [name, v] : tensors_) stripped[name.substr(prefix.size())] = v;
+  tensors_ = std::move(stripped);
+}
+
+const TensorView* WeightStore::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const TensorView& WeightStore::require(const std::string& name) const {
+  const TensorView* v = find(name);
+  if (!v) throw Error(path_ + ": tensor '" + name + "' is missing (is this the right model file?)");
+  if (!dtype_is_float(v->dtype) || v->dtype == DType::F64)
+    throw Error(v->file + ": tensor '" + name + "' has dtype " + dtype_name(v->dtype) +
+                ", expected F32, F16, BF16 or F8_E4M3");
+  return *v;
+}
+
+const TensorView& WeightStore::require(const std::string& name, const Shape& shape) const {
+  const TensorView& v = require(name);
+  if (v.shape != shape)
+    throw Error(v.file + ": tensor '" + name + "' has shape " + shape_str(v.shape) + ", expected " + shape_str(shape));
+  return v;
+}
+
+int WeightStore::count_indexed(const std::string& prefix) const {
+  std::set<int> seen;
+  for (auto it = tensors_.lower_bound(prefix); it != tensors_.end() && it->first.starts_with(prefix); ++it) {
+    const std::string rest = it->first.substr(prefix.size());
+    size_t digits = 0;
+    while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits]))) ++digits;
+    if (digits == 0 || digits > 6 || digits == rest.size() || rest[digits] != '.') continue;
+    seen.insert(std::stoi(rest.substr(0, digits)));
+  }
+  const int n = int(seen.size());
+  if (n && *seen.rbegin() != n - 1)
+    throw Error(path_ + ": '" + prefix + "N' blocks are not numbered 0.." + std::to_string(n - 1) +
+                " (found index " + std::to_string(*seen.rbegin()) + ")");
+  return n;
+}
+
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    const uint64_t n = uint64_t(t.tensor->numel()) * 4;
+    header[t.name] = {{"dtype", "F32"}, {"shape", t.tensor->shape}, {"data_offsets", {offset, offset + n}}};
+    offset += n;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
+  write_atomically(path, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    const uint64_t len = h.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out.write(h.data(), std::streamsize(h.size()));
+    for (const auto& t : tensors)
+      out.write(reinterpret_cast<const char*>(t.tensor->ptr()), std::streamsize(t.tensor->numel() * 4));
+    out.flush();
+    if (!out) throw Error(path + ": write failed (disk full?)");
+  });
+}
+
+}  // namespace chroma::io

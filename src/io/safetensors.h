@@ -1,0 +1,77 @@
+// safetensors: a u64 little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
+// then the raw little-endian data. Read over mmap with zero-copy views; validated strictly at open.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace chroma::io {
+
+// One memory-mapped safetensors file. Every violation of the format found at open time
+// (header length, JSON, dtype, shape, offsets out of the file or overlapping, byte size that
+// does not match shape × dtype) throws chroma::Error naming the file and the tensor.
+class SafetensorsFile {
+ public:
+  static std::unique_ptr<SafetensorsFile> open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  const TensorView& get(const std::string& name) const;  // throws if absent
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  std::map<std::string, TensorView> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// The weights of one model: a single file, or shards listed by a `*.safetensors.index.json`
+// (the path may name the index, or a folder holding one). Names are looked up after an optional
+// prefix is stripped (e.g. "model.diffusion_model.").
+class WeightStore {
+ public:
+  static WeightStore open(const std::string& path);
+  // Strip `prefix` from every name that carries it (if all tensors carry it).
+  void strip_prefix(const std::string& prefix);
+
+  const std::string& path() const { return path_; }
+  const TensorView* find(const std::string& name) const;
+  // The named tensor, checked to be a float tensor of the given shape.
+  const TensorView& require(const std::string& name, const Shape& shape) const;
+  // The named tensor whatever its shape (still must be a float tensor).
+  const TensorView& require(const std::string& name) const;
+  bool has(const std::string& name) const { return find(name) != nullptr; }
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  // Number of tensors whose name starts with `prefix` followed by an integer, i.e. the depth of
+  // a stack such as "double_blocks." (counts distinct indices 0..n-1, and checks they are dense).
+  int count_indexed(const std::string& prefix) const;
+
+ private:
+  std::string path_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, TensorView> tensors_;
+};
+
+// An entry to write: float32 data, or integer/uint8 data for test fixtures.
+struct NamedTensor {
+  std::string name;
+  const Tensor* tensor;
+};
+
+// Writes float32 tensors atomically: to `path.tmp-XXXX` first, then renamed over `path`,
+// so an existing file is never left half-written.
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace chroma::io

@@ -1,0 +1,87 @@
+// T5 v1.1 encoder (google/t5-v1_1-xxl, Hugging Face tensor names) — chroma-spec.md §1.3, §2.4.
+// Turns token ids into the text features the Chroma DiT reads.
+//
+// Sizes used in shape comments:
+//   n  valid ids (text + EOS), 1 ≤ n ≤ 512         C  d_model (4096 in T5-XXL)
+//   H  heads (64)      D  d_kv (64)      F  d_ff (10240)      V  vocab (32128)
+//
+// Padding (spec §2.2, §2.3; reference README §3.2): the author's pipeline (flow) pads the ids to 512
+// and masks T5 attention with the outer product m·mᵀ. Valid rows then attend only to valid rows, so
+// we compute them on the unpadded sequence. Every padding row is fully masked, attends uniformly to
+// all 512 positions in every layer, and all padding rows stay identical; the DiT sees exactly one of
+// them. encode() therefore returns the n valid rows plus that one padding row, computed directly.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "tensor/tensor.h"
+
+namespace chroma::t5 {
+
+// Length the author's tokenizer pads to (spec §2.1); the padding row depends on it.
+inline constexpr int kPaddedLength = 512;
+// Id of <pad> (spec §2.1); the padding row starts as its embedding.
+inline constexpr int32_t kPadId = 0;
+
+struct T5Config {
+  int d_model = 0;  // C: shared.weight columns
+  int d_kv = 0;     // D: q.weight rows / heads
+  int heads = 0;    // H: relative_attention_bias.weight columns
+  int d_ff = 0;     // F: wi_0.weight rows
+  int layers = 0;   // number of encoder.block.N
+  int vocab = 0;    // V: shared.weight rows
+  int buckets = 0;  // relative_attention_bias.weight rows
+  // Not visible in the weights; T5 v1.1 values (spec §1.3).
+  int max_distance = 128;
+  float eps = 1e-6f;
+
+  // Every size from tensor names and shapes; throws chroma::Error naming a missing or malformed tensor.
+  static T5Config from_weights(const io::WeightStore& weights);
+};
+
+// Bucket of a relative position k − q for bidirectional T5 attention (spec §2.4): half the buckets
+// for k > q, half for k ≤ q; exact below buckets/4, logarithmic up to max_distance, clamped after.
+int relative_position_bucket(int64_t relative_position, int buckets, int max_distance);
+
+class T5Encoder {
+ public:
+  // Checks every tensor (presence, shape, float dtype) now; throws chroma::Error naming the first bad
+  // one. Keeps a copy of the store, which keeps the mapped files alive.
+  explicit T5Encoder(const io::WeightStore& weights);
+
+  const T5Config& config() const { return config_; }
+
+  // ids: the n valid ids including the final EOS, each in [0, V).
+  // Returns [n + 1, C]: the n valid rows, then the one padding row the DiT sees; [512, C] when n == 512
+  // (no padding). Traces "layer.<i>" (residual stream after block i) and "hidden" (the result).
+  Tensor encode(std::span<const int32_t> ids) const;
+
+ private:
+  // encoder.block.{i}; shapes in the legend above.
+  struct Block {
+    TensorView attn_norm;  // layer.0.layer_norm.weight            [C]
+    TensorView q, k, v;    // layer.0.SelfAttention.{q,k,v}.weight [H·D, C]
+    TensorView o;          // layer.0.SelfAttention.o.weight       [C, H·D]
+    TensorView ff_norm;    // layer.1.layer_norm.weight            [C]
+    TensorView wi_0;       // layer.1.DenseReluDense.wi_0.weight   [F, C] (gate, through GELU)
+    TensorView wi_1;       // layer.1.DenseReluDense.wi_1.weight   [F, C]
+    TensorView wo;         // layer.1.DenseReluDense.wo.weight     [C, F]
+  };
+
+  Tensor embed(std::span<const int32_t> ids, bool with_padding_row) const;
+  Tensor relative_position_bias(int64_t n) const;
+  void block(Tensor& x, const Block& w, const Tensor& bias, int64_t n) const;
+  Tensor self_attention(const Tensor& h, const Block& w, const Tensor& bias, int64_t n) const;
+  Tensor feed_forward(const Tensor& h, const Block& w) const;
+
+  io::WeightStore weights_;
+  T5Config config_;
+  TensorView shared_;          // shared.weight                                      [V, C]
+  Tensor relative_bias_;       // block 0's relative_attention_bias.weight, widened  [buckets, H]
+  std::vector<Block> blocks_;  // [layers]
+  TensorView final_norm_;      // encoder.final_layer_norm.weight                    [C]
+};
+
+}  // namespace chroma::t5

@@ -1,0 +1,161 @@
+#include "tensor/tensor.h"
+
+#include <cmath>
+
+namespace chroma {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F64: case DType::I64: return 8;
+    case DType::F32: case DType::I32: return 4;
+    case DType::F16: case DType::BF16: return 2;
+    case DType::F8_E4M3: case DType::U8: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::F8_E4M3: return "F8_E4M3";
+    case DType::F64: return "F64";
+    case DType::I32: return "I32";
+    case DType::I64: return "I64";
+    case DType::U8: return "U8";
+  }
+  return "?";
+}
+
+bool dtype_from_name(const std::string& n, DType* out) {
+  static const std::pair<const char*, DType> kNames[] = {
+      {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"F8_E4M3", DType::F8_E4M3},
+      {"F64", DType::F64}, {"I32", DType::I32}, {"I64", DType::I64},   {"U8", DType::U8}};
+  for (auto& [name, t] : kNames)
+    if (n == name) { *out = t; return true; }
+  return false;
+}
+
+bool dtype_is_float(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F8_E4M3 || t == DType::F64;
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                                          // round to nearest even
+  return uint16_t(u >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  float v;
+  if (exp == 0) v = std::ldexp(float(man), -24);
+  else if (exp == 31) v = man ? NAN : INFINITY;
+  else v = std::ldexp(float(man | 0x400), int(exp) - 25);
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u |= sign;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// float8 e4m3fn: bias 7, no infinities, 0x7f/0xff are NaN.
+float f8e4m3_to_f32(uint8_t x) {
+  int exp = (x >> 3) & 0xf, man = x & 7;
+  float v;
+  if (exp == 15 && man == 7) v = NAN;
+  else if (exp == 0) v = std::ldexp(float(man), -9);
+  else v = std::ldexp(float(8 + man), exp - 10);
+  return (x & 0x80) ? -v : v;
+}
+
+Tensor::Tensor(Shape s, std::vector<float> values) : shape(std::move(s)), data(std::move(values)) {
+  if (int64_t(data.size()) != shape_numel(shape))
+    throw Error("tensor: " + std::to_string(data.size()) + " values do not fill shape " + shape_str(shape));
+}
+
+Tensor Tensor::reshaped(Shape s) const {
+  Tensor t = *this;
+  t.reshape(std::move(s));
+  return t;
+}
+
+void Tensor::reshape(Shape s) {
+  if (shape_numel(s) != numel())
+    throw Error("reshape: " + shape_str(shape) + " cannot become " + shape_str(s));
+  shape = std::move(s);
+}
+
+Tensor Tensor::rows(int64_t begin, int64_t end) const {
+  int64_t row = shape.empty() ? 1 : numel() / shape[0];
+  Shape s = shape;
+  s[0] = end - begin;
+  return Tensor(s, std::vector<float>(data.begin() + begin * row, data.begin() + end * row));
+}
+
+Tensor TensorView::to_f32() const {
+  Tensor t(shape);
+  const int64_t n = numel();
+  float* o = t.ptr();
+  switch (dtype) {
+    case DType::F32: std::memcpy(o, data, size_t(n) * 4); break;
+    case DType::BF16: { auto* p = static_cast<const uint16_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(p[i]); break; }
+    case DType::F16: { auto* p = static_cast<const uint16_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = f16_to_f32(p[i]); break; }
+    case DType::F8_E4M3: { auto* p = static_cast<const uint8_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = f8e4m3_to_f32(p[i]); break; }
+    case DType::F64: { auto* p = static_cast<const double*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
+    case DType::I32: { auto* p = static_cast<const int32_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
+    case DType::I64: { auto* p = static_cast<const int64_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
+    case DType::U8: { auto* p = static_cast<const uint8_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
+  }
+  return t;
+}
+
+std::vector<int64_t> TensorView::to_i64() const {
+  const int64_t n = numel();
+  std::vector<int64_t> r(size_t(n), 0);
+  if (dtype == DType::I32) {
+    auto* p = static_cast<const int32_t*>(data);
+    for (int64_t i = 0; i < n; ++i) r[size_t(i)] = p[i];
+  } else if (dtype == DType::I64) {
+    std::memcpy(r.data(), data, size_t(n) * 8);
+  } else {
+    throw Error("tensor '" + name + "' in " + file + ": expected an integer dtype, found " + dtype_name(dtype));
+  }
+  return r;
+}
+
+TensorView TensorView::rows(int64_t begin, int64_t end) const {
+  TensorView v = *this;
+  const size_t row_bytes = shape.empty() ? nbytes : nbytes / size_t(shape[0]);
+  v.shape[0] = end - begin;
+  v.data = static_cast<const char*>(data) + size_t(begin) * row_bytes;
+  v.nbytes = size_t(end - begin) * row_bytes;
+  return v;
+}
+
+TensorView view_of(const Tensor& t, const std::string& name) {
+  TensorView v;
+  v.name = name;
+  v.dtype = DType::F32;
+  v.shape = t.shape;
+  v.data = t.ptr();
+  v.nbytes = t.data.size() * 4;
+  return v;
+}
+
+}  // namespace chroma

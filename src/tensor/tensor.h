@@ -1,0 +1,81 @@
+// Tensors: the engine's two data types.
+//   Tensor      owned float32 activations, row-major, shapes in PyTorch order.
+//   TensorView  a borrowed, typed view of stored data (e.g. an mmapped weight in its stored dtype).
+// Weights stay in their stored dtype; kernels widen them tile by tile (see backend/ops.h).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tensor/error.h"
+
+namespace chroma {
+
+enum class DType { F32, F16, BF16, F8_E4M3, F64, I32, I64, U8 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);       // safetensors spelling: "F32", "BF16", ...
+bool dtype_from_name(const std::string& name, DType* out);
+bool dtype_is_float(DType t);
+
+using Shape = std::vector<int64_t>;
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);  // "[1, 16, 8, 8]"
+
+// Scalar conversions (exact widening; bf16 narrowing rounds to nearest even like PyTorch).
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint16_t f32_to_bf16(float f);
+inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+float f16_to_f32(uint16_t h);
+float f8e4m3_to_f32(uint8_t v);
+
+struct Tensor {
+  Shape shape;
+  std::vector<float> data;
+
+  Tensor() = default;
+  explicit Tensor(Shape s) : shape(std::move(s)), data(size_t(shape_numel(shape)), 0.0f) {}
+  Tensor(Shape s, std::vector<float> values);
+
+  int64_t numel() const { return int64_t(data.size()); }
+  int rank() const { return int(shape.size()); }
+  int64_t dim(int i) const { return shape[size_t(i < 0 ? i + rank() : i)]; }
+  float* ptr() { return data.data(); }
+  const float* ptr() const { return data.data(); }
+  // Same data, new shape (element count must match).
+  Tensor reshaped(Shape s) const;
+  void reshape(Shape s);
+  // Rows [begin, end) of the first dimension (copy).
+  Tensor rows(int64_t begin, int64_t end) const;
+};
+
+struct TensorView {
+  std::string name;   // name in its file, for error messages
+  std::string file;   // the file it came from
+  DType dtype = DType::F32;
+  Shape shape;
+  const void* data = nullptr;
+  size_t nbytes = 0;
+
+  explicit operator bool() const { return data != nullptr; }
+  int64_t numel() const { return shape_numel(shape); }
+  int64_t dim(int i) const { return shape[size_t(i < 0 ? int(shape.size()) + i : i)]; }
+  // Widen to float32 (floats) or convert integers to float32; a copy.
+  Tensor to_f32() const;
+  // Integer contents (I32/I64) as int64.
+  std::vector<int64_t> to_i64() const;
+  // Rows [begin, end) of the first dimension, as a view.
+  TensorView rows(int64_t begin, int64_t end) const;
+};
+
+// A view of a float32 tensor (for passing activations where a weight is expected).
+TensorView view_of(const Tensor& t, const std::string& name = "");
+
+}  // namespace chroma

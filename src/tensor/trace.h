@@ -1,0 +1,36 @@
+// Named intermediates ("dump and compare"): model code calls trace("double.3.img", x) where a
+// value is computed, llama.cpp-style. Nothing happens unless a Tracer is installed (e.g. by
+// `chromacpp generate --dump DIR` or a reference test); then each value is handed to it under
+// the current prefix, e.g. "step.2.pos." + "double.3.img".
+#pragma once
+#include <string>
+
+#include "tensor/tensor.h"
+
+namespace chroma {
+
+class Tracer {
+ public:
+  virtual ~Tracer() = default;
+  virtual void record(const std::string& name, const Tensor& value) = 0;
+};
+
+// Install (or with nullptr remove) the process-wide tracer. Not owned.
+void set_tracer(Tracer* tracer);
+bool tracing();
+// Records `value` under prefix + name if a tracer is installed.
+void trace(const std::string& name, const Tensor& value);
+
+// Sets the prefix for the lifetime of the object, restoring the previous one after.
+class TracePrefix {
+ public:
+  explicit TracePrefix(const std::string& prefix);
+  ~TracePrefix();
+  TracePrefix(const TracePrefix&) = delete;
+  TracePrefix& operator=(const TracePrefix&) = delete;
+
+ private:
+  std::string saved_;
+};
+
+}  // namespace chroma

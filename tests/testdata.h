@@ -1,0 +1,75 @@
+// Shared test helpers: where the reference data lives, and tensor comparison with named tolerances.
+// Reference data is read in place from $CHROMA_TESTDATA (default ../shared/testdata beside the
+// repository); tests skip with a clear message when it is absent.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "io/safetensors.h"
+#include "tensor/tensor.h"
+
+namespace chroma::test {
+
+inline std::string testdata_dir() {
+  if (const char* env = std::getenv("CHROMA_TESTDATA"); env && *env) return env;
+  return CHROMA_DEFAULT_TESTDATA;
+}
+inline std::string reference_path(const std::string& file) { return testdata_dir() + "/reference/" + file; }
+inline std::string tokenizer_path(const std::string& file) { return testdata_dir() + "/tokenizer/" + file; }
+
+// Skips the current test unless the file exists.
+#define CHROMA_REQUIRE_FILE(path)                                                                  \
+  do {                                                                                             \
+    if (!std::filesystem::exists(path))                                                            \
+      GTEST_SKIP() << "reference data not found: " << (path)                                       \
+                   << " (set CHROMA_TESTDATA to the folder holding reference/ and tokenizer/)";    \
+  } while (0)
+
+// A tolerance relative to the reference's magnitude: pass when
+//   max |got − ref| ≤ rel · max(1, max |ref|)
+// (the comparison rule suggested in testdata/reference/README.md §6.2).
+struct Tolerance {
+  double rel;
+};
+
+struct Diff {
+  double max_abs = 0, mean_abs = 0, ref_max = 0;
+  int64_t worst = -1;
+};
+
+inline Diff diff(const Tensor& got, const Tensor& ref) {
+  Diff d;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    double e = std::fabs(double(got.data[size_t(i)]) - double(ref.data[size_t(i)]));
+    if (!(e <= d.max_abs)) { d.max_abs = e; d.worst = i; }  // NaN counts as worst
+    d.mean_abs += e;
+    d.ref_max = std::max(d.ref_max, std::fabs(double(ref.data[size_t(i)])));
+  }
+  if (ref.numel()) d.mean_abs /= double(ref.numel());
+  return d;
+}
+
+// Asserts shapes agree and the difference is inside the tolerance; prints name, errors and worst index.
+inline void expect_close(const std::string& name, const Tensor& got, const Tensor& ref, Tolerance tol) {
+  ASSERT_EQ(shape_str(got.shape), shape_str(ref.shape)) << name;
+  Diff d = diff(got, ref);
+  double bound = tol.rel * std::max(1.0, d.ref_max);
+  EXPECT_LE(d.max_abs, bound) << name << ": max abs err " << d.max_abs << " (mean " << d.mean_abs
+                              << ", ref max " << d.ref_max << ") at flat index " << d.worst
+                              << (d.worst >= 0 ? " got " + std::to_string(got.data[size_t(d.worst)]) +
+                                                     " ref " + std::to_string(ref.data[size_t(d.worst)])
+                                               : std::string());
+}
+
+// Tolerances from testdata/reference/README.md §6.2 (float32 port, bf16 weights): the goldens carry
+// only float32 rounding noise (≤ 2.3e-6 relative), so these bounds leave room for a different
+// but equally valid float32 summation order, and nothing more.
+inline constexpr Tolerance kEmbeddingTol{1e-5};  // embeddings, schedules, RoPE: a few ulps
+inline constexpr Tolerance kForwardTol{1e-4};    // one T5 / DiT / VAE forward, one sampler step
+inline constexpr Tolerance kEndToEndTol{1e-3};   // latents and float images after a whole run
+
+}  // namespace chroma::test
