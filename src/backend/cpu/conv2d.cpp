@@ -1,0 +1,83 @@
+// conv2d as im2col + sgemm. The im2col matrix is built a band of output rows at a time, so its size
+// stays bounded (a full one for a 128-channel 3×3 conv on 1024×1024 would be 4.6 GB).
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/cpu/kernels.h"
+
+namespace chroma::cpu {
+namespace {
+
+constexpr int64_t kColumnBytes = 16 << 20;  // im2col band: big enough for sgemm, small next to the image
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, ops::Padding pad) {
+  check_float_view("conv2d", w);
+  if (x.rank() != 3) throw Error("conv2d: input must be an image [C, H, W], got " + shape_str(x.shape));
+  if (w.shape.size() != 4 || w.dim(1) != x.dim(0))
+    throw Error("conv2d: weight " + describe(w) + " of shape " + shape_str(w.shape) + " does not fit input " +
+                shape_str(x.shape) + " (expected [O, " + std::to_string(x.dim(0)) + ", kh, kw])");
+  if (b) {
+    check_float_view("conv2d", b);
+    if (b.numel() != w.dim(0))
+      throw Error("conv2d: bias " + describe(b) + " has shape " + shape_str(b.shape) + ", expected [" +
+                  std::to_string(w.dim(0)) + "]");
+  }
+  if (stride <= 0 || pad.top < 0 || pad.left < 0 || pad.bottom < 0 || pad.right < 0)
+    throw Error("conv2d: weight " + describe(w) + ": stride must be positive and padding non-negative");
+  const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+  const int64_t O = w.dim(0), KH = w.dim(2), KW = w.dim(3), Kc = C * KH * KW;
+  const int64_t Ho = (H + pad.top + pad.bottom - KH) / stride + 1, Wo = (W + pad.left + pad.right - KW) / stride + 1;
+  if (H + pad.top + pad.bottom < KH || W + pad.left + pad.right < KW)
+    throw Error("conv2d: weight " + describe(w) + " kernel is larger than the padded input " + shape_str(x.shape));
+  Tensor y({O, Ho, Wo});
+  const Tensor wf = widen(w);  // conv kernels are small (≤ a few MB widened)
+
+  if (KH == 1 && KW == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 && pad.right == 0) {
+    // 1×1: the input is already the im2col matrix [C, H·W].
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(H * W), int(C), 1.0f, wf.ptr(), int(C),
+                x.ptr(), int(H * W), 0.0f, y.ptr(), int(H * W));
+  } else {
+    const int64_t band = std::clamp<int64_t>(kColumnBytes / (4 * Kc * Wo), 1, Ho);
+    std::vector<float> col(size_t(Kc * band * Wo));
+    for (int64_t oh0 = 0; oh0 < Ho; oh0 += band) {
+      const int64_t rows = std::min(band, Ho - oh0), n = rows * Wo;
+      // col[(c, i, j), (r, ow)] = x[c, (oh0 + r)·stride − top + i, ow·stride − left + j], zero outside.
+#pragma omp parallel for schedule(static)
+      for (int64_t kc = 0; kc < Kc; ++kc) {
+        const int64_t c = kc / (KH * KW), i = kc / KW % KH, j = kc % KW;
+        float* dst = col.data() + kc * n;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t ih = (oh0 + r) * stride - pad.top + i;
+          float* d = dst + r * Wo;
+          if (ih < 0 || ih >= H) {
+            std::fill_n(d, Wo, 0.0f);
+            continue;
+          }
+          const float* src = x.ptr() + (c * H + ih) * W;
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            const int64_t iw = ow * stride - pad.left + j;
+            d[ow] = (iw >= 0 && iw < W) ? src[iw] : 0.0f;
+          }
+        }
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(n), int(Kc), 1.0f, wf.ptr(), int(Kc),
+                  col.data(), int(n), 0.0f, y.ptr() + oh0 * Wo, int(Ho * Wo));
+    }
+  }
+
+  if (b) {
+    const Tensor bf = widen(b);
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < O; ++o) {
+      float* yo = y.ptr() + o * Ho * Wo;
+      for (int64_t i = 0; i < Ho * Wo; ++i) yo[i] += bf.data[size_t(o)];
+    }
+  }
+  return y;
+}
+
+}  // namespace chroma::cpu

@@ -1,0 +1,111 @@
+// Elementwise ops, broadcasts, rotary embedding and nearest upsampling.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/kernels.h"
+
+namespace chroma::cpu {
+namespace {
+
+// Checks x is [L, C] and v holds C values (a row to broadcast).
+void require_row(const char* op, const Tensor& x, const Tensor& v, const char* what) {
+  if (x.rank() < 1) throw Error(std::string(op) + ": input must have at least one dimension");
+  if (v.numel() != x.dim(-1))
+    throw Error(std::string(op) + ": " + what + " has shape " + shape_str(v.shape) + ", expected " +
+                std::to_string(x.dim(-1)) + " values for input " + shape_str(x.shape));
+}
+
+}  // namespace
+
+Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
+  require_row("modulate", x, shift, "shift");
+  require_row("modulate", x, scale, "scale");
+  const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
+  Tensor y(x.shape);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x.ptr() + r * C;
+    float* yr = y.ptr() + r * C;
+    for (int64_t c = 0; c < C; ++c) yr[c] = (1.0f + scale.data[size_t(c)]) * xr[c] + shift.data[size_t(c)];
+  }
+  return y;
+}
+
+void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) {
+  require_row("add_gated", x, gate, "gate");
+  if (x.shape != y.shape)
+    throw Error("add_gated: shapes differ: " + shape_str(x.shape) + " vs " + shape_str(y.shape));
+  const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x.ptr() + r * C;
+    const float* yr = y.ptr() + r * C;
+    for (int64_t c = 0; c < C; ++c) xr[c] += gate.data[size_t(c)] * yr[c];
+  }
+}
+
+void add(Tensor& x, const Tensor& y) {
+  if (x.shape != y.shape) throw Error("add: shapes differ: " + shape_str(x.shape) + " vs " + shape_str(y.shape));
+  const int64_t n = x.numel();
+  float* xp = x.ptr();
+  const float* yp = y.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) xp[i] += yp[i];
+}
+
+void gelu_tanh(Tensor& x) {
+  const float k = std::sqrt(2.0f / float(M_PI));
+  const int64_t n = x.numel();
+  float* p = x.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = p[i];
+    p[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void silu(Tensor& x) {
+  const int64_t n = x.numel();
+  float* p = x.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] = p[i] / (1.0f + std::exp(-p[i]));
+}
+
+void rope(Tensor& x, int heads, const Tensor& rope_table) {
+  if (x.rank() != 2 || heads <= 0 || x.dim(1) % (2 * heads) != 0)
+    throw Error("rope: input " + shape_str(x.shape) + " cannot be split into " + std::to_string(heads) +
+                " heads of even width");
+  const int64_t L = x.dim(0), C = x.dim(1), D = C / heads, P = D / 2;
+  if (rope_table.numel() != L * P * 2 || rope_table.dim(-1) != 2)
+    throw Error("rope: table " + shape_str(rope_table.shape) + " does not match [" + std::to_string(L) + ", " +
+                std::to_string(P) + ", 2] for input " + shape_str(x.shape));
+#pragma omp parallel for schedule(static)
+  for (int64_t l = 0; l < L; ++l) {
+    const float* t = rope_table.ptr() + l * P * 2;  // (cos, sin) per pair
+    for (int64_t h = 0; h < heads; ++h) {
+      float* xh = x.ptr() + l * C + h * D;
+      for (int64_t p = 0; p < P; ++p) {
+        const float c = t[2 * p], s = t[2 * p + 1], x0 = xh[2 * p], x1 = xh[2 * p + 1];
+        xh[2 * p] = c * x0 - s * x1;
+        xh[2 * p + 1] = s * x0 + c * x1;
+      }
+    }
+  }
+}
+
+Tensor upsample_nearest2x(const Tensor& x) {
+  if (x.rank() != 3) throw Error("upsample_nearest2x: input must be an image [C, H, W], got " + shape_str(x.shape));
+  const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+  Tensor y({C, 2 * H, 2 * W});
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < H; ++i) {
+      const float* xr = x.ptr() + (c * H + i) * W;
+      float* y0 = y.ptr() + (c * 2 * H + 2 * i) * 2 * W;
+      for (int64_t j = 0; j < W; ++j) y0[2 * j] = y0[2 * j + 1] = xr[j];
+      std::copy_n(y0, 2 * W, y0 + 2 * W);  // the second output row repeats the first
+    }
+  return y;
+}
+
+}  // namespace chroma::cpu

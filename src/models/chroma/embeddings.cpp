@@ -1,0 +1,112 @@
+// Weight-free input transforms of the Chroma DiT (chroma-spec.md §3.1–§3.4, §6.1–§6.3).
+#include "models/chroma/embeddings.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace chroma::dit {
+
+// chroma-spec.md §3.1 — flow `vae_flatten`: "b c (h ph) (w pw) -> b (h w) (c ph pw)"
+Tensor patchify(const Tensor& latent, int patch) {
+  if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(2) % patch != 0 || latent.dim(3) % patch != 0)
+    throw Error("DiT input latent has shape " + shape_str(latent.shape) + ", expected [1, C, h, w] with h and w multiples of " +
+                std::to_string(patch));
+  const int64_t C = latent.dim(1), h = latent.dim(2), w = latent.dim(3);
+  const int64_t gh = h / patch, gw = w / patch, F = C * patch * patch;
+  Tensor tokens({gh * gw, F});  // [Li, Cl·p·p]
+  for (int64_t i = 0; i < gh; ++i)
+    for (int64_t j = 0; j < gw; ++j)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t dy = 0; dy < patch; ++dy)
+          for (int64_t dx = 0; dx < patch; ++dx)
+            tokens.data[size_t((i * gw + j) * F + (c * patch + dy) * patch + dx)] =
+                latent.data[size_t((c * h + patch * i + dy) * w + patch * j + dx)];
+  return tokens;
+}
+
+// chroma-spec.md §3.9 — flow `vae_unflatten`: "b (h w) (c ph pw) -> b c (h ph) (w pw)"
+Tensor unpatchify(const Tensor& tokens, int64_t h, int64_t w, int patch) {
+  const int64_t gh = h / patch, gw = w / patch;
+  if (tokens.rank() != 2 || tokens.dim(0) != gh * gw || tokens.dim(1) % (patch * patch) != 0)
+    throw Error("unpatchify: tokens " + shape_str(tokens.shape) + " do not fit a " + std::to_string(h) + "x" +
+                std::to_string(w) + " latent");
+  const int64_t F = tokens.dim(1), C = F / (patch * patch);
+  Tensor latent({1, C, h, w});
+  for (int64_t i = 0; i < gh; ++i)
+    for (int64_t j = 0; j < gw; ++j)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t dy = 0; dy < patch; ++dy)
+          for (int64_t dx = 0; dx < patch; ++dx)
+            latent.data[size_t((c * h + patch * i + dy) * w + patch * j + dx)] =
+                tokens.data[size_t((i * gw + j) * F + (c * patch + dy) * patch + dx)];
+  return latent;
+}
+
+// chroma-spec.md §3.2 — flow `EmbedND` / `math.py rope`, evaluated per token.
+Tensor rope_table(int64_t text_tokens, int64_t grid_h, int64_t grid_w, const ChromaConfig& config) {
+  const int64_t L = text_tokens + grid_h * grid_w;
+  const int64_t pairs = config.head_dim / 2;
+  Tensor table({L, pairs, 2});  // [L, D/2, (cos, sin)]
+  for (int64_t t = 0; t < L; ++t) {
+    // Position ids (spec §3.1): text (0,0,0), image token i·gw + j → (0, i, j).
+    double pos[3] = {0, 0, 0};
+    if (t >= text_tokens) {
+      pos[1] = double((t - text_tokens) / grid_w);
+      pos[2] = double((t - text_tokens) % grid_w);
+    }
+    float* row = table.ptr() + t * pairs * 2;
+    for (int a = 0; a < 3; ++a) {
+      const int d = config.axes_dim[size_t(a)];
+      for (int k = 0; k < d / 2; ++k) {
+        // float64 like the reference, so large row/column indices keep their phase.
+        const double omega = 1.0 / std::pow(config.theta, double(2 * k) / double(d));
+        const double angle = pos[a] * omega;
+        *row++ = float(std::cos(angle));
+        *row++ = float(std::sin(angle));
+      }
+    }
+  }
+  return table;
+}
+
+namespace {
+
+// emb for an already scaled time s = 1000·t (chroma-spec.md §3.3, flow `timestep_embedding`).
+// Every step in float32 and in torch's order: freqs = exp(f32(−ln 10000) · k / half); args = s · freqs.
+Tensor embed_scaled_time(float scaled_t, int dim) {
+  const int half = dim / 2;
+  const float neg_log_period = float(-std::log(10000.0));
+  Tensor emb({dim});  // an odd dim leaves the last entry 0, as the reference pads
+  for (int k = 0; k < half; ++k) {
+    const float freq = std::exp(neg_log_period * float(k) / float(half));
+    const float arg = scaled_t * freq;
+    emb.data[size_t(k)] = std::cos(arg);  // cos first, then sin
+    emb.data[size_t(half + k)] = std::sin(arg);
+  }
+  return emb;
+}
+
+}  // namespace
+
+Tensor timestep_embedding(float t, int dim) { return embed_scaled_time(1000.0f * t, dim); }
+
+Tensor timestep_embedding_bf16(float t, int dim) {
+  // bf16 t times 1000 is exact in float32 (8 + 7 significant bits), then rounded once to bf16.
+  const float scaled = round_bf16(1000.0f * round_bf16(t));
+  Tensor emb = embed_scaled_time(scaled, dim);
+  for (float& v : emb.data) v = round_bf16(v);  // `.to(t.dtype)` in the reference
+  return emb;
+}
+
+Tensor mod_index_table(int rows, int dim) {
+  Tensor table({rows, dim});  // [rows, dim]
+  for (int r = 0; r < rows; ++r) {
+    // The index arrives as an integer and is scaled in float32: exact for r < 2^24 / 1000 (spec §6.1).
+    const Tensor emb = embed_scaled_time(float(r) * 1000.0f, dim);
+    std::copy(emb.data.begin(), emb.data.end(), table.data.begin() + int64_t(r) * dim);
+  }
+  return table;
+}
+
+}  // namespace chroma::dit

@@ -1,0 +1,59 @@
+// The Chroma DiT (lodestones; FLUX.1-schnell-derived) — chroma-spec.md §3.
+// One forward predicts the flow velocity of a latent, given T5 text features and the modulation
+// vectors of the current timestep.
+//
+// Size legend (real model / chroma-mini):
+//   C hidden (3072 / 256)   H heads (24 / 2)   D head dim (128)   M MLP hidden (12288 / 1024)
+//   Cl latent channels (16) h×w latent size (even)   Li = (h/2)·(w/2) image tokens
+//   Lt visible text tokens   L = Lt + Li   T context dim (4096 / 128)   R = mod_rows (344 / 32)
+//
+// Text: the author's pipeline masks all but n_valid + 1 text tokens (reference README §3.2); a
+// forward on only those visible rows with no mask gives the same velocity, so forward() takes
+// just the visible rows and runs attention unmasked (spec §2.3, §3.10).
+//
+// Precision: float32 activations; weights stay in their stored dtype and are widened inside the
+// kernels. Timestep embedding in float32 by default (spec §6.2; TimestepPrecision::BF16 reproduces
+// the author's sampler), modulation-index table from exact float32 products (spec §6.1).
+#pragma once
+#include "io/safetensors.h"
+#include "models/chroma/config.h"
+#include "models/chroma/embeddings.h"
+#include "models/chroma/weights.h"
+#include "tensor/tensor.h"
+
+namespace chroma::dit {
+
+// How the timestep reaches the approximator (spec §6.2).
+enum class TimestepPrecision {
+  F32,   // 1000·t and its embedding in float32 (ComfyUI; this project's default)
+  BF16,  // t, 1000·t and the embedding rounded to bf16 (flow's sampler and trainer)
+};
+
+class ChromaModel {
+ public:
+  // Checks every tensor (presence, shape, float dtype) now, with or without the
+  // "model.diffusion_model." prefix; throws chroma::Error naming the first bad one.
+  // Keeps a copy of the store, which keeps the mapped files alive.
+  explicit ChromaModel(const io::WeightStore& weights);
+
+  const ChromaConfig& config() const { return config_; }
+
+  // §3.4 the approximator output for flow time t ∈ [0, 1] (guidance input 0, spec §4.4): [R, C].
+  // Depends on t only: compute once per step and share between the CFG passes.
+  // Traces "approx_input" [R, 64] and "mod_vectors" [R, C].
+  Tensor modulations(float t, TimestepPrecision precision = TimestepPrecision::F32) const;
+
+  // §3.1–§3.9 latent [1, Cl, h, w] (h, w even), txt [Lt, T] (the visible text rows, Lt ≥ 1),
+  // mods [R, C] from modulations(). Returns the velocity [1, Cl, h, w].
+  // Traces img_packed [Li, 64], img_in [Li, C], txt_in_visible [Lt, C], double.{i}.img [Li, C],
+  // double.{i}.txt_visible [Lt, C], single.{i}.joint_visible [L, C], final_out [Li, 64].
+  Tensor forward(const Tensor& latent, const Tensor& txt, const Tensor& mods) const;
+
+ private:
+  io::WeightStore store_;   // owns the mapped files the views below point into
+  ChromaConfig config_;
+  ChromaWeights weights_;
+  Tensor index_table_;      // [R, 32] modulation-index embeddings, constant (spec §3.4)
+};
+
+}  // namespace chroma::dit

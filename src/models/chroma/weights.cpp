@@ -1,0 +1,82 @@
+// Loading and checking the Chroma DiT tensors (chroma-spec.md §1.1 name table).
+#include "models/chroma/weights.h"
+
+namespace chroma::dit {
+
+namespace {
+
+// Every lookup goes through one place, so every tensor is checked for presence, shape and dtype.
+struct Loader {
+  const io::WeightStore& store;
+  std::string prefix;
+
+  TensorView tensor(const std::string& name, const Shape& shape) const { return store.require(prefix + name, shape); }
+  LinearWeights linear(const std::string& name, int64_t out, int64_t in) const {
+    return {tensor(name + ".weight", {out, in}), tensor(name + ".bias", {out})};
+  }
+};
+
+// Row block [begin, end) of a linear layer: a sub-layer packed into a larger matrix.
+LinearWeights row_block(const LinearWeights& l, int64_t begin, int64_t end) {
+  return {l.weight.rows(begin, end), l.bias.rows(begin, end)};
+}
+
+// Q | K | V row blocks of a packed projection `packed` ([≥3C, C]) plus the QK-norm scales under `norm`.
+QkvWeights load_qkv(const Loader& ld, const LinearWeights& packed, const std::string& norm, const ChromaConfig& c) {
+  const int64_t C = c.hidden;
+  return {.q = row_block(packed, 0, C),
+          .k = row_block(packed, C, 2 * C),
+          .v = row_block(packed, 2 * C, 3 * C),
+          .query_norm = ld.tensor(norm + ".query_norm.scale", {c.head_dim}),
+          .key_norm = ld.tensor(norm + ".key_norm.scale", {c.head_dim})};
+}
+
+AttentionWeights load_attention(const Loader& ld, const std::string& name, const ChromaConfig& c) {
+  const int64_t C = c.hidden;
+  return {.qkv = load_qkv(ld, ld.linear(name + ".qkv", 3 * C, C), name + ".norm", c),
+          .proj = ld.linear(name + ".proj", C, C)};
+}
+
+MlpWeights load_mlp(const Loader& ld, const std::string& name, const ChromaConfig& c) {
+  return {.fc1 = ld.linear(name + ".0", c.mlp_hidden, c.hidden), .fc2 = ld.linear(name + ".2", c.hidden, c.mlp_hidden)};
+}
+
+}  // namespace
+
+ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& c) {
+  const Loader ld{store, weight_prefix(store)};
+  const int64_t C = c.hidden, M = c.mlp_hidden, X = c.approx_hidden;
+  ChromaWeights w;
+  w.img_in = ld.linear("img_in", C, c.in_channels);
+  w.txt_in = ld.linear("txt_in", C, c.context_dim);
+
+  const std::string ag = "distilled_guidance_layer.";
+  w.approximator.in_proj = ld.linear(ag + "in_proj", X, c.approx_in);
+  for (int i = 0; i < c.approx_layers; ++i) {
+    const std::string n = std::to_string(i);
+    w.approximator.layers.push_back({.norm = ld.tensor(ag + "norms." + n + ".scale", {X}),
+                                     .in_layer = ld.linear(ag + "layers." + n + ".in_layer", X, X),
+                                     .out_layer = ld.linear(ag + "layers." + n + ".out_layer", X, X)});
+  }
+  w.approximator.out_proj = ld.linear(ag + "out_proj", C, X);
+
+  for (int i = 0; i < c.double_blocks; ++i) {
+    const std::string b = "double_blocks." + std::to_string(i) + ".";
+    w.double_blocks.push_back({.img_attn = load_attention(ld, b + "img_attn", c),
+                               .txt_attn = load_attention(ld, b + "txt_attn", c),
+                               .img_mlp = load_mlp(ld, b + "img_mlp", c),
+                               .txt_mlp = load_mlp(ld, b + "txt_mlp", c)});
+  }
+  for (int i = 0; i < c.single_blocks; ++i) {
+    const std::string b = "single_blocks." + std::to_string(i) + ".";
+    const LinearWeights linear1 = ld.linear(b + "linear1", 3 * C + M, C);
+    w.single_blocks.push_back({.qkv = load_qkv(ld, linear1, b + "norm", c),
+                               .mlp_in = row_block(linear1, 3 * C, 3 * C + M),
+                               .linear2 = ld.linear(b + "linear2", C, C + M)});
+  }
+  // Output width = input width: the velocity has the latent's shape (patch size 1 inside the DiT).
+  w.final_linear = ld.linear("final_layer.linear", c.in_channels, C);
+  return w;
+}
+
+}  // namespace chroma::dit

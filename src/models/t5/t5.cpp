@@ -1,0 +1,166 @@
+#include "models/t5/t5.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "backend/ops.h"
+#include "tensor/trace.h"
+
+namespace chroma::t5 {
+namespace {
+
+std::string block_name(int i, const std::string& rest) { return "encoder.block." + std::to_string(i) + "." + rest; }
+
+const char* const kRelativeBias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
+
+// The named tensor, checked to have `rank` dimensions (its sizes are what we infer from).
+const TensorView& require_rank(const io::WeightStore& weights, const std::string& name, size_t rank) {
+  const TensorView& t = weights.require(name);
+  if (t.shape.size() != rank)
+    throw Error(t.file + ": tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                std::to_string(rank) + " dimensions");
+  return t;
+}
+
+}  // namespace
+
+// spec §1.3: every size is visible in the tensor shapes except max_distance and eps.
+T5Config T5Config::from_weights(const io::WeightStore& weights) {
+  T5Config c;
+  const TensorView& shared = require_rank(weights, "shared.weight", 2);           // [V, C]
+  c.vocab = int(shared.dim(0));
+  c.d_model = int(shared.dim(1));
+  const TensorView& rel = require_rank(weights, kRelativeBias, 2);                 // [buckets, H]
+  c.buckets = int(rel.dim(0));
+  c.heads = int(rel.dim(1));
+  const std::string q_name = block_name(0, "layer.0.SelfAttention.q.weight");
+  const TensorView& q = require_rank(weights, q_name, 2);                          // [H·D, C]
+  if (c.heads <= 0 || q.dim(0) % c.heads != 0)
+    throw Error(q.file + ": tensor '" + q_name + "' has " + std::to_string(q.dim(0)) +
+                " rows, not a multiple of the " + std::to_string(c.heads) + " heads in '" + kRelativeBias + "'");
+  c.d_kv = int(q.dim(0) / c.heads);
+  c.d_ff = int(require_rank(weights, block_name(0, "layer.1.DenseReluDense.wi_0.weight"), 2).dim(0));  // [F, C]
+  c.layers = weights.count_indexed("encoder.block.");
+  // The bidirectional bucketing needs an even count with room for exact and log buckets.
+  if (c.buckets < 4 || c.buckets % 2 != 0)
+    throw Error(rel.file + ": tensor '" + std::string(kRelativeBias) + "' has " + std::to_string(c.buckets) +
+                " rows (relative-position buckets), expected an even number ≥ 4");
+  return c;
+}
+
+// spec §2.4 (HF/flow `_relative_position_bucket`, bidirectional). Float32 log like the reference.
+int relative_position_bucket(int64_t relative_position, int buckets, int max_distance) {
+  const int half = buckets / 2;    // one half for keys after the query, one for the rest
+  const int max_exact = half / 2;  // offsets below this get a bucket each
+  int bucket = relative_position > 0 ? half : 0;
+  const int64_t n = relative_position < 0 ? -relative_position : relative_position;
+  if (n < max_exact) return bucket + int(n);
+  const float log_ratio = std::log(float(n) / float(max_exact)) /
+                          float(std::log(double(max_distance) / double(max_exact)));
+  const int64_t large = max_exact + int64_t(log_ratio * float(half - max_exact));  // truncation, as .to(long)
+  return bucket + int(std::min<int64_t>(large, half - 1));
+}
+
+T5Encoder::T5Encoder(const io::WeightStore& weights) : weights_(weights), config_(T5Config::from_weights(weights)) {
+  const T5Config& c = config_;
+  const int64_t C = c.d_model, HD = int64_t(c.heads) * c.d_kv, F = c.d_ff;
+  shared_ = weights_.require("shared.weight", {c.vocab, C});
+  relative_bias_ = weights_.require(kRelativeBias, {c.buckets, c.heads}).to_f32();
+  for (int i = 0; i < c.layers; ++i) {
+    Block b;
+    b.attn_norm = weights_.require(block_name(i, "layer.0.layer_norm.weight"), {C});
+    b.q = weights_.require(block_name(i, "layer.0.SelfAttention.q.weight"), {HD, C});
+    b.k = weights_.require(block_name(i, "layer.0.SelfAttention.k.weight"), {HD, C});
+    b.v = weights_.require(block_name(i, "layer.0.SelfAttention.v.weight"), {HD, C});
+    b.o = weights_.require(block_name(i, "layer.0.SelfAttention.o.weight"), {C, HD});
+    b.ff_norm = weights_.require(block_name(i, "layer.1.layer_norm.weight"), {C});
+    b.wi_0 = weights_.require(block_name(i, "layer.1.DenseReluDense.wi_0.weight"), {F, C});
+    b.wi_1 = weights_.require(block_name(i, "layer.1.DenseReluDense.wi_1.weight"), {F, C});
+    b.wo = weights_.require(block_name(i, "layer.1.DenseReluDense.wo.weight"), {C, F});
+    blocks_.push_back(b);
+  }
+  final_norm_ = weights_.require("encoder.final_layer_norm.weight", {C});
+}
+
+// spec §2.4: per block pre-RMSNorm self-attention and gated FF, each added to the residual; then
+// the final RMSNorm. The stream holds the n valid rows plus (when padded) the one padding row.
+Tensor T5Encoder::encode(std::span<const int32_t> ids) const {
+  const int64_t n = int64_t(ids.size());
+  if (n < 1 || n > kPaddedLength)
+    throw Error("t5: " + std::to_string(n) + " token ids, expected 1.." + std::to_string(kPaddedLength) +
+                " (text + EOS)");
+  Tensor x = embed(ids, n < kPaddedLength);   // [n(+1), C]
+  const Tensor bias = relative_position_bias(n);  // [H, n, n]
+  for (int i = 0; i < config_.layers; ++i) {
+    block(x, blocks_[size_t(i)], bias, n);
+    trace("layer." + std::to_string(i), x);
+  }
+  Tensor hidden = ops::rms_norm(x, final_norm_, config_.eps);  // [n(+1), C]
+  trace("hidden", hidden);
+  return hidden;
+}
+
+// Rows of shared.weight, no scaling (spec §1.3); the padding row is <pad>'s embedding.
+Tensor T5Encoder::embed(std::span<const int32_t> ids, bool with_padding_row) const {
+  const int64_t n = int64_t(ids.size()), C = config_.d_model;
+  Tensor x({n + (with_padding_row ? 1 : 0), C});
+  for (int64_t i = 0; i < x.dim(0); ++i) {
+    const int32_t id = i < n ? ids[size_t(i)] : kPadId;
+    if (id < 0 || id >= config_.vocab)
+      throw Error("t5: token id " + std::to_string(id) + " at position " + std::to_string(i) +
+                  " is outside the vocabulary of " + std::to_string(config_.vocab) + " (shared.weight rows)");
+    const Tensor row = shared_.rows(id, id + 1).to_f32();  // [1, C]
+    std::copy(row.data.begin(), row.data.end(), x.data.begin() + i * C);
+  }
+  return x;
+}
+
+// bias[h, q, k] = W_rel[bucket(k − q), h] over the valid rows (spec §2.4); block 0's table serves every layer.
+Tensor T5Encoder::relative_position_bias(int64_t n) const {
+  const int H = config_.heads;
+  Tensor bias({H, n, n});
+  for (int64_t q = 0; q < n; ++q)
+    for (int64_t k = 0; k < n; ++k) {
+      const int b = relative_position_bucket(k - q, config_.buckets, config_.max_distance);
+      for (int h = 0; h < H; ++h) bias.data[size_t((h * n + q) * n + k)] = relative_bias_.data[size_t(b * H + h)];
+    }
+  return bias;
+}
+
+// flow T5Block: x += O(attention(RMSNorm(x))); x += FF(RMSNorm(x)).        x: [n(+1), C]
+void T5Encoder::block(Tensor& x, const Block& w, const Tensor& bias, int64_t n) const {
+  ops::add(x, self_attention(ops::rms_norm(x, w.attn_norm, config_.eps), w, bias, n));
+  ops::add(x, feed_forward(ops::rms_norm(x, w.ff_norm, config_.eps), w));
+}
+
+// T5Attention with the outer-product mask (spec §2.2–2.4), no 1/√D scaling.  h: [n(+1), C] → [n(+1), C]
+// Valid rows attend to the n valid rows only. The padding row's logits are all −3.4e38 (the bias is
+// absorbed), so its softmax is uniform over the 512 padded positions: n valid ones and 512 − n
+// identical padding ones, i.e. (Σ_valid V + (512 − n)·V_pad) / 512 in every head (README §3.2).
+Tensor T5Encoder::self_attention(const Tensor& h, const Block& w, const Tensor& bias, int64_t n) const {
+  const Tensor q = ops::linear(h, w.q), k = ops::linear(h, w.k), v = ops::linear(h, w.v);  // [n(+1), H·D]
+  const int64_t seq_lens[] = {n};
+  if (h.dim(0) == n) return ops::linear(ops::attention(q, k, v, config_.heads, seq_lens, 1.0f, &bias), w.o);
+
+  const Tensor valid = ops::attention(q.rows(0, n), k.rows(0, n), v.rows(0, n), config_.heads, seq_lens, 1.0f,
+                                      &bias);  // [n, H·D]
+  const int64_t HD = v.dim(1);
+  Tensor pad({1, HD});
+  for (int64_t c = 0; c < HD; ++c) {
+    double sum = double(kPaddedLength - n) * v.data[size_t(n * HD + c)];  // the padding positions
+    for (int64_t i = 0; i < n; ++i) sum += v.data[size_t(i * HD + c)];   // the valid positions
+    pad.data[size_t(c)] = float(sum / kPaddedLength);
+  }
+  return ops::linear(ops::concat_rows(valid, pad), w.o);
+}
+
+// T5DenseGatedActDense: wo(gelu_tanh(wi_0(h)) ⊙ wi_1(h)).                 h: [L, C] → [L, C]
+Tensor T5Encoder::feed_forward(const Tensor& h, const Block& w) const {
+  Tensor gate = ops::gelu_tanh(ops::linear(h, w.wi_0));  // [L, F]
+  const Tensor lin = ops::linear(h, w.wi_1);             // [L, F]
+  for (size_t i = 0; i < gate.data.size(); ++i) gate.data[i] *= lin.data[i];
+  return ops::linear(gate, w.wo);
+}
+
+}  // namespace chroma::t5

@@ -1,0 +1,175 @@
+#include "pipeline/txt2img.h"
+
+#include <cmath>
+#include <memory>
+
+#include "io/safetensors.h"
+#include "models/chroma/chroma.h"
+#include "models/t5/t5.h"
+#include "models/vae/vae.h"
+#include "sampling/rng.h"
+#include "sampling/sampler.h"
+#include "sampling/schedule.h"
+#include "text/tokenizer.h"
+
+namespace chroma::pipeline {
+namespace {
+
+constexpr int kLatentChannels = 16;  // Flux VAE z_channels; the DiT's 64 inputs are 16 × 2 × 2
+constexpr int kMaxSide = 8192;       // beyond this the attention over (side/16)² tokens is impractical
+
+// Weight files sometimes carry the prefix a UI used to store several models in one file.
+io::WeightStore open_weights(const std::string& path, const char* prefix) {
+  io::WeightStore w = io::WeightStore::open(path);
+  w.strip_prefix(prefix);
+  return w;
+}
+
+// NaN/Inf from a model means corrupt weights or an overflow: stop rather than write a wrong image.
+void require_finite(const Tensor& t, const char* what) {
+  for (float x : t.data)
+    if (!std::isfinite(x)) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
+}
+
+// T5 features of one prompt: valid tokens + the one visible padding row (spec §2.3).
+Tensor encode_prompt(const text::T5Tokenizer& tokenizer, const t5::T5Encoder& t5, const std::string& prompt) {
+  const std::vector<int32_t> ids = tokenizer.encode(prompt);
+  return t5.encode(ids);
+}
+
+}  // namespace
+
+void validate(const GenerateOptions& o) {
+  auto check_side = [](const char* flag, int v) {
+    if (v <= 0 || v % 16 != 0 || v > kMaxSide)
+      throw Error(std::string(flag) + " " + std::to_string(v) + ": must be a positive multiple of 16, at most " +
+                  std::to_string(kMaxSide));
+  };
+  check_side("--width", o.width);
+  check_side("--height", o.height);
+  if (o.steps < 1 || o.steps > 10000) throw Error("--steps " + std::to_string(o.steps) + ": must be between 1 and 10000");
+  if (!std::isfinite(o.cfg)) throw Error("--cfg: must be a finite number");
+  if (o.skip_cfg_steps < -1) throw Error("--skip-cfg-steps " + std::to_string(o.skip_cfg_steps) + ": must be −1 or more");
+}
+
+Tensor initial_noise(const GenerateOptions& o) {
+  const Shape shape = {1, kLatentChannels, o.height / 8, o.width / 8};
+  if (o.init_noise.empty()) return sampling::torch_randn(o.seed, shape);
+  auto f = io::SafetensorsFile::open(o.init_noise);
+  if (f->tensors().size() != 1)
+    throw Error(o.init_noise + ": --init-noise needs exactly one tensor, found " + std::to_string(f->tensors().size()));
+  const TensorView& v = f->tensors().begin()->second;
+  if (v.dtype != DType::F32 || v.shape != shape)
+    throw Error(o.init_noise + ": tensor '" + v.name + "' is " + dtype_name(v.dtype) + " " + shape_str(v.shape) +
+                ", --init-noise needs F32 " + shape_str(shape) + " for " + std::to_string(o.width) + "×" +
+                std::to_string(o.height));
+  return v.to_f32();
+}
+
+GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const StepCallback& on_step, Dump* dump) {
+  validate(o);
+  GenerateResult r;
+  const bool bf16 = o.sampler_dtype == SamplerDtype::BF16;
+  const int64_t image_tokens = int64_t(o.height / 16) * (o.width / 16);
+  const std::vector<float> ts = sampling::flow_schedule(o.steps, image_tokens, o.shift);
+  bool any_cfg = false;
+  for (int i = 0; i < o.steps; ++i) any_cfg |= sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg);
+
+  Tensor latent = initial_noise(o);
+  if (bf16) latent = sampling::round_to_bf16(latent);
+  if (dump) dump->put("input.noise", latent);
+
+  // Text encoding; T5 is released before the DiT is loaded.
+  Tensor pos_txt, neg_txt;
+  {
+    PhaseTimer load(&r.phases, "load T5");
+    const text::T5Tokenizer tokenizer(files.tokenizer);
+    const io::WeightStore weights = open_weights(files.t5, "text_encoders.t5xxl.transformer.");
+    const t5::T5Encoder t5(weights);
+    load.finish();
+    PhaseTimer encode(&r.phases, "text encoding");
+    {
+      TracePrefix p("t5.pos.");
+      ScopedTracer tr(dump);
+      pos_txt = encode_prompt(tokenizer, t5, o.prompt);
+    }
+    if (any_cfg) neg_txt = encode_prompt(tokenizer, t5, o.negative_prompt);
+  }
+  if (dump) {
+    dump->put("input.pos_txt", pos_txt);
+    if (any_cfg) dump->put("input.neg_txt", neg_txt);
+  }
+
+  {
+    PhaseTimer load(&r.phases, "load DiT");
+    const io::WeightStore weights = open_weights(files.dit, "model.diffusion_model.");
+    const dit::ChromaModel model(weights);
+    load.finish();
+    PhaseTimer denoise(&r.phases, "denoising");
+    const dit::TimestepPrecision tprec = bf16 ? dit::TimestepPrecision::BF16 : dit::TimestepPrecision::F32;
+    for (int i = 0; i < o.steps; ++i) {
+      const std::string step = "step." + std::to_string(i) + ".";
+      const float t = bf16 ? round_bf16(ts[size_t(i)]) : ts[size_t(i)];
+      const float t_next = bf16 ? round_bf16(ts[size_t(i) + 1]) : ts[size_t(i) + 1];
+      // The modulation vectors depend only on t: computed once, shared by both passes (spec §3.4).
+      const Tensor mods = model.modulations(t, tprec);
+      Tensor v_pos;
+      {
+        TracePrefix p(step + "pos.");
+        ScopedTracer tr(i == 0 ? dump : nullptr);
+        v_pos = model.forward(latent, pos_txt, mods);
+      }
+      if (bf16) v_pos = sampling::round_to_bf16(v_pos);
+      Tensor v = v_pos, v_neg;
+      if (sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg)) {
+        v_neg = model.forward(latent, neg_txt, mods);
+        if (bf16) v_neg = sampling::round_to_bf16(v_neg);
+        v = bf16 ? sampling::cfg_combine_bf16(v_pos, v_neg, o.cfg) : sampling::cfg_combine(v_pos, v_neg, o.cfg);
+      }
+      if (dump) {
+        dump->put(step + "latent_in", latent);
+        dump->put(step + "t", Tensor({1}, {t}));
+        dump->put(step + "mod_vectors", mods);
+        dump->put(step + "v_pos", v_pos);
+        if (v_neg.numel()) dump->put(step + "v_neg", v_neg);
+        dump->put(step + "v_cfg", v);
+      }
+      latent = bf16 ? sampling::euler_step_bf16(latent, v, t, t_next) : sampling::euler_step(latent, v, t, t_next);
+      if (on_step) on_step(i + 1, o.steps);
+    }
+  }
+  require_finite(latent, "denoising");
+  if (dump) {
+    dump->put("output.latent", latent);
+    dump->put("output.timesteps", Tensor({int64_t(ts.size())}, ts));
+  }
+
+  {
+    PhaseTimer load(&r.phases, "load VAE");
+    const io::WeightStore weights = open_weights(files.vae, "first_stage_model.");
+    const vae::Decoder decoder(weights);
+    load.finish();
+    PhaseTimer decode(&r.phases, "decoding");
+    r.image = decoder.decode(latent);
+  }
+  require_finite(r.image, "VAE decoding");
+  if (dump) dump->put("output.image", r.image);
+  r.latent = std::move(latent);
+  return r;
+}
+
+std::vector<uint8_t> to_rgb8(const Tensor& image) {
+  if (image.rank() != 4 || image.dim(0) != 1 || image.dim(1) != 3)
+    throw Error("to_rgb8: expected an image [1, 3, H, W], got " + shape_str(image.shape));
+  const int64_t H = image.dim(2), W = image.dim(3), plane = H * W;
+  std::vector<uint8_t> rgb(size_t(plane * 3));
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < plane; ++i) {
+      float x = image.data[size_t(c * plane + i)];
+      x = std::isnan(x) ? 0.0f : std::fmin(1.0f, std::fmax(-1.0f, x));
+      rgb[size_t(i * 3 + c)] = uint8_t(127.5f * (x + 1.0f));  // float32 like the reference; truncation
+    }
+  return rgb;
+}
+
+}  // namespace chroma::pipeline

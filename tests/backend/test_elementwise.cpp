@@ -1,0 +1,105 @@
+// Elementwise ops, rope, upsampling and data movement against plain formulas.
+#include <gtest/gtest.h>
+
+#include "reference_ops.h"
+#include "testdata.h"
+
+namespace chroma::test {
+namespace {
+
+TEST(Elementwise, ModulateAddGatedAdd) {
+  const Tensor x = random_tensor({7, 33}, 1), y = random_tensor({7, 33}, 2);
+  const Tensor shift = random_tensor({33}, 3), scale = random_tensor({33}, 4), gate = random_tensor({33}, 5);
+  Tensor want_mod(x.shape), want_gated(x.shape), want_sum(x.shape);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const size_t c = size_t(i % 33), n = size_t(i);
+    want_mod.data[n] = float((1.0 + scale.data[c]) * x.data[n] + shift.data[c]);
+    want_gated.data[n] = float(x.data[n] + double(gate.data[c]) * y.data[n]);
+    want_sum.data[n] = float(double(x.data[n]) + y.data[n]);
+  }
+  expect_close("modulate", ops::modulate(x, shift, scale), want_mod, kElementwiseTol);
+  Tensor g = x;
+  ops::add_gated(g, gate, y);
+  expect_close("add_gated", g, want_gated, kElementwiseTol);
+  Tensor s = x;
+  ops::add(s, y);
+  expect_close("add", s, want_sum, kElementwiseTol);
+  EXPECT_THROW(ops::modulate(x, random_tensor({32}, 1), scale), Error);
+  EXPECT_THROW(ops::add(s, random_tensor({7, 32}, 1)), Error);
+  EXPECT_THROW(ops::add_gated(s, gate, random_tensor({6, 33}, 1)), Error);
+}
+
+TEST(Elementwise, Activations) {
+  const Tensor x = random_tensor({1001}, 7, -8, 8);
+  Tensor want_gelu(x.shape), want_silu(x.shape);
+  for (size_t i = 0; i < x.data.size(); ++i) {
+    const double v = x.data[i];
+    want_gelu.data[i] = float(0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))));
+    want_silu.data[i] = float(v / (1 + std::exp(-v)));
+  }
+  expect_close("gelu_tanh", ops::gelu_tanh(x), want_gelu, kElementwiseTol);
+  expect_close("silu", ops::silu(x), want_silu, kElementwiseTol);
+}
+
+TEST(Rope, RotatesAdjacentPairs) {
+  const int H = 3;
+  const int64_t L = 5, D = 8;
+  const Tensor x = random_tensor({L, H * D}, 1);
+  Tensor table({L, D / 2, 2});
+  const Tensor theta = random_tensor({L, D / 2}, 2, -3, 3);
+  for (int64_t i = 0; i < L * D / 2; ++i) {
+    table.data[size_t(2 * i)] = std::cos(theta.data[size_t(i)]);
+    table.data[size_t(2 * i + 1)] = std::sin(theta.data[size_t(i)]);
+  }
+  Tensor want(x.shape);
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t p = 0; p < D / 2; ++p) {
+        const size_t i0 = size_t(l * H * D + h * D + 2 * p);
+        const double c = table.data[size_t((l * D / 2 + p) * 2)], s = table.data[size_t((l * D / 2 + p) * 2 + 1)];
+        want.data[i0] = float(c * x.data[i0] - s * x.data[i0 + 1]);
+        want.data[i0 + 1] = float(s * x.data[i0] + c * x.data[i0 + 1]);
+      }
+  Tensor got = x;
+  ops::rope(got, H, table);
+  expect_close("rope", got, want, kElementwiseTol);
+  EXPECT_THROW(ops::rope(got, H, Tensor({L, D, 2})), Error);
+  EXPECT_THROW(ops::rope(got, 5, table), Error);
+}
+
+TEST(Upsample, Nearest2x) {
+  const Tensor x = random_tensor({2, 3, 5}, 1);
+  const Tensor y = ops::upsample_nearest2x(x);
+  ASSERT_EQ(shape_str(y.shape), "[2, 6, 10]");
+  for (int64_t c = 0; c < 2; ++c)
+    for (int64_t i = 0; i < 6; ++i)
+      for (int64_t j = 0; j < 10; ++j)
+        ASSERT_EQ(y.data[size_t((c * 6 + i) * 10 + j)], x.data[size_t((c * 3 + i / 2) * 5 + j / 2)]);
+}
+
+TEST(DataMovement, TransposeConcatSlice) {
+  const Tensor a = random_tensor({33, 7}, 1), b = random_tensor({5, 7}, 2), c = random_tensor({33, 2}, 3);
+  const Tensor t = ops::transpose(a);
+  ASSERT_EQ(shape_str(t.shape), "[7, 33]");
+  for (int64_t i = 0; i < 33; ++i)
+    for (int64_t j = 0; j < 7; ++j) ASSERT_EQ(t.data[size_t(j * 33 + i)], a.data[size_t(i * 7 + j)]);
+
+  const Tensor rows = ops::concat_rows(a, b);
+  ASSERT_EQ(shape_str(rows.shape), "[38, 7]");
+  for (int64_t i = 0; i < 38 * 7; ++i)
+    ASSERT_EQ(rows.data[size_t(i)], i < 33 * 7 ? a.data[size_t(i)] : b.data[size_t(i - 33 * 7)]);
+
+  const Tensor cols = ops::concat_cols(a, c);
+  ASSERT_EQ(shape_str(cols.shape), "[33, 9]");
+  const Tensor back_a = ops::slice_cols(cols, 0, 7), back_c = ops::slice_cols(cols, 7, 9);
+  EXPECT_EQ(back_a.data, a.data);
+  EXPECT_EQ(back_c.data, c.data);
+
+  EXPECT_THROW(ops::concat_rows(a, c), Error);
+  EXPECT_THROW(ops::concat_cols(a, b), Error);
+  EXPECT_THROW(ops::slice_cols(a, 3, 8), Error);
+  EXPECT_THROW(ops::transpose(random_tensor({2, 3, 4}, 1)), Error);
+}
+
+}  // namespace
+}  // namespace chroma::test

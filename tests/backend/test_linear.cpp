@@ -1,0 +1,78 @@
+// linear against the double reference for every weight dtype, awkward sizes, with and without bias.
+#include <gtest/gtest.h>
+
+#include "backend/backend.h"
+#include "reference_ops.h"
+#include "testdata.h"
+
+namespace chroma::test {
+namespace {
+
+const DType kWeightDtypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3};
+
+void check_linear(DType dtype, int64_t M, int64_t K, int64_t N, bool with_bias, uint32_t seed) {
+  const Tensor x = random_tensor({M, K}, seed);
+  const StoredWeight w = random_weight(dtype, {N, K}, seed + 1);
+  const StoredWeight b = random_weight(dtype, {N}, seed + 2, "b");
+  const Tensor y = ops::linear(x, w.view, with_bias ? b.view : TensorView{});
+  const Tensor ref = ref_linear(x, w.values, with_bias ? &b.values : nullptr);
+  expect_close(std::string("linear ") + dtype_name(dtype) + " M" + std::to_string(M) + " K" + std::to_string(K) +
+                   " N" + std::to_string(N) + (with_bias ? " +b" : ""),
+               y, ref, kSumTol);
+}
+
+TEST(Linear, AllDtypesAwkwardSizes) {
+  uint32_t seed = 1;
+  for (DType dtype : kWeightDtypes)
+    for (int64_t M : {1, 7, 33})
+      for (int64_t K : {1, 31, 127})
+        for (int64_t N : {1, 33})
+          for (bool bias : {false, true}) check_linear(dtype, M, K, N, bias, seed += 3);
+}
+
+// K = 1024 makes a widening panel 1024 rows; N = 1100 needs two panels, the second partial.
+TEST(Linear, SeveralWeightPanels) {
+  for (DType dtype : kWeightDtypes) check_linear(dtype, 5, 1024, 1100, true, 77);
+}
+
+TEST(Linear, KeepsLeadingDims) {
+  const Tensor x = random_tensor({2, 3, 16}, 5);
+  const StoredWeight w = random_weight(DType::BF16, {8, 16}, 6);
+  const Tensor y = ops::linear(x, w.view);
+  EXPECT_EQ(shape_str(y.shape), "[2, 3, 8]");
+  expect_close("linear 3-D", y.reshaped({6, 8}), ref_linear(x.reshaped({6, 16}), w.values, nullptr), kSumTol);
+}
+
+TEST(Linear, OneThreadMatchesReference) {
+  set_num_threads(1);
+  EXPECT_EQ(num_threads(), 1);
+  check_linear(DType::BF16, 33, 127, 65, true, 9);
+  set_num_threads(0);
+  EXPECT_GE(num_threads(), 1);
+}
+
+TEST(Linear, ShapeMismatchNamesWeight) {
+  const Tensor x = random_tensor({4, 16}, 1);
+  const StoredWeight w = random_weight(DType::BF16, {8, 15}, 2, "blocks.0.fc.weight");
+  try {
+    ops::linear(x, w.view);
+    FAIL() << "expected chroma::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks.0.fc.weight"), std::string::npos) << e.what();
+  }
+  const StoredWeight ok = random_weight(DType::BF16, {8, 16}, 3);
+  const StoredWeight bad_bias = random_weight(DType::BF16, {7}, 4, "blocks.0.fc.bias");
+  EXPECT_THROW(ops::linear(x, ok.view, bad_bias.view), Error);
+  const StoredWeight w3 = random_weight(DType::BF16, {8, 16, 1}, 5);
+  EXPECT_THROW(ops::linear(x, w3.view), Error);
+  TensorView ints = ok.view;
+  ints.dtype = DType::I32;
+  ints.nbytes = size_t(ints.numel()) * 4;
+  EXPECT_THROW(ops::linear(x, ints), Error);
+  TensorView truncated = ok.view;
+  truncated.nbytes -= 2;
+  EXPECT_THROW(ops::linear(x, truncated), Error);
+}
+
+}  // namespace
+}  // namespace chroma::test

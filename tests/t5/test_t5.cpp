@@ -1,0 +1,203 @@
+// T5 encoder against the author's code: reference case c (t5-mini, testdata/reference/README.md §4, §5 case c),
+// plus config inference and the errors for malformed weights and ids.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/t5/t5.h"
+#include "tensor/trace.h"
+#include "testdata.h"
+
+namespace chroma::t5 {
+namespace {
+
+using test::expect_close;
+using test::kForwardTol;
+using test::reference_path;
+
+// Keeps every traced intermediate.
+struct RecordingTracer : Tracer {
+  std::map<std::string, Tensor> values;
+  void record(const std::string& name, const Tensor& value) override { values[name] = value; }
+};
+
+// Installs a tracer for one scope.
+struct ScopedTracer {
+  explicit ScopedTracer(Tracer* t) { set_tracer(t); }
+  ~ScopedTracer() { set_tracer(nullptr); }
+};
+
+class T5Reference : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string weights = reference_path("t5-mini.safetensors"), cases = reference_path("case-c-t5.safetensors");
+    CHROMA_REQUIRE_FILE(weights);
+    CHROMA_REQUIRE_FILE(cases);
+    encoder_ = std::make_unique<T5Encoder>(io::WeightStore::open(weights));
+    case_ = io::SafetensorsFile::open(cases);
+  }
+
+  // A reference activation [1, 512, C] as [512, C].
+  Tensor reference(const std::string& name) const {
+    Tensor t = case_->get(name).to_f32();
+    t.reshape({t.dim(1), t.dim(2)});
+    return t;
+  }
+
+  // Runs sequence `seq` (the ids where its mask is 1) and checks the output, and the per-layer
+  // residual stream where the case stores it: valid rows against rows [0, n), the one padding row
+  // against row n (all reference padding rows are the same, README §3.2).
+  void check_sequence(const std::string& seq, int64_t expected_n, bool has_layers) {
+    const std::vector<int64_t> ids64 = case_->get("input." + seq + ".ids").to_i64();
+    const std::vector<int64_t> mask = case_->get("input." + seq + ".mask").to_i64();
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < ids64.size(); ++i)
+      if (mask[i]) ids.push_back(int32_t(ids64[i]));
+    ASSERT_EQ(int64_t(ids.size()), expected_n) << seq;
+    const int64_t n = expected_n;
+
+    RecordingTracer tracer;
+    ScopedTracer scoped(&tracer);
+    TracePrefix prefix("inter." + seq + ".");
+    const Tensor out = encoder_->encode(ids);
+
+    const int64_t rows = n < kPaddedLength ? n + 1 : n;
+    ASSERT_EQ(shape_str(out.shape), shape_str({rows, 128})) << seq;
+    std::vector<std::pair<std::string, Tensor>> checks = {{"output." + seq + ".hidden", out}};
+    if (has_layers)
+      for (int i = 0; i < 2; ++i) {
+        const std::string name = "inter." + seq + ".layer." + std::to_string(i);
+        ASSERT_TRUE(tracer.values.count(name)) << "not traced: " << name;
+        checks.push_back({name, tracer.values[name]});
+      }
+    EXPECT_TRUE(tracer.values.count("inter." + seq + ".hidden"));
+    for (const auto& [name, got] : checks) {
+      const Tensor ref = reference(name);
+      expect_close(name + " valid rows", got.rows(0, n), ref.rows(0, n), kForwardTol);
+      if (n < kPaddedLength) expect_close(name + " padding row", got.rows(n, n + 1), ref.rows(n, n + 1), kForwardTol);
+    }
+  }
+
+  std::unique_ptr<T5Encoder> encoder_;
+  std::unique_ptr<io::SafetensorsFile> case_;
+};
+
+TEST_F(T5Reference, ConfigInferredFromShapes) {
+  const T5Config& c = encoder_->config();
+  EXPECT_EQ(c.d_model, 128);
+  EXPECT_EQ(c.heads, 2);
+  EXPECT_EQ(c.d_kv, 64);
+  EXPECT_EQ(c.d_ff, 256);
+  EXPECT_EQ(c.layers, 2);
+  EXPECT_EQ(c.vocab, 32128);
+  EXPECT_EQ(c.buckets, 32);
+}
+
+// Exact: the bucket is an integer; the reference stores it for k − q = −511..511.
+TEST_F(T5Reference, RelativePositionBucket) {
+  const std::vector<int64_t> ref = case_->get("inter.rel_bucket").to_i64();
+  ASSERT_EQ(ref.size(), 1023u);
+  for (int64_t r = -511; r <= 511; ++r)
+    ASSERT_EQ(relative_position_bucket(r, 32, 128), ref[size_t(r + 511)]) << "k - q = " << r;
+}
+
+TEST_F(T5Reference, Prompt) { check_sequence("prompt", 13, true); }
+TEST_F(T5Reference, EmptyPrompt) { check_sequence("empty", 1, true); }
+TEST_F(T5Reference, LongPromptBeyondMaxDistance) { check_sequence("long", 140, false); }
+TEST_F(T5Reference, FullLengthNoPadding) { check_sequence("full", 512, false); }
+
+// ---- malformed weights and ids: a tiny model written to a temp dir ----
+
+// A complete tiny T5 (C 8, H 2, D 4, F 16, 2 layers, V 10, 32 buckets), float32, with smooth values.
+std::map<std::string, Tensor> tiny_model() {
+  std::map<std::string, Tensor> m;
+  auto add = [&](const std::string& name, Shape shape) {
+    Tensor t(shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data[size_t(i)] = 0.1f * std::sin(float(i + m.size()));
+    m[name] = t;
+  };
+  add("shared.weight", {10, 8});
+  add("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", {32, 2});
+  for (int i = 0; i < 2; ++i) {
+    const std::string b = "encoder.block." + std::to_string(i) + ".";
+    for (const char* p : {"q", "k", "v"}) add(b + "layer.0.SelfAttention." + p + ".weight", {8, 8});
+    add(b + "layer.0.SelfAttention.o.weight", {8, 8});
+    add(b + "layer.0.layer_norm.weight", {8});
+    add(b + "layer.1.DenseReluDense.wi_0.weight", {16, 8});
+    add(b + "layer.1.DenseReluDense.wi_1.weight", {16, 8});
+    add(b + "layer.1.DenseReluDense.wo.weight", {8, 16});
+    add(b + "layer.1.layer_norm.weight", {8});
+  }
+  add("encoder.final_layer_norm.weight", {8});
+  return m;
+}
+
+io::WeightStore write_and_open(const std::map<std::string, Tensor>& model, const std::string& file) {
+  const std::string path = (std::filesystem::path(::testing::TempDir()) / file).string();
+  std::vector<io::NamedTensor> entries;
+  for (const auto& [name, t] : model) entries.push_back({name, &t});
+  io::write_safetensors(path, entries);
+  return io::WeightStore::open(path);
+}
+
+// Expects construction to throw chroma::Error whose message names `tensor`.
+void expect_rejected(const std::map<std::string, Tensor>& model, const std::string& tensor) {
+  const io::WeightStore store = write_and_open(model, "t5_bad.safetensors");
+  try {
+    T5Encoder encoder(store);
+    ADD_FAILURE() << "accepted weights with a bad " << tensor;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(tensor), std::string::npos) << e.what();
+  }
+}
+
+TEST(T5Weights, TinyModelLoadsAndEncodes) {
+  const T5Encoder encoder(write_and_open(tiny_model(), "t5_tiny.safetensors"));
+  EXPECT_EQ(encoder.config().d_kv, 4);
+  EXPECT_EQ(encoder.config().d_ff, 16);
+  const std::vector<int32_t> ids = {3, 9, 1};
+  EXPECT_EQ(shape_str(encoder.encode(ids).shape), shape_str({4, 8}));
+}
+
+TEST(T5Weights, MissingTensorIsNamed) {
+  for (const std::string name : {"encoder.block.1.layer.1.DenseReluDense.wo.weight", "shared.weight",
+                                 "encoder.final_layer_norm.weight",
+                                 "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"}) {
+    auto model = tiny_model();
+    model.erase(name);
+    expect_rejected(model, name);
+  }
+}
+
+TEST(T5Weights, MisshapedTensorIsNamed) {
+  auto model = tiny_model();
+  model["encoder.block.1.layer.1.DenseReluDense.wi_1.weight"] = Tensor({15, 8});
+  expect_rejected(model, "encoder.block.1.layer.1.DenseReluDense.wi_1.weight");
+
+  model = tiny_model();
+  model["encoder.block.0.layer.0.SelfAttention.k.weight"] = Tensor({8, 7});
+  expect_rejected(model, "encoder.block.0.layer.0.SelfAttention.k.weight");
+
+  // q rows (8) not divisible by the 3 heads the relative-bias table implies.
+  model = tiny_model();
+  model["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = Tensor({32, 3});
+  expect_rejected(model, "encoder.block.0.layer.0.SelfAttention.q.weight");
+}
+
+TEST(T5Weights, BadIdsAreRejected) {
+  const T5Encoder encoder(write_and_open(tiny_model(), "t5_tiny_ids.safetensors"));
+  const std::vector<int32_t> too_large = {3, 10, 1}, negative = {-1, 1}, none = {};
+  const std::vector<int32_t> too_many(size_t(kPaddedLength) + 1, 1);
+  EXPECT_THROW(encoder.encode(too_large), Error);
+  EXPECT_THROW(encoder.encode(negative), Error);
+  EXPECT_THROW(encoder.encode(none), Error);
+  EXPECT_THROW(encoder.encode(too_many), Error);
+}
+
+}  // namespace
+}  // namespace chroma::t5
