@@ -168,6 +168,9 @@ int main(int argc, char** argv) {
   CLI::App app{"chroma.cpp — Chroma text-to-image on the CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "chromacpp 0.1");
+  // Parse errors in the same one-line form as every other error (CLI11's default adds a second line).
+  app.failure_message(
+      [](const CLI::App*, const CLI::Error& e) { return "chromacpp: error: " + std::string(e.what()) + " (see --help)\n"; });
 
   pipeline::ModelFiles files;
   pipeline::GenerateOptions o;

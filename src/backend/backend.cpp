@@ -31,9 +31,10 @@ void set_num_threads(int n) {
   if (n < 0) throw Error("set_num_threads: thread count " + std::to_string(n) + " is negative");
   if (n == 0) n = omp_get_num_procs();
   g_threads = n;
-  // Both pools must agree: our own loops run on OpenMP, the matrix products inside OpenBLAS.
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  // OpenBLAS stays single-threaded: the kernels call sgemm from inside their OpenMP loops (one
+  // product per thread), and a second busy-waiting pool would fight OpenMP's for the cores.
+  openblas_set_num_threads(1);
 }
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }

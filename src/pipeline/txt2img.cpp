@@ -4,7 +4,7 @@
 #include <memory>
 
 #include "io/safetensors.h"
-#include "models/chroma/chroma.h"
+#include "models/chroma/model.h"
 #include "models/t5/t5.h"
 #include "models/vae/vae.h"
 #include "sampling/rng.h"
@@ -76,7 +76,8 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
   for (int i = 0; i < o.steps; ++i) any_cfg |= sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg);
 
   Tensor latent = initial_noise(o);
-  if (bf16) latent = sampling::round_to_bf16(latent);
+  const sampling::SamplerPrecision prec = bf16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
+  latent = sampling::round_state(latent, prec);
   if (dump) dump->put("input.noise", latent);
 
   // Text encoding; T5 is released before the DiT is loaded.
@@ -109,8 +110,9 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
     const dit::TimestepPrecision tprec = bf16 ? dit::TimestepPrecision::BF16 : dit::TimestepPrecision::F32;
     for (int i = 0; i < o.steps; ++i) {
       const std::string step = "step." + std::to_string(i) + ".";
-      const float t = bf16 ? round_bf16(ts[size_t(i)]) : ts[size_t(i)];
-      const float t_next = bf16 ? round_bf16(ts[size_t(i) + 1]) : ts[size_t(i) + 1];
+      // In bf16 mode the model sees bf16(t); the Euler step takes dt from the float32 schedule
+      // (what the reference sampler does, worked out from case-e-txt2img-bf16latent).
+      const float t = sampling::round_state(ts[size_t(i)], prec);
       // The modulation vectors depend only on t: computed once, shared by both passes (spec §3.4).
       const Tensor mods = model.modulations(t, tprec);
       Tensor v_pos;
@@ -119,12 +121,11 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
         ScopedTracer tr(i == 0 ? dump : nullptr);
         v_pos = model.forward(latent, pos_txt, mods);
       }
-      if (bf16) v_pos = sampling::round_to_bf16(v_pos);
+      v_pos = sampling::round_state(v_pos, prec);
       Tensor v = v_pos, v_neg;
       if (sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg)) {
-        v_neg = model.forward(latent, neg_txt, mods);
-        if (bf16) v_neg = sampling::round_to_bf16(v_neg);
-        v = bf16 ? sampling::cfg_combine_bf16(v_pos, v_neg, o.cfg) : sampling::cfg_combine(v_pos, v_neg, o.cfg);
+        v_neg = sampling::round_state(model.forward(latent, neg_txt, mods), prec);
+        v = sampling::cfg_combine(v_pos, v_neg, o.cfg, prec);
       }
       if (dump) {
         dump->put(step + "latent_in", latent);
@@ -134,7 +135,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
         if (v_neg.numel()) dump->put(step + "v_neg", v_neg);
         dump->put(step + "v_cfg", v);
       }
-      latent = bf16 ? sampling::euler_step_bf16(latent, v, t, t_next) : sampling::euler_step(latent, v, t, t_next);
+      latent = sampling::euler_step(latent, v, ts[size_t(i)], ts[size_t(i) + 1], prec);
       if (on_step) on_step(i + 1, o.steps);
     }
   }

@@ -28,7 +28,7 @@ TEST(Attention, SingleSequences) {
 }
 
 TEST(Attention, WithBias) {
-  for (int64_t L : {1, 33, 150}) check_attention(4, 8, {L}, true, uint32_t(L + 10));
+  for (int64_t L : {1, 33, 300}) check_attention(4, 8, {L}, true, uint32_t(L + 10));
 }
 
 TEST(Attention, PackedSequences) {

@@ -31,7 +31,7 @@ TEST(Conv2d, SmallCases) {
   }
 }
 
-// 64 channels × 3×3 at 96×96: one band holds 16 MB / (576·96·4 B) = 75 output rows, so two bands.
+// 64 channels × 3×3 at 96×96: one band holds 4 MB / (576·96·4 B) = 18 output rows, so six bands.
 TEST(Conv2d, SeveralBands) { check_conv(DType::BF16, 64, 4, 96, 96, 3, 1, {1, 1, 1, 1}, true, 9); }
 
 TEST(Conv2d, BadShapesThrow) {

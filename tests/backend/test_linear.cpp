@@ -51,6 +51,14 @@ TEST(Linear, OneThreadMatchesReference) {
   EXPECT_GE(num_threads(), 1);
 }
 
+// More threads than cores: many concurrent single-threaded sgemm calls must not interfere.
+TEST(Linear, ManyThreadsMatchReference) {
+  set_num_threads(7);
+  EXPECT_EQ(num_threads(), 7);
+  for (DType dtype : kWeightDtypes) check_linear(dtype, 65, 127, 200, true, 11);
+  set_num_threads(0);
+}
+
 TEST(Linear, ShapeMismatchNamesWeight) {
   const Tensor x = random_tensor({4, 16}, 1);
   const StoredWeight w = random_weight(DType::BF16, {8, 15}, 2, "blocks.0.fc.weight");

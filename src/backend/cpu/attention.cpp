@@ -1,19 +1,21 @@
 // Multi-head attention over packed sequences, flash style: a tile of queries meets the keys of its
 // sequence one tile at a time, with a running row maximum and sum (online softmax, float32), so
-// memory stays O(tile²) however long the sequence is.
-#include <omp.h>
+// memory stays O(tile²) however long the sequence is. The two tile products are single-threaded
+// sgemm calls; OpenMP spreads the (sequence, head, query tile) tasks over the cores.
+#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace chroma::cpu {
 namespace {
 
-constexpr int64_t kQueryTile = 32;  // queries per task: enough tasks to balance, rows to reuse each key
-constexpr int64_t kKeyTile = 128;   // keys per step: the score tile [32, 128] stays in L1
+constexpr int64_t kQueryTile = 256;  // queries per task: each key and value tile is packed once per 256 queries
+constexpr int64_t kKeyTile = 256;    // keys per step: scores [256, 256] stay in L2
 
 struct Task {
   int64_t begin, len;  // the sequence: rows [begin, begin + len)
@@ -21,66 +23,68 @@ struct Task {
   int64_t q0, q1;      // query rows of this tile, relative to the sequence
 };
 
-struct Sizes {
-  int64_t C, D;  // row width H·D and head width D
+// Per-thread scratch, reused across tasks and calls.
+struct Scratch {
+  std::vector<float> scores, acc, row_max, row_sum;
 };
 
-// s[i, j] = scale · q_i · k_j (+ bias) for a tile of nq queries and nk keys of one head.
-void scores(const float* q, const float* k, int64_t nq, int64_t nk, Sizes z, float scale, float* s) {
-  for (int64_t i = 0; i < nq; ++i)
-    for (int64_t j = 0; j < nk; ++j) {
-      const float* qi = q + i * z.C;
-      const float* kj = k + j * z.C;
-      float dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t d = 0; d < z.D; ++d) dot += qi[d] * kj[d];
-      s[i * kKeyTile + j] = dot * scale;
-    }
+// Scores of one tile row → probabilities under the running maximum; rescales the row's accumulator.
+// Compiled for AVX-512, AVX2 and baseline x86-64 (chosen at load time): after the two sgemm calls this
+// loop is the largest cost, and it is 4× faster at 16 lanes than at the baseline's 4.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+void online_softmax_row(float* s, int64_t nk, float* acc, int64_t D, float& row_max, float& row_sum) {
+  float m = row_max;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < nk; ++j) m = std::max(m, s[j]);
+  if (m == -INFINITY) {  // every key so far masked out: nothing to add
+    std::fill_n(s, nk, 0.0f);
+    return;
+  }
+  const float correction = std::exp(row_max - m);  // 0 on the first tile (row_max = −∞)
+  row_max = m;
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < nk; ++j) {
+    s[j] = exp_f32(s[j] - m);
+    sum += s[j];
+  }
+  row_sum = row_sum * correction + sum;
+  if (correction != 1.0f)
+    for (int64_t d = 0; d < D; ++d) acc[d] *= correction;
 }
 
 // One task: queries [q0, q1) of one head of one sequence against all keys of that sequence.
-void attend_tile(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, int64_t L, Sizes z,
-                 float scale, const Task& t, Tensor& out) {
-  const int64_t nq = t.q1 - t.q0, D = z.D;
-  std::vector<float> s(size_t(kQueryTile * kKeyTile)), acc(size_t(kQueryTile * D), 0.0f);
-  std::vector<float> row_max(size_t(nq), -INFINITY), row_sum(size_t(nq), 0.0f);
-  const float* qt = q.ptr() + (t.begin + t.q0) * z.C + t.head * D;
+void attend_tile(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, int64_t L, int64_t C,
+                 int64_t D, float scale, const Task& t, Scratch& z, Tensor& out) {
+  const int64_t nq = t.q1 - t.q0;
+  z.scores.resize(size_t(kQueryTile * kKeyTile));
+  z.acc.assign(size_t(nq * D), 0.0f);
+  z.row_max.assign(size_t(nq), -INFINITY);
+  z.row_sum.assign(size_t(nq), 0.0f);
+  const float* qt = q.ptr() + (t.begin + t.q0) * C + t.head * D;
   for (int64_t k0 = 0; k0 < t.len; k0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, t.len - k0);
-    const float* kt = k.ptr() + (t.begin + k0) * z.C + t.head * D;
-    const float* vt = v.ptr() + (t.begin + k0) * z.C + t.head * D;
-    scores(qt, kt, nq, nk, z, scale, s.data());
+    const float* kt = k.ptr() + (t.begin + k0) * C + t.head * D;
+    const float* vt = v.ptr() + (t.begin + k0) * C + t.head * D;
+    // scores[nq, nk] = scale · q_tile · k_tileᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nq), int(nk), int(D), scale, qt, int(C), kt, int(C),
+                0.0f, z.scores.data(), int(kKeyTile));
     for (int64_t i = 0; i < nq; ++i) {
-      float* si = s.data() + i * kKeyTile;
+      float* si = z.scores.data() + i * kKeyTile;
       if (bias) {  // bias is [H, L, L] for the single sequence
         const float* bi = bias->ptr() + (t.head * L + t.q0 + i) * L + k0;
         for (int64_t j = 0; j < nk; ++j) si[j] += bi[j];
       }
-      // Online softmax: rescale what was accumulated under the old maximum.
-      float m = row_max[size_t(i)];
-      for (int64_t j = 0; j < nk; ++j) m = std::max(m, si[j]);
-      if (m == -INFINITY) continue;  // every key so far masked out
-      const float correction = std::exp(row_max[size_t(i)] - m);
-      row_max[size_t(i)] = m;
-      float sum = 0;
-      for (int64_t j = 0; j < nk; ++j) {
-        si[j] = std::exp(si[j] - m);
-        sum += si[j];
-      }
-      row_sum[size_t(i)] = row_sum[size_t(i)] * correction + sum;
-      float* ai = acc.data() + i * D;
-      for (int64_t d = 0; d < D; ++d) ai[d] *= correction;
-      for (int64_t j = 0; j < nk; ++j) {
-        const float p = si[j];
-        const float* vj = vt + j * z.C;
-        for (int64_t d = 0; d < D; ++d) ai[d] += p * vj[d];
-      }
+      online_softmax_row(si, nk, z.acc.data() + i * D, D, z.row_max[size_t(i)], z.row_sum[size_t(i)]);
     }
+    // acc[nq, D] += p[nq, nk] · v_tile[nk, D]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nq), int(D), int(nk), 1.0f, z.scores.data(),
+                int(kKeyTile), vt, int(C), 1.0f, z.acc.data(), int(D));
   }
   for (int64_t i = 0; i < nq; ++i) {
-    const float inv = row_sum[size_t(i)] > 0 ? 1.0f / row_sum[size_t(i)] : 0.0f;
-    float* o = out.ptr() + (t.begin + t.q0 + i) * z.C + t.head * D;
-    for (int64_t d = 0; d < D; ++d) o[d] = acc[size_t(i * D + d)] * inv;
+    const float inv = z.row_sum[size_t(i)] > 0 ? 1.0f / z.row_sum[size_t(i)] : 0.0f;
+    float* o = out.ptr() + (t.begin + t.q0 + i) * C + t.head * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = z.acc[size_t(i * D + d)] * inv;
   }
 }
 
@@ -109,7 +113,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, s
       throw Error("attention: bias " + shape_str(bias->shape) + " does not match [" + std::to_string(heads) + ", " +
                   std::to_string(L) + ", " + std::to_string(L) + "]");
   }
-  const Sizes z{C, C / heads};
+  const int64_t D = C / heads;
 
   std::vector<Task> tasks;
   int64_t begin = 0;
@@ -120,7 +124,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, s
   }
   Tensor out(q.shape);
 #pragma omp parallel for schedule(dynamic)
-  for (size_t i = 0; i < tasks.size(); ++i) attend_tile(q, k, v, bias, L, z, scale, tasks[i], out);
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    thread_local Scratch scratch;
+    attend_tile(q, k, v, bias, L, C, D, scale, tasks[i], scratch, out);
+  }
   return out;
 }
 

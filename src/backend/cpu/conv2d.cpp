@@ -1,6 +1,7 @@
-// conv2d as im2col + sgemm. The im2col matrix is built a band of output rows at a time, so its size
-// stays bounded (a full one for a 128-channel 3×3 conv on 1024×1024 would be 4.6 GB).
+// conv2d as im2col + sgemm. The im2col matrix is built a band of output rows at a time (one band
+// per thread), so its size stays bounded (a full one for a 128-channel 3×3 conv on 1024×1024 would be 4.6 GB).
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -10,7 +11,8 @@
 namespace chroma::cpu {
 namespace {
 
-constexpr int64_t kColumnBytes = 16 << 20;  // im2col band: big enough for sgemm, small next to the image
+// im2col band per thread: enough columns for sgemm to run at speed, small enough to stay in cache.
+constexpr int64_t kColumnBytes = 4 << 20;
 
 }  // namespace
 
@@ -36,17 +38,24 @@ Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int str
   Tensor y({O, Ho, Wo});
   const Tensor wf = widen(w);  // conv kernels are small (≤ a few MB widened)
 
+  const int64_t threads = omp_get_max_threads();
   if (KH == 1 && KW == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 && pad.right == 0) {
-    // 1×1: the input is already the im2col matrix [C, H·W].
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(H * W), int(C), 1.0f, wf.ptr(), int(C),
-                x.ptr(), int(H * W), 0.0f, y.ptr(), int(H * W));
+    // 1×1: the input is already the im2col matrix [C, H·W]; threads take blocks of columns.
+    const int64_t HW = H * W, cols = std::max<int64_t>(256, (HW + threads - 1) / threads);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t c0 = 0; c0 < HW; c0 += cols)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(std::min(cols, HW - c0)), int(C), 1.0f,
+                  wf.ptr(), int(C), x.ptr() + c0, int(HW), 0.0f, y.ptr() + c0, int(HW));
   } else {
-    const int64_t band = std::clamp<int64_t>(kColumnBytes / (4 * Kc * Wo), 1, Ho);
-    std::vector<float> col(size_t(Kc * band * Wo));
+    // Threads take bands of output rows, each with its own im2col buffer and sgemm.
+    int64_t band = std::clamp<int64_t>(kColumnBytes / (4 * Kc * Wo), 1, Ho);
+    band = std::min(band, (Ho + threads - 1) / threads);
+#pragma omp parallel for schedule(dynamic)
     for (int64_t oh0 = 0; oh0 < Ho; oh0 += band) {
       const int64_t rows = std::min(band, Ho - oh0), n = rows * Wo;
+      thread_local std::vector<float> col;  // reused across calls by each pool thread
+      if (col.size() < size_t(Kc * n)) col.resize(size_t(Kc * n));
       // col[(c, i, j), (r, ow)] = x[c, (oh0 + r)·stride − top + i, ow·stride − left + j], zero outside.
-#pragma omp parallel for schedule(static)
       for (int64_t kc = 0; kc < Kc; ++kc) {
         const int64_t c = kc / (KH * KW), i = kc / KW % KH, j = kc % KW;
         float* dst = col.data() + kc * n;

@@ -1,4 +1,6 @@
 // The CPU backend: OpenBLAS sgemm for the large products, OpenMP loops for everything else.
+#include <cblas.h>
+
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 
@@ -7,6 +9,8 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
+  // Every sgemm runs on one OpenMP thread (see set_num_threads); OpenBLAS must not start its own pool.
+  CpuBackend() { openblas_set_num_threads(1); }
   const char* name() const override { return "cpu"; }
   Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) override { return cpu::linear(x, w, b); }
   Tensor layer_norm(const Tensor& x, float eps) override { return cpu::layer_norm(x, eps); }

@@ -1,7 +1,8 @@
 // linear: y[M, N] = x[M, K] · wᵀ + b with w [N, K] in its stored dtype.
-// F32 weights go straight to sgemm. Other dtypes are widened a panel of output rows at a time into
-// a reusable float buffer (sized to stay in cache) and multiplied panel by panel, so a weight is
-// never copied whole.
+// The output columns are split into panels of weight rows; each OpenMP thread takes a panel, widens
+// it (unless F32) into its own reusable float buffer sized to stay in cache, and multiplies it with
+// a single-threaded sgemm. A weight is thus never copied whole, widening overlaps the products,
+// and one thread pool (OpenMP) does all the work.
 #include <cblas.h>
 #include <omp.h>
 
@@ -13,9 +14,11 @@
 namespace chroma::cpu {
 namespace {
 
-// Bytes of widened weight per panel: large enough for sgemm to run at full speed, small enough to
-// stay in L2/L3 while every row block of x streams past it.
+// Widened weight per panel: enough rows that re-packing x per panel costs little next to the
+// product (≈ 1/(2·rows) of it), few enough to stay in L2/L3.
 constexpr int64_t kPanelBytes = 4 << 20;
+constexpr int64_t kMinPanelRows = 16;
+constexpr int64_t kMinChunkRows = 32;  // smallest block of x rows worth a task of its own
 
 void check_linear_shapes(const Tensor& x, const TensorView& w, const TensorView& b) {
   check_float_view("linear", w);
@@ -32,6 +35,8 @@ void check_linear_shapes(const Tensor& x, const TensorView& w, const TensorView&
   }
 }
 
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 }  // namespace
 
 Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
@@ -41,33 +46,39 @@ Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
   out_shape.back() = N;
   Tensor y(out_shape);
   if (M == 0 || N == 0) return y;
+  const Tensor bias = b ? widen(b) : Tensor();
 
-  if (w.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, x.ptr(), int(K),
-                static_cast<const float*>(w.data), int(K), 0.0f, y.ptr(), int(N));
-  } else {
-    const int64_t panel = std::clamp<int64_t>(kPanelBytes / (4 * std::max<int64_t>(K, 1)), 16, N);
-    std::vector<float> wf(size_t(panel * K));
-    for (int64_t n0 = 0; n0 < N; n0 += panel) {
-      const int64_t rows = std::min(panel, N - n0);
-      // Widen in parallel slices of rows; sgemm then runs on OpenBLAS's own threads.
-#pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < rows; r += 16)
-        widen_rows(w, n0 + r, std::min<int64_t>(16, rows - r), wf.data() + r * K);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(rows), int(K), 1.0f, x.ptr(), int(K),
-                  wf.data(), int(K), 0.0f, y.ptr() + n0, int(N));
-    }
-  }
+  // Tasks: panels of weight rows, and when there are fewer panels than threads, blocks of x rows too.
+  const int64_t threads = omp_get_max_threads();
+  int64_t panel = std::max<int64_t>(kPanelBytes / (4 * std::max<int64_t>(K, 1)), kMinPanelRows);
+  panel = std::min(panel, ceil_div(ceil_div(N, threads), kMinPanelRows) * kMinPanelRows);
+  const int64_t n_panels = ceil_div(N, panel);
+  const int64_t m_chunks =
+      n_panels >= threads ? 1 : std::clamp<int64_t>(ceil_div(threads, n_panels), 1, ceil_div(M, kMinChunkRows));
+  const int64_t chunk = ceil_div(M, m_chunks);
 
-  if (b) {
-    Tensor bias = widen(b);
-    const float* bp = bias.ptr();
-#pragma omp parallel for schedule(static)
-    for (int64_t m = 0; m < M; ++m) {
-      float* row = y.ptr() + m * N;
-      for (int64_t n = 0; n < N; ++n) row[n] += bp[n];
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int64_t p = 0; p < n_panels; ++p)
+    for (int64_t c = 0; c < m_chunks; ++c) {
+      const int64_t n0 = p * panel, rows = std::min(panel, N - n0);
+      const int64_t m0 = c * chunk, mr = std::min(chunk, M - m0);
+      if (mr <= 0) continue;
+      const float* wp;
+      thread_local std::vector<float> widened;  // reused across calls by each pool thread
+      if (w.dtype == DType::F32) {
+        wp = static_cast<const float*>(w.data) + n0 * K;
+      } else {
+        if (widened.size() < size_t(rows * K)) widened.resize(size_t(rows * K));
+        widen_rows(w, n0, rows, widened.data());
+        wp = widened.data();
+      }
+      float* yp = y.ptr() + m0 * N + n0;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(mr), int(rows), int(K), 1.0f, x.ptr() + m0 * K,
+                  int(K), wp, int(K), 0.0f, yp, int(N));
+      if (b)
+        for (int64_t m = 0; m < mr; ++m)
+          for (int64_t n = 0; n < rows; ++n) yp[m * N + n] += bias.data[size_t(n0 + n)];
     }
-  }
   return y;
 }
 

@@ -74,12 +74,12 @@ Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const T
     for (int64_t i = 0; i < n; ++i) sq += (xg[i] - mean) * (xg[i] - mean);
     const double inv = 1.0 / std::sqrt(sq / double(n) + eps);
     for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-      // Fold normalisation and affine into one multiply-add per value.
-      const float a = float(inv * (affine ? w.data[size_t(c)] : 1.0f));
-      const float s = float((bias ? b.data[size_t(c)] : 0.0f) - mean * a);
+      // Centre in double: with a large mean, folding it into a float32 shift would cancel digits.
+      const double a = inv * (affine ? w.data[size_t(c)] : 1.0f);
+      const float s = bias ? b.data[size_t(c)] : 0.0f;
       const float* xc = x.ptr() + c * HW;
       float* yc = y.ptr() + c * HW;
-      for (int64_t i = 0; i < HW; ++i) yc[i] = xc[i] * a + s;
+      for (int64_t i = 0; i < HW; ++i) yc[i] = float((xc[i] - mean) * a) + s;
     }
   }
   return y;

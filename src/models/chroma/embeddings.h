@@ -26,14 +26,16 @@ Tensor rope_table(int64_t text_tokens, int64_t grid_h, int64_t grid_w, const Chr
 
 // §3.3 timestep embedding [dim] = [cos(a_0..a_{half-1}), sin(a_0..a_{half-1})],
 // a_k = f32(1000·t) · freq_k, freq_k = exp(f32(−ln 10000)·k / half) — all float32 in the
-// reference's order of operations (reference case a `temb16`).
+// reference's order of operations, exp included: PyTorch's CPU expf (SLEEF, ≤ 1 ulp) rather than
+// the correctly rounded std::exp (reference case a `temb16`).
 Tensor timestep_embedding(float t, int dim);
 // The same when t arrives as a bf16 tensor (the author's sampler and trainer, spec §6.2): t and
 // 1000·t are rounded to bf16, and so is the result (reference case a `temb16_bf16_t`).
 Tensor timestep_embedding_bf16(float t, int dim);
 // §3.4 / §6.1 the modulation-index part of the approximator input: [rows, dim], row r = emb(r, dim)
 // with float32 arguments f32(1000·r)·freq_k (reference case a `mod_index_table`). Arguments reach
-// 3.4e5 rad, so float64 arguments would differ from the reference by up to 0.009.
+// 3.4e5 rad, so float64 arguments would differ from the reference by up to 0.009, and std::exp's
+// frequencies (one ulp off torch's for k = 7, 14) by up to 1e-3.
 Tensor mod_index_table(int rows, int dim = 32);
 
 }  // namespace chroma::dit

@@ -1,0 +1,616 @@
+// End-to-end tests of the `chromacpp` command line: the built binary (CHROMACPP_BINARY) runs as a
+// subprocess in a fresh temporary folder, and each test checks its exit code, its output, and — for
+// bad input — that stderr carries exactly one line naming the problem and nothing crashed.
+// The reference-value end-to-end tests live in tests/pipeline; here only the command line is under test.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "io/png.h"
+#include "io/safetensors.h"
+#include "testdata.h"
+
+extern char** environ;
+
+namespace chroma::test {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// A generate run of the mini models takes well under a second; anything near this is a hang.
+constexpr int kRunTimeoutSeconds = 60;
+
+// ---------------------------------------------------------------------------------------------------
+// Running the binary
+
+struct Outcome {
+  bool exited = false;  // false: killed by a signal (crash) or by our timeout
+  int exit_code = -1;
+  int signal = 0;
+  std::string out, err;
+};
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_file(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  ASSERT_TRUE(out.good()) << "cannot write test fixture " << path;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::string line;
+  std::istringstream in(text);
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+// Runs chromacpp with `args` in folder `cwd`, stdout and stderr captured through files (no pipes, so a
+// chatty child can never block). `env` entries ("NAME=value") are added to the inherited environment.
+Outcome run_chromacpp(const std::vector<std::string>& args, const fs::path& cwd,
+                  const std::vector<std::string>& env = {}) {
+  const fs::path out_path = cwd / ".stdout", err_path = cwd / ".stderr";
+  std::vector<std::string> argv_s = {CHROMACPP_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s = env;
+  for (char** e = environ; *e; ++e) env_s.push_back(*e);  // first match wins in getenv
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, CHROMACPP_BINARY, &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  Outcome r;
+  if (rc != 0) {
+    r.err = std::string("posix_spawn failed: ") + std::strerror(rc);
+    return r;
+  }
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kRunTimeoutSeconds);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      r.err = "timed out after " + std::to_string(kRunTimeoutSeconds) + " s\n";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  r.exited = WIFEXITED(status);
+  r.exit_code = r.exited ? WEXITSTATUS(status) : -1;
+  r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  r.out = read_file(out_path);
+  r.err += read_file(err_path);
+  fs::remove(out_path);
+  fs::remove(err_path);
+  return r;
+}
+
+std::string describe(const Outcome& r) {
+  return "exit " + std::to_string(r.exit_code) + (r.signal ? " signal " + std::to_string(r.signal) : "") +
+         "\n--- stdout ---\n" + r.out + "--- stderr ---\n" + r.err;
+}
+
+// The generate banner ("chromacpp: 64x64, 2 steps, cfg 4, seed 42") is printed once the options are
+// checked, before the models load; it is the only stderr line an error may follow.
+bool is_banner(const std::string& line) {
+  return line.starts_with("chromacpp: ") && line.find(" steps, cfg ") != std::string::npos;
+}
+
+// A clean failure: normal non-zero exit, no crash traces, and exactly one error line (besides the
+// banner) that contains every string in `mentions`.
+void expect_one_line_error(const Outcome& r, const std::vector<std::string>& mentions) {
+  EXPECT_TRUE(r.exited) << "did not exit normally: " << describe(r);
+  EXPECT_NE(r.exit_code, 0) << describe(r);
+  for (const char* crash : {"Sanitizer", "runtime error", "terminate called", "Segmentation", "Aborted"})
+    EXPECT_EQ(r.err.find(crash), std::string::npos) << "crash trace '" << crash << "': " << describe(r);
+  std::vector<std::string> lines;
+  for (const auto& l : split_lines(r.err))
+    if (!is_banner(l)) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 1u) << "expected one error line on stderr: " << describe(r);
+  EXPECT_TRUE(lines[0].starts_with("chromacpp: error: ")) << lines[0];
+  for (const auto& m : mentions) EXPECT_NE(lines[0].find(m), std::string::npos) << "'" << m << "' not in: " << lines[0];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fixtures
+
+// Each test gets its own empty folder (removed afterwards) as the binary's working directory.
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "chromacpp-cli-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp " << tmpl;
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::add, ec);  // a read-only subcase may remain
+    for (const auto& e : fs::recursive_directory_iterator(dir_, ec))
+      if (e.is_directory(ec)) fs::permissions(e.path(), fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(dir_, ec);
+  }
+  Outcome run(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+    return run_chromacpp(args, dir_, env);
+  }
+  fs::path dir_;
+};
+
+// Test data paths, absolute because the binary runs in the temporary folder.
+std::string reference_abs(const std::string& file) { return fs::absolute(reference_path(file)).string(); }
+std::string spiece_path() { return fs::absolute(tokenizer_path("spiece.model")).string(); }
+
+// ---------------------------------------------------------------------------------------------------
+// the command itself
+
+TEST_F(Cli, HelpListsTheSubcommands) {
+  const Outcome r = run({"--help"});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  for (const char* sub : {"generate", "tokenize", "compare"}) EXPECT_NE(r.out.find(sub), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, NoSubcommandIsAnError) {
+  expect_one_line_error(run({}), {"subcommand"});
+  expect_one_line_error(run({"paint"}), {"subcommand"});  // CLI11 reports the missing subcommand, not the word
+}
+
+// ---------------------------------------------------------------------------------------------------
+// tokenize
+
+TEST_F(Cli, TokenizePrintsTheReferenceIds) {
+  CHROMA_REQUIRE_FILE(spiece_path());
+  // ids from testdata/tokenizer/cases.jsonl ("plain prompt")
+  const Outcome r = run({"tokenize", "--tokenizer", spiece_path(), "a photo of a cat"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(r.out, "[3,9,1202,13,3,9,1712,1]\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_F(Cli, TokenizeMissingModelNamesThePath) {
+  const std::string missing = (dir_ / "no-such-folder" / "spiece.model").string();
+  const Outcome r = run({"tokenize", "--tokenizer", missing, "a photo of a cat"});
+  expect_one_line_error(r, {missing});
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(Cli, TokenizeNonModelFileNamesThePath) {
+  const std::string junk = (dir_ / "junk.model").string();
+  write_file(junk, "this is not a SentencePiece model");
+  expect_one_line_error(run({"tokenize", "--tokenizer", junk, "cat"}), {junk});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// compare
+
+// A row of the compare table: the line whose first column is `name`.
+std::string table_row(const std::string& out, const std::string& name) {
+  for (const auto& l : split_lines(out))
+    if (l.starts_with(name + " ")) return l;
+  return "";
+}
+
+// The last three columns of a row (mean_abs, max_abs, rel_err), single-space separated.
+std::string error_columns(const std::string& row) {
+  std::vector<std::string> words;
+  std::istringstream in(row);
+  for (std::string w; in >> w;) words.push_back(w);
+  if (words.size() < 3) return "";
+  return words[words.size() - 3] + " " + words[words.size() - 2] + " " + words[words.size() - 1];
+}
+
+class CliCompare : public Cli {
+ protected:
+  // A = test output, B = reference. "x" differs by exactly 1 in one of 4 elements, so
+  //   mean_abs = 1/4, max_abs = 1, rel = max_abs / max|B| = 1/5 — all exact in binary.
+  // "y" is [3] in A and [1, 3] in B: equal after dropping the leading 1, zero error.
+  void SetUp() override {
+    Cli::SetUp();
+    a_ = (dir_ / "a.safetensors").string();
+    b_ = (dir_ / "b.safetensors").string();
+    const Tensor ax({2, 2}, {1, 2, 3, 4}), bx({2, 2}, {1, 2, 3, 5});
+    const Tensor ay({3}, {0.5f, -1, 2}), by({1, 3}, {0.5f, -1, 2});
+    const Tensor only({1}, {7});
+    io::write_safetensors(a_, {{"x", &ax}, {"y", &ay}, {"only_a", &only}});
+    io::write_safetensors(b_, {{"x", &bx}, {"y", &by}, {"only_b", &only}});
+  }
+  std::string a_, b_;
+};
+
+TEST_F(CliCompare, PrintsTheTableWithExactErrors) {
+  const Outcome r = run({"compare", a_, b_});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);  // no --threshold: a report only
+  const std::string x = table_row(r.out, "x"), y = table_row(r.out, "y");
+  ASSERT_NE(x, "") << r.out;
+  ASSERT_NE(y, "") << r.out;
+  EXPECT_NE(x.find("[2, 2]"), std::string::npos) << x;
+  EXPECT_EQ(error_columns(x), "2.5000e-01 1.0000e+00 2.0000e-01") << x;  // mean, max, rel
+  EXPECT_NE(y.find("[3]"), std::string::npos) << y;
+  EXPECT_EQ(error_columns(y), "0.0000e+00 0.0000e+00 0.0000e+00") << y;
+  EXPECT_NE(r.out.find("2 common tensors, 1 only in A, 1 only in B"), std::string::npos) << r.out;
+  EXPECT_EQ(table_row(r.out, "only_a"), "") << "tensors without a partner are counted, not compared";
+}
+
+TEST_F(CliCompare, ThresholdPassesAtAndFailsBelowTheError) {
+  // rel("x") is exactly 0.2: a threshold equal to it passes, anything smaller fails.
+  const Outcome pass = run({"compare", a_, b_, "--threshold", "0.2"});
+  EXPECT_EQ(pass.exit_code, 0) << describe(pass);
+  EXPECT_EQ(pass.out.find("> threshold"), std::string::npos) << pass.out;
+
+  const Outcome fail = run({"compare", a_, b_, "--threshold", "0.19"});
+  EXPECT_TRUE(fail.exited) << describe(fail);
+  EXPECT_EQ(fail.exit_code, 1) << describe(fail);
+  EXPECT_NE(table_row(fail.out, "x").find("> threshold"), std::string::npos) << fail.out;
+  EXPECT_EQ(table_row(fail.out, "y").find("> threshold"), std::string::npos) << fail.out;
+}
+
+TEST_F(CliCompare, NanFailsAnyThreshold) {
+  const Tensor a({2}, {1, NAN}), b({2}, {1, 2});
+  io::write_safetensors(a_, {{"x", &a}});
+  io::write_safetensors(b_, {{"x", &b}});
+  const Outcome r = run({"compare", a_, b_, "--threshold", "1e30"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(table_row(r.out, "x").find("> threshold"), std::string::npos) << r.out;
+}
+
+TEST_F(CliCompare, PrefixesSelectAndStripNames) {
+  const Tensor v({2}, {1, 2});
+  io::write_safetensors(a_, {{"step.0.v", &v}, {"other", &v}});
+  io::write_safetensors(b_, {{"inter.v", &v}});
+  const Outcome r = run({"compare", a_, b_, "--a-prefix", "step.0.", "--b-prefix", "inter.", "--threshold", "0"});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(table_row(r.out, "v"), "") << r.out;
+  EXPECT_NE(r.out.find("1 common tensors, 0 only in A, 0 only in B"), std::string::npos) << r.out;
+}
+
+TEST_F(CliCompare, ShapeMismatchFails) {
+  const Tensor a({2, 2}, {1, 2, 3, 4}), b({4}, {1, 2, 3, 4});
+  io::write_safetensors(a_, {{"x", &a}});
+  io::write_safetensors(b_, {{"x", &b}});
+  const Outcome r = run({"compare", a_, b_});  // fails even without --threshold
+  EXPECT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(table_row(r.out, "x").find("SHAPE MISMATCH"), std::string::npos) << r.out;
+}
+
+TEST_F(CliCompare, NoCommonNamesFails) {
+  const Tensor v({1}, {1});
+  io::write_safetensors(a_, {{"p", &v}});
+  io::write_safetensors(b_, {{"q", &v}});
+  const Outcome r = run({"compare", a_, b_});
+  expect_one_line_error(r, {"no tensor names in common"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("0 common tensors, 1 only in A, 1 only in B"), std::string::npos) << r.out;
+}
+
+TEST_F(CliCompare, MissingOrCorruptFileNamesIt) {
+  const std::string missing = (dir_ / "missing.safetensors").string();
+  expect_one_line_error(run({"compare", a_, missing}), {missing});
+  const std::string junk = (dir_ / "junk.safetensors").string();
+  write_file(junk, "abc");
+  expect_one_line_error(run({"compare", junk, b_}), {junk});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// generate: bad input
+
+// Flags of a valid tiny run of the mini models; tests replace or drop some of them.
+using Flags = std::vector<std::pair<std::string, std::string>>;
+const std::string kDrop = "\x01drop";  // as a value in an override: remove the flag
+
+class CliGenerate : public Cli {
+ protected:
+  void SetUp() override {
+    Cli::SetUp();
+    for (const char* f : {"chroma-mini.safetensors", "t5-mini.safetensors", "ae-mini.safetensors"})
+      CHROMA_REQUIRE_FILE(reference_path(f));
+    CHROMA_REQUIRE_FILE(spiece_path());
+    out_ = (dir_ / "out.png").string();
+  }
+
+  Flags mini_flags() const {
+    return {{"--dit", reference_abs("chroma-mini.safetensors")},
+            {"--t5", reference_abs("t5-mini.safetensors")},
+            {"--vae", reference_abs("ae-mini.safetensors")},
+            {"--tokenizer", spiece_path()},
+            {"-p", "a photo of a cat"},
+            {"-W", "64"},
+            {"-H", "64"},
+            {"--steps", "2"},
+            {"--seed", "42"},
+            {"-o", out_}};
+  }
+
+  // `generate` with the mini flags, each override replacing the flag's value (or adding the flag).
+  Outcome generate(const Flags& overrides) {
+    Flags flags = mini_flags();
+    for (const auto& [flag, value] : overrides) {
+      auto it = std::find_if(flags.begin(), flags.end(), [&](const auto& f) { return f.first == flag; });
+      if (it == flags.end()) flags.push_back({flag, value});
+      else it->second = value;
+    }
+    std::vector<std::string> args = {"generate"};
+    for (const auto& [flag, value] : flags) {
+      if (value == kDrop) continue;
+      args.push_back(flag);
+      if (!value.empty()) args.push_back(value);  // "" = a flag without a value
+    }
+    return run(args);
+  }
+
+  // An error case with -o naming an existing file: one error line mentioning `mentions`, the file's
+  // bytes unchanged and no temporary file left beside it.
+  void expect_rejected(const Flags& overrides, const std::vector<std::string>& mentions) {
+    SCOPED_TRACE("overrides: " + describe_flags(overrides));
+    const std::string previous = "an earlier image that a failed run must not touch\n";
+    write_file(out_, previous);
+    expect_one_line_error(generate(overrides), mentions);
+    EXPECT_EQ(read_file(out_), previous) << "the existing output file was modified";
+    expect_no_temp_files(dir_);
+  }
+
+  // Neither a writer's temporary file nor a core dump left in the folder.
+  static void expect_no_temp_files(const fs::path& folder) {
+    for (const auto& e : fs::directory_iterator(folder)) {
+      const std::string name = e.path().filename().string();
+      EXPECT_EQ(name.find(".tmp-"), std::string::npos) << "left behind: " << e.path();
+      EXPECT_FALSE(name.starts_with("core")) << "core dump: " << e.path();
+    }
+  }
+
+  static std::string describe_flags(const Flags& f) {
+    std::string s;
+    for (const auto& [flag, value] : f) s += flag + " " + (value == kDrop ? "<dropped>" : value) + " ";
+    return s;
+  }
+
+  std::string out_;
+};
+
+TEST_F(CliGenerate, RejectsBadSizes) {
+  expect_rejected({{"-W", "100"}}, {"--width", "100", "multiple of 16"});
+  expect_rejected({{"-H", "100"}}, {"--height", "100", "multiple of 16"});
+  expect_rejected({{"-W", "0"}}, {"--width", "0"});
+  expect_rejected({{"-H", "-64"}}, {"--height", "-64"});
+  expect_rejected({{"-W", "64.5"}}, {"64.5"});  // not an integer: a parse error
+}
+
+TEST_F(CliGenerate, RejectsBadSamplerOptions) {
+  expect_rejected({{"--steps", "0"}}, {"--steps", "0"});
+  expect_rejected({{"--steps", "-3"}}, {"--steps", "-3"});
+  expect_rejected({{"--skip-cfg-steps", "-2"}}, {"--skip-cfg-steps", "-2"});
+  expect_rejected({{"--sampler-dtype", "xx"}}, {"--sampler-dtype", "xx"});
+  expect_rejected({{"--cfg", "nan"}}, {"--cfg"});
+}
+
+TEST_F(CliGenerate, RejectsUnknownFlagAndMissingPrompt) {
+  expect_rejected({{"--no-such-flag", ""}}, {"--no-such-flag"});
+  expect_rejected({{"-p", kDrop}}, {"--prompt"});
+}
+
+TEST_F(CliGenerate, MissingModelFilesNameThePath) {
+  const std::string missing = (dir_ / "absent.safetensors").string();
+  expect_rejected({{"--dit", missing}}, {missing});
+  expect_rejected({{"--t5", missing}}, {missing});
+  expect_rejected({{"--vae", missing}}, {missing});
+  expect_rejected({{"--tokenizer", missing}}, {missing});
+}
+
+TEST_F(CliGenerate, TruncatedDitFile) {
+  const std::string full = read_file(reference_path("chroma-mini.safetensors"));
+  const std::string cut = (dir_ / "cut.safetensors").string();
+  // Cut inside the data: the header's offsets point past the end of the file.
+  write_file(cut, full.substr(0, full.size() / 2));
+  expect_rejected({{"--dit", cut}}, {cut, "truncated"});
+  // Cut inside the header.
+  write_file(cut, full.substr(0, 100));
+  expect_rejected({{"--dit", cut}}, {cut});
+  // Shorter than the 8-byte header length; empty.
+  write_file(cut, full.substr(0, 5));
+  expect_rejected({{"--dit", cut}}, {cut});
+  write_file(cut, "");
+  expect_rejected({{"--dit", cut}}, {cut});
+}
+
+TEST_F(CliGenerate, CorruptDitHeader) {
+  const std::string bad = (dir_ / "bad.safetensors").string();
+  std::mt19937 rng(1234);
+  std::string noise(4096, '\0');
+  for (char& c : noise) c = char(rng());
+  write_file(bad, noise);  // random header length
+  expect_rejected({{"--dit", bad}}, {bad});
+  const uint64_t len = 64;  // a plausible header length followed by random bytes: not JSON
+  write_file(bad, std::string(reinterpret_cast<const char*>(&len), 8) + noise);
+  expect_rejected({{"--dit", bad}}, {bad, "JSON"});
+}
+
+// A safetensors file from a hand-written header and data section (the writer would never produce
+// these); the header is padded to 8 bytes like the real writer does.
+std::string raw_safetensors(const json& header, const std::string& data) {
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  const uint64_t len = h.size();
+  return std::string(reinterpret_cast<const char*>(&len), 8) + h + data;
+}
+
+TEST_F(CliGenerate, DitHeaderThatLies) {
+  const std::string bad = (dir_ / "lies.safetensors").string();
+  const std::string data(64, '\0');
+  const std::vector<std::pair<json, std::vector<std::string>>> cases = {
+      // 16 bytes stored for a shape that needs 4·4·4 = 64
+      {{{"img_in.weight", {{"dtype", "F32"}, {"shape", {4, 4}}, {"data_offsets", {0, 16}}}}}, {"img_in.weight", "bytes"}},
+      // offsets past the data section
+      {{{"img_in.weight", {{"dtype", "F32"}, {"shape", {4, 4}}, {"data_offsets", {64, 128}}}}}, {"img_in.weight"}},
+      // end before begin
+      {{{"img_in.weight", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {8, 0}}}}}, {"img_in.weight"}},
+      // two tensors over the same bytes
+      {{{"a", {{"dtype", "F32"}, {"shape", {8}}, {"data_offsets", {0, 32}}}},
+        {"b", {{"dtype", "F32"}, {"shape", {8}}, {"data_offsets", {16, 48}}}}},
+       {"overlap"}},
+      // a shape whose element count overflows
+      {{{"a", {{"dtype", "F32"}, {"shape", {1ull << 40, 1ull << 40}}, {"data_offsets", {0, 64}}}}}, {"'a'"}},
+      // a negative dimension, an unknown dtype
+      {{{"a", {{"dtype", "F32"}, {"shape", {-1}}, {"data_offsets", {0, 4}}}}}, {"'a'"}},
+      {{{"a", {{"dtype", "Q4"}, {"shape", {1}}, {"data_offsets", {0, 4}}}}}, {"'a'", "Q4"}},
+  };
+  for (const auto& [header, mentions] : cases) {
+    SCOPED_TRACE(header.dump());
+    write_file(bad, raw_safetensors(header, data));
+    std::vector<std::string> m = mentions;
+    m.push_back(bad);
+    expect_rejected({{"--dit", bad}}, m);
+  }
+}
+
+// A float32 copy of the mini DiT, with `edit` applied to its tensors first.
+void write_dit_copy(const std::string& path, const std::function<void(std::map<std::string, Tensor>&)>& edit) {
+  auto src = io::SafetensorsFile::open(reference_path("chroma-mini.safetensors"));
+  std::map<std::string, Tensor> tensors;
+  for (const auto& [name, view] : src->tensors()) tensors[name] = view.to_f32();
+  edit(tensors);
+  std::vector<io::NamedTensor> list;
+  for (const auto& [name, t] : tensors) list.push_back({name, &t});
+  io::write_safetensors(path, list);
+}
+
+TEST_F(CliGenerate, DitTensorMissing) {
+  const std::string dit = (dir_ / "dit-missing.safetensors").string();
+  write_dit_copy(dit, [](auto& t) { ASSERT_EQ(t.erase("final_layer.linear.weight"), 1u); });
+  expect_rejected({{"--dit", dit}}, {dit, "final_layer.linear.weight", "missing"});
+}
+
+TEST_F(CliGenerate, DitTensorMisshaped) {
+  const std::string dit = (dir_ / "dit-shape.safetensors").string();
+  write_dit_copy(dit, [](auto& t) { t.at("double_blocks.1.img_attn.proj.weight").reshape({128, 512}); });
+  expect_rejected({{"--dit", dit}}, {dit, "double_blocks.1.img_attn.proj.weight", "[128, 512]", "[256, 256]"});
+}
+
+TEST_F(CliGenerate, WrongModelFiles) {
+  const std::string vae = reference_abs("ae-mini.safetensors");
+  expect_rejected({{"--t5", vae}}, {vae, "missing"});
+  expect_rejected({{"--dit", vae}}, {vae});
+  const std::string t5 = reference_abs("t5-mini.safetensors");
+  expect_rejected({{"--vae", t5}}, {t5});
+}
+
+TEST_F(CliGenerate, InitNoiseOfTheWrongShapeOrDtype) {
+  const std::string noise = (dir_ / "noise.safetensors").string();
+  const Tensor small({1, 16, 4, 4});  // the latent of 32×32, not 64×64
+  io::write_safetensors(noise, {{"noise", &small}});
+  expect_rejected({{"--init-noise", noise}}, {noise, "[1, 16, 4, 4]", "[1, 16, 8, 8]"});
+
+  const std::string bf16(1 * 16 * 8 * 8 * 2, '\0');  // right shape, stored as BF16
+  write_file(noise, raw_safetensors({{"noise", {{"dtype", "BF16"}, {"shape", {1, 16, 8, 8}}, {"data_offsets", {0, bf16.size()}}}}}, bf16));
+  expect_rejected({{"--init-noise", noise}}, {noise, "BF16", "F32"});
+
+  const Tensor right({1, 16, 8, 8});
+  io::write_safetensors(noise, {{"a", &right}, {"b", &right}});  // which one?
+  expect_rejected({{"--init-noise", noise}}, {noise, "one tensor"});
+
+  const std::string missing = (dir_ / "absent-noise.safetensors").string();
+  expect_rejected({{"--init-noise", missing}}, {missing});
+}
+
+TEST_F(CliGenerate, UnwritableOutputPaths) {
+  const std::string no_folder = (dir_ / "no-such-folder" / "out.png").string();
+  expect_one_line_error(generate({{"-o", no_folder}}), {no_folder, "does not exist"});
+  expect_one_line_error(generate({{"-o", dir_.string()}}), {dir_.string(), "folder"});
+  // The same checks for --save-latent, with an existing -o that must survive.
+  expect_rejected({{"--save-latent", no_folder}}, {no_folder});
+  expect_rejected({{"--save-latent", dir_.string()}}, {dir_.string()});
+  // --dump creates its folder, so only a path that is a file already cannot be one.
+  const std::string file = (dir_ / "a-file").string();
+  write_file(file, "x");
+  expect_rejected({{"--dump", file}}, {file});
+}
+
+TEST_F(CliGenerate, ReadOnlyOutputFolder) {
+  const fs::path ro = dir_ / "read-only";
+  fs::create_directory(ro);
+  const std::string out = (ro / "out.png").string(), previous = "existing image\n";
+  write_file(out, previous);
+  fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+  if (access(ro.c_str(), W_OK) == 0)  // root (or CAP_DAC_OVERRIDE) writes anyway
+    GTEST_SKIP() << "running with write access to read-only folders (root?): cannot test a read-only output folder";
+  expect_one_line_error(generate({{"-o", out}}), {out, "not writable"});
+  EXPECT_EQ(read_file(out), previous);
+  expect_no_temp_files(ro);
+}
+
+TEST_F(CliGenerate, NoModelFilesListsWhatIsNeeded) {
+  // No model flags, an empty $CHROMA_MODELS and no ./models: explain which files and where to get them.
+  const fs::path empty = dir_ / "empty-models";
+  fs::create_directory(empty);
+  const Outcome r = run({"generate", "-p", "cat", "-W", "64", "-H", "64", "-o", out_}, {"CHROMA_MODELS=" + empty.string()});
+  EXPECT_TRUE(r.exited) << describe(r);
+  EXPECT_NE(r.exit_code, 0) << describe(r);
+  for (const char* flag : {"--dit", "--t5", "--vae", "--tokenizer", "huggingface.co"})
+    EXPECT_NE(r.err.find(flag), std::string::npos) << flag << " not mentioned: " << describe(r);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// generate: a successful tiny run
+
+TEST_F(CliGenerate, TinyRunWritesPngAndLatent) {
+  const std::string latent = (dir_ / "latent.safetensors").string();
+  const Outcome r = generate({{"--seed", "1"}, {"--save-latent", latent}});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("seed 1"), std::string::npos) << r.err;
+
+  int w = 0, h = 0;
+  std::vector<std::pair<std::string, std::string>> text;
+  const std::vector<uint8_t> rgb = io::read_png(out_, &w, &h, &text);
+  EXPECT_EQ(w, 64);
+  EXPECT_EQ(h, 64);
+  EXPECT_EQ(rgb.size(), size_t(64 * 64 * 3));
+  auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "parameters"; });
+  ASSERT_NE(it, text.end()) << "no 'parameters' text chunk";
+  const json params = json::parse(it->second);
+  EXPECT_EQ(params.at("seed"), 1);
+  EXPECT_EQ(params.at("width"), 64);
+  EXPECT_EQ(params.at("height"), 64);
+  EXPECT_EQ(params.at("steps"), 2);
+  EXPECT_EQ(params.at("prompt"), "a photo of a cat");
+
+  auto f = io::SafetensorsFile::open(latent);
+  ASSERT_EQ(f->tensors().size(), 1u);
+  const TensorView& v = f->tensors().begin()->second;
+  EXPECT_EQ(v.dtype, DType::F32);
+  EXPECT_EQ(shape_str(v.shape), "[1, 16, 8, 8]");
+  for (float x : v.to_f32().data) ASSERT_TRUE(std::isfinite(x)) << "non-finite latent value";
+  expect_no_temp_files(dir_);
+}
+
+}  // namespace
+}  // namespace chroma::test
