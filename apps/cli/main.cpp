@@ -109,8 +109,12 @@ int run_generate(pipeline::ModelFiles files, pipeline::GenerateOptions o, std::o
   if (!resolve_model_files(files)) return 2;
   if (threads > 0) set_num_threads(threads);
   o.seed = seed ? *seed : uint64_t(std::random_device{}());
-  std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, seed %" PRIu64 "\n", o.width, o.height, o.steps,
-               double(o.cfg), o.seed);
+  if (o.init_noise.empty())
+    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, seed %" PRIu64 "\n", o.width, o.height, o.steps,
+                 double(o.cfg), o.seed);
+  else
+    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, initial noise from %s\n", o.width, o.height, o.steps,
+                 double(o.cfg), o.init_noise.c_str());
 
   std::unique_ptr<pipeline::Dump> dump;
   if (!dump_dir.empty()) dump = std::make_unique<pipeline::Dump>(dump_dir);
@@ -121,7 +125,8 @@ int run_generate(pipeline::ModelFiles files, pipeline::GenerateOptions o, std::o
   nlohmann::json params = {{"prompt", o.prompt},           {"negative_prompt", o.negative_prompt},
                            {"width", o.width},             {"height", o.height},
                            {"steps", o.steps},             {"cfg", o.cfg},
-                           {"skip_cfg_steps", o.skip_cfg_steps}, {"seed", o.seed},
+                           {"skip_cfg_steps", o.skip_cfg_steps},
+                           {"seed", o.init_noise.empty() ? nlohmann::json(o.seed) : nlohmann::json(nullptr)},
                            {"shift", o.shift},             {"sampler", "euler"},
                            {"sampler_dtype", sampler_dtype}, {"init_noise", o.init_noise},
                            {"dit", fs::path(files.dit).filename().string()}};
