@@ -2,6 +2,9 @@
 //   chromacpp generate   text to image
 //   chromacpp tokenize   print T5 token ids as JSON
 //   chromacpp compare    dump-and-compare two safetensors files
+//   chromacpp bench      time a full run (docs/PERFORMANCE.md)
+//   chromacpp quantize   write a DiT or T5 checkpoint as GGUF (io/quantize.h)
+//   chromacpp info       what a weight file holds: model, configuration, tensor types, size
 // Knows the pipeline's API only; every error is one line on stderr and a non-zero exit.
 #include <unistd.h>
 
@@ -10,6 +13,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -17,9 +21,15 @@
 #include "backend/backend.h"
 #include "io/atomic_file.h"
 #include "io/compare.h"
+#include "io/gguf.h"
 #include "io/png.h"
+#include "io/quantize.h"
 #include "io/safetensors.h"
+#include "pipeline/bench.h"
+#include "pipeline/model_files.h"
 #include "pipeline/txt2img.h"
+#include "models/chroma/config.h"
+#include "models/t5/t5.h"
 #include "text/tokenizer.h"
 
 namespace {
@@ -27,50 +37,13 @@ namespace {
 namespace fs = std::filesystem;
 using namespace chroma;
 
-// Where the weights are published, for the message shown when files are missing.
-struct ModelSource {
-  const char* flag;
-  const char* what;
-  std::vector<const char*> default_names;  // looked up in $CHROMA_MODELS, then ./models
-  const char* where;
-};
-const ModelSource kSources[] = {
-    {"--dit", "Chroma DiT (single safetensors file)", {"Chroma1-HD.safetensors", "chroma.safetensors"},
-     "https://huggingface.co/lodestones/Chroma1-HD (Chroma1-HD.safetensors, Apache-2.0)"},
-    {"--t5", "T5-XXL encoder (safetensors file, or folder with model.safetensors.index.json)",
-     {"t5xxl_fp16.safetensors", "text_encoder_2", "text_encoder"},
-     "https://huggingface.co/comfyanonymous/flux_text_encoders (t5xxl_fp16.safetensors) or text_encoder/ of lodestones/Chroma1-HD"},
-    {"--vae", "Flux VAE", {"ae.safetensors"},
-     "https://huggingface.co/black-forest-labs/FLUX.1-schnell (ae.safetensors, Apache-2.0)"},
-    {"--tokenizer", "T5 SentencePiece model", {"spiece.model", "tokenizer/spiece.model", "tokenizer_2/spiece.model"},
-     "https://huggingface.co/black-forest-labs/FLUX.1-schnell (tokenizer_2/spiece.model) or tokenizer/ of lodestones/Chroma1-HD"},
-};
-
-// Fills unset paths from the default folders; returns false (after explaining) if any is missing.
-bool resolve_model_files(pipeline::ModelFiles& files) {
-  std::string* slots[] = {&files.dit, &files.t5, &files.vae, &files.tokenizer};
-  std::vector<fs::path> dirs;
-  if (const char* env = std::getenv("CHROMA_MODELS"); env && *env) dirs.emplace_back(env);
-  dirs.emplace_back("models");
-  bool ok = true;
-  std::string missing;
-  for (size_t i = 0; i < 4; ++i) {
-    if (!slots[i]->empty()) continue;
-    for (const auto& d : dirs)
-      for (const char* n : kSources[i].default_names)
-        if (slots[i]->empty() && fs::exists(d / n)) *slots[i] = (d / n).string();
-    if (slots[i]->empty()) {
-      ok = false;
-      missing += std::string("  ") + kSources[i].flag + "  " + kSources[i].what + "\n      from " + kSources[i].where +
-                 "\n";
-    }
-  }
-  if (!ok)
-    std::fprintf(stderr,
-                 "chromacpp: error: model files not found. Pass them with the flags below, or put them in "
-                 "$CHROMA_MODELS or ./models:\n%s",
-                 missing.c_str());
-  return ok;
+// Fills unset paths from --models DIR, else $CHROMA_MODELS and ./models, recognising files by content
+// (pipeline/model_files.h); returns false after explaining which files are missing and where they
+// are published.
+bool resolve_model_files(pipeline::ModelFiles& files, const std::string& models_dir = "") {
+  const std::string missing = pipeline::resolve_model_files(files, pipeline::model_search_dirs(models_dir));
+  if (!missing.empty()) std::fprintf(stderr, "chromacpp: error: %s", missing.c_str());
+  return missing.empty();
 }
 
 std::string human_bytes(size_t b) {
@@ -98,7 +71,8 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_;
 };
 
-int run_generate(pipeline::ModelFiles files, pipeline::GenerateOptions o, std::optional<uint64_t> seed,
+int run_generate(pipeline::ModelFiles files, const std::string& models_dir, pipeline::GenerateOptions o,
+                 std::optional<uint64_t> seed,
                  const std::string& output, const std::string& save_latent, const std::string& dump_dir,
                  const std::string& sampler_dtype, int threads, bool verbose) {
   pipeline::validate(o);
@@ -106,7 +80,7 @@ int run_generate(pipeline::ModelFiles files, pipeline::GenerateOptions o, std::o
   // Fail on unwritable outputs now, not after the run.
   io::check_writable(output);
   if (!save_latent.empty()) io::check_writable(save_latent);
-  if (!resolve_model_files(files)) return 2;
+  if (!resolve_model_files(files, models_dir)) return 2;
   if (threads > 0) set_num_threads(threads);
   o.seed = seed ? *seed : uint64_t(std::random_device{}());
   if (o.init_noise.empty())
@@ -167,6 +141,58 @@ int run_compare(const std::string& a, const std::string& b, const std::string& a
   return failures ? 1 : 0;
 }
 
+int run_quantize(const std::string& in, const std::string& out, const std::string& type) {
+  const DType dtype = io::parse_quantize_type(type);
+  io::check_writable(out);
+  const io::QuantizeReport r = io::quantize_model(in, out, dtype);
+  std::fprintf(stderr, "chromacpp: wrote %s: %d tensors %s, %d kept in their precision; %s → %s\n", out.c_str(),
+               r.quantized, dtype_name(dtype), r.kept, human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
+  return 0;
+}
+
+// The configuration a model's shapes imply (or why none could be inferred).
+std::string inferred_config(const io::WeightStore& store) {
+  char b[320];
+  try {
+    if (store.format().kind == io::ModelKind::DiT) {
+      const dit::ChromaConfig c = dit::ChromaConfig::from_weights(store);
+      std::snprintf(b, sizeof b,
+                    "hidden %d, heads %d × %d, mlp %d, double blocks %d, single blocks %d, context %d, "
+                    "approximator %d → %d × %d layers",
+                    c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
+                    c.approx_in, c.approx_hidden, c.approx_layers);
+      return b;
+    }
+    if (store.format().kind == io::ModelKind::T5) {
+      const t5::T5Config c = t5::T5Config::from_weights(store);
+      std::snprintf(b, sizeof b, "d_model %d, heads %d × %d, d_ff %d, layers %d, vocab %d, buckets %d", c.d_model,
+                    c.heads, c.d_kv, c.d_ff, c.layers, c.vocab, c.buckets);
+      return b;
+    }
+  } catch (const Error& e) {
+    return std::string("not inferable (") + e.what() + ")";
+  }
+  return "-";
+}
+
+int run_info(const std::string& path) {
+  const io::WeightStore store = io::WeightStore::open(path);
+  const io::WeightSummary s = io::summarize(store);
+  std::unique_ptr<io::GgufFile> gguf;
+  if (io::is_gguf_file(path)) gguf = io::GgufFile::open(path);
+  std::printf("file:       %s (%s)\n", path.c_str(),
+              gguf ? ("GGUF v" + std::to_string(gguf->version())).c_str() : "safetensors");
+  std::printf("model:      %s\n", s.format.describe().c_str());
+  std::printf("config:     %s\n", inferred_config(store).c_str());
+  std::printf("parameters: %.3f B in %zu tensors, %s (%zu bytes)\n", double(s.parameters) / 1e9,
+              store.tensors().size(), human_bytes(s.bytes).c_str(), s.bytes);
+  for (const auto& [type, n] : s.type_counts)
+    std::printf("  %-8s %6d tensors  %s\n", type.c_str(), n, human_bytes(s.type_bytes.at(type)).c_str());
+  if (gguf)
+    for (const auto& [key, v] : gguf->metadata()) std::printf("  %s = %s\n", key.c_str(), v.to_string().c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -178,15 +204,19 @@ int main(int argc, char** argv) {
       [](const CLI::App*, const CLI::Error& e) { return "chromacpp: error: " + std::string(e.what()) + " (see --help)\n"; });
 
   pipeline::ModelFiles files;
+  std::string models_dir;
   pipeline::GenerateOptions o;
   std::optional<uint64_t> seed;
   std::string output = "chroma.png", save_latent, dump_dir, sampler_dtype = "f32";
   int threads = 0;
   bool verbose = false, no_shift = false;
   CLI::App* gen = app.add_subcommand("generate", "Generate an image from a prompt");
-  gen->add_option("--dit", files.dit, "Chroma DiT safetensors");
-  gen->add_option("--t5", files.t5, "T5-XXL safetensors (file, index.json or folder)");
-  gen->add_option("--vae", files.vae, "Flux VAE ae.safetensors");
+  gen->add_option("--models", models_dir,
+                  "Folder with the models: the diffusers layout of lodestones/Chroma1-HD, or single files "
+                  "(recognised by content; default: $CHROMA_MODELS, then ./models)");
+  gen->add_option("--dit", files.dit, "Chroma DiT: safetensors file or folder (original, diffusers or fp8 scaled)");
+  gen->add_option("--t5", files.t5, "T5-XXL: safetensors file, index.json or folder (bf16/f16 or fp8 scaled)");
+  gen->add_option("--vae", files.vae, "Flux VAE: ae.safetensors or diffusers vae/ folder");
   gen->add_option("--tokenizer", files.tokenizer, "T5 spiece.model");
   gen->add_option("-p,--prompt", o.prompt, "Prompt")->required();
   gen->add_option("-n,--negative-prompt", o.negative_prompt, "Negative prompt")->capture_default_str();
@@ -208,6 +238,30 @@ int main(int argc, char** argv) {
   gen->add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
   gen->add_flag("-v,--verbose", verbose, "Print time and peak memory of each phase");
 
+  // ---- bench ----
+  pipeline::ModelFiles bench_files;
+  pipeline::GenerateOptions bench_o;
+  bench_o.width = bench_o.height = 256;  // the configuration docs/PERFORMANCE.md compares
+  bench_o.steps = 2;
+  bench_o.prompt = "a photograph of a red fox sitting in fresh snow at golden hour, detailed fur";
+  bench_o.negative_prompt = "blurry, low quality, deformed";
+  bench_o.seed = 42;
+  int bench_threads = 0;
+  std::string bench_json_path;
+  CLI::App* bench = app.add_subcommand("bench", "Time a full run: phases, steps, peak memory, per-operator throughput");
+  bench->add_option("--dit", bench_files.dit, "Chroma DiT safetensors");
+  bench->add_option("--t5", bench_files.t5, "T5-XXL safetensors (file, index.json or folder)");
+  bench->add_option("--vae", bench_files.vae, "Flux VAE ae.safetensors");
+  bench->add_option("--tokenizer", bench_files.tokenizer, "T5 spiece.model");
+  bench->add_option("-p,--prompt", bench_o.prompt, "Prompt")->capture_default_str();
+  bench->add_option("-n,--negative-prompt", bench_o.negative_prompt, "Negative prompt")->capture_default_str();
+  bench->add_option("-W,--width", bench_o.width, "Width in pixels (multiple of 16)")->capture_default_str();
+  bench->add_option("-H,--height", bench_o.height, "Height in pixels (multiple of 16)")->capture_default_str();
+  bench->add_option("--steps", bench_o.steps, "Denoising steps")->capture_default_str();
+  bench->add_option("--cfg", bench_o.cfg, "Classifier-free guidance scale (1 = no negative pass)")->capture_default_str();
+  bench->add_option("--threads", bench_threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  bench->add_option("--json", bench_json_path, "Also write the results as JSON to FILE");
+
   std::string tok_path, tok_text;
   CLI::App* tok = app.add_subcommand("tokenize", "Print the T5 token ids of a text as a JSON array");
   tok->add_option("--tokenizer", tok_path, "T5 spiece.model")->required();
@@ -222,6 +276,17 @@ int main(int argc, char** argv) {
   cmp->add_option("--a-prefix", a_prefix, "Only tensors of A with this prefix, matched without it");
   cmp->add_option("--b-prefix", b_prefix, "Only tensors of B with this prefix, matched without it");
 
+  std::string q_in, q_out, q_type;
+  CLI::App* quant = app.add_subcommand("quantize", "Write a Chroma DiT or T5 encoder as GGUF (sd.cpp / ComfyUI-GGUF layout)");
+  quant->add_option("in", q_in, "Checkpoint (safetensors, shard index or folder, or GGUF)")->required();
+  quant->add_option("out", q_out, "GGUF file to write")->required();
+  quant->add_option("--type", q_type, "Type of the block matrices: q8_0, q4_0, q4_k, q5_k, q6_k, bf16, f16, f32")
+      ->required();
+
+  std::string info_path;
+  CLI::App* info = app.add_subcommand("info", "Model kind, inferred configuration, tensor types, parameters and bytes");
+  info->add_option("file", info_path, "Weight file (safetensors, shard index or folder, or GGUF)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -230,7 +295,25 @@ int main(int argc, char** argv) {
   try {
     if (*gen) {
       o.shift = !no_shift;
-      return run_generate(files, o, seed, output, save_latent, dump_dir, sampler_dtype, threads, verbose);
+      return run_generate(files, models_dir, o, seed, output, save_latent, dump_dir, sampler_dtype, threads, verbose);
+    }
+    if (*bench) {
+      pipeline::validate(bench_o);
+      if (!bench_json_path.empty()) io::check_writable(bench_json_path);
+      if (!resolve_model_files(bench_files)) return 2;
+      if (bench_threads > 0) set_num_threads(bench_threads);
+      std::fprintf(stderr, "chromacpp: benchmarking %dx%d, %d steps, cfg %g\n", bench_o.width, bench_o.height,
+                   bench_o.steps, double(bench_o.cfg));
+      const pipeline::BenchResult r = pipeline::run_benchmark(
+          bench_files, bench_o, [](int done, int total) { std::fprintf(stderr, "chromacpp: step %d/%d done\n", done, total); });
+      std::fputs(pipeline::bench_table(r).c_str(), stdout);
+      if (!bench_json_path.empty())
+        io::write_atomically(bench_json_path, [&](const std::string& tmp) {
+          std::ofstream out(tmp);
+          out << pipeline::bench_json(r).dump(2) << "\n";
+          if (!out) throw Error(bench_json_path + ": cannot write the benchmark JSON");
+        });
+      return 0;
     }
     if (*tok) {
       const text::T5Tokenizer t(tok_path);
@@ -238,6 +321,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*cmp) return run_compare(cmp_a, cmp_b, a_prefix, b_prefix, threshold);
+    if (*quant) return run_quantize(q_in, q_out, q_type);
+    if (*info) return run_info(info_path);
   } catch (const chroma::Error& e) {
     std::fprintf(stderr, "chromacpp: error: %s\n", e.what());
     return 1;

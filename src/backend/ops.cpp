@@ -2,41 +2,116 @@
 #include "backend/ops.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "backend/backend.h"
+#include "backend/op_profile.h"
 
 namespace chroma::ops {
 
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) { return active_backend().linear(x, w, b); }
-Tensor layer_norm(const Tensor& x, float eps) { return active_backend().layer_norm(x, eps); }
+// ---- Profiling hook (op_profile.h) --------------------------------------------------------------
+// Each op below opens an OpTimer; unless the benchmark enabled profiling it reads one flag, skips
+// the clock and records nothing (the work estimates are a few multiplications).
+namespace {
+using profile::OpClass;
+
+class OpTimer {
+ public:
+  OpTimer(OpClass c, const char* op) : class_(c), op_(op), on_(profile::enabled()) {
+    if (on_) start_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer() {
+    if (on_)
+      profile::record(class_, op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(), flops,
+                      bytes);
+  }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+  bool on() const { return on_; }
+  double flops = 0, bytes = 0;
+
+ private:
+  OpClass class_;
+  const char* op_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// float32 bytes of `reads` + `writes` elements
+double f32_bytes(int64_t reads, int64_t writes) { return 4.0 * double(reads + writes); }
+}  // namespace
+// -------------------------------------------------------------------------------------------------
+
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
+  OpTimer t(OpClass::Linear, "linear");
+  if (t.on() && w.shape.size() == 2) t.flops = 2.0 * double(x.numel()) * double(w.dim(0));  // 2·M·N·K
+  return active_backend().linear(x, w, b);
+}
+Tensor layer_norm(const Tensor& x, float eps) {
+  OpTimer t(OpClass::Norm, "layer_norm");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  return active_backend().layer_norm(x, eps);
+}
 Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) {
+  OpTimer t(OpClass::Norm, "rms_norm");
+  t.bytes = f32_bytes(x.numel(), x.numel());
   return active_backend().rms_norm(x, scale, eps);
 }
 Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps) {
+  OpTimer t(OpClass::Norm, "group_norm");
+  t.bytes = f32_bytes(x.numel(), x.numel());
   return active_backend().group_norm(x, groups, weight, bias, eps);
 }
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
+  OpTimer t(OpClass::Norm, "modulate");
+  t.bytes = f32_bytes(x.numel(), x.numel());
   return active_backend().modulate(x, shift, scale);
 }
-void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) { active_backend().add_gated(x, gate, y); }
-void add(Tensor& x, const Tensor& y) { active_backend().add(x, y); }
+void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) {
+  OpTimer t(OpClass::Norm, "add_gated");
+  t.bytes = f32_bytes(2 * x.numel(), x.numel());
+  active_backend().add_gated(x, gate, y);
+}
+void add(Tensor& x, const Tensor& y) {
+  OpTimer t(OpClass::Norm, "add");
+  t.bytes = f32_bytes(2 * x.numel(), x.numel());
+  active_backend().add(x, y);
+}
 Tensor gelu_tanh(Tensor x) {
+  OpTimer t(OpClass::Norm, "gelu_tanh");
+  t.bytes = f32_bytes(x.numel(), x.numel());
   active_backend().gelu_tanh(x);
   return x;
 }
 Tensor silu(Tensor x) {
+  OpTimer t(OpClass::Norm, "silu");
+  t.bytes = f32_bytes(x.numel(), x.numel());
   active_backend().silu(x);
   return x;
 }
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, std::span<const int64_t> seq_lens,
                  float scale, const Tensor* bias) {
+  OpTimer t(OpClass::Attention, "attention");
+  if (t.on() && q.rank() == 2)
+    for (int64_t n : seq_lens) t.flops += 4.0 * double(n) * double(n) * double(q.dim(1));  // 4·Lq·Lk·D per head
   return active_backend().attention(q, k, v, heads, seq_lens, scale, bias);
 }
-void rope(Tensor& x, int heads, const Tensor& rope_table) { active_backend().rope(x, heads, rope_table); }
-Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, Padding pad) {
-  return active_backend().conv2d(x, w, b, stride, pad);
+void rope(Tensor& x, int heads, const Tensor& rope_table) {
+  OpTimer t(OpClass::Norm, "rope");
+  t.bytes = f32_bytes(x.numel() + rope_table.numel(), x.numel());
+  active_backend().rope(x, heads, rope_table);
 }
-Tensor upsample_nearest2x(const Tensor& x) { return active_backend().upsample_nearest2x(x); }
+Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, Padding pad) {
+  OpTimer t(OpClass::Conv, "conv2d");
+  Tensor y = active_backend().conv2d(x, w, b, stride, pad);
+  if (t.on()) t.flops = 2.0 * double(w.numel()) * double(y.dim(-1) * y.dim(-2));  // 2·O·C·kh·kw·Hout·Wout
+  return y;
+}
+Tensor upsample_nearest2x(const Tensor& x) {
+  OpTimer t(OpClass::Norm, "upsample_nearest2x");
+  t.bytes = f32_bytes(x.numel(), 4 * x.numel());
+  return active_backend().upsample_nearest2x(x);
+}
 
 namespace {
 void require_rank2(const char* op, const Tensor& x, const char* what) {
@@ -45,6 +120,8 @@ void require_rank2(const char* op, const Tensor& x, const char* what) {
 }  // namespace
 
 Tensor transpose(const Tensor& x) {
+  OpTimer t(OpClass::DataMovement, "transpose");
+  t.bytes = f32_bytes(x.numel(), x.numel());
   require_rank2("transpose", x, "input");
   const int64_t A = x.dim(0), B = x.dim(1);
   Tensor y({B, A});
@@ -58,6 +135,8 @@ Tensor transpose(const Tensor& x) {
 }
 
 Tensor concat_rows(const Tensor& a, const Tensor& b) {
+  OpTimer t(OpClass::DataMovement, "concat_rows");
+  t.bytes = f32_bytes(a.numel() + b.numel(), a.numel() + b.numel());
   require_rank2("concat_rows", a, "first input");
   require_rank2("concat_rows", b, "second input");
   if (a.dim(1) != b.dim(1))
@@ -69,6 +148,8 @@ Tensor concat_rows(const Tensor& a, const Tensor& b) {
 }
 
 Tensor concat_cols(const Tensor& a, const Tensor& b) {
+  OpTimer t(OpClass::DataMovement, "concat_cols");
+  t.bytes = f32_bytes(a.numel() + b.numel(), a.numel() + b.numel());
   require_rank2("concat_cols", a, "first input");
   require_rank2("concat_cols", b, "second input");
   if (a.dim(0) != b.dim(0))
@@ -83,6 +164,8 @@ Tensor concat_cols(const Tensor& a, const Tensor& b) {
 }
 
 Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end) {
+  OpTimer t(OpClass::DataMovement, "slice_cols");
+  if (x.rank() == 2) t.bytes = f32_bytes(x.dim(0) * (end - begin), x.dim(0) * (end - begin));
   require_rank2("slice_cols", x, "input");
   const int64_t L = x.dim(0), C = x.dim(1);
   if (begin < 0 || end < begin || end > C)

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "io/atomic_file.h"
+#include "io/gguf.h"
 
 namespace chroma::io {
 namespace {
@@ -181,10 +182,15 @@ WeightStore WeightStore::open(const std::string& path) {
     // Shards may hold tensors the index forgot; take them too (the index is a hint, the files are the truth).
     for (auto& f : s.files_)
       for (auto& [name, view] : f->tensors()) s.tensors_.emplace(name, view);
+  } else if (is_gguf_file(index)) {  // by magic, not by name
+    s.gguf_ = GgufFile::open(index);
+    s.tensors_ = gguf_original_names(*s.gguf_);
   } else {
     s.files_.push_back(std::shared_ptr<SafetensorsFile>(SafetensorsFile::open(index)));
     s.tensors_ = s.files_[0]->tensors();
   }
+  s.format_ = detect_format(s.tensors_);
+  s.tensors_ = to_original(s.tensors_, s.format_, path);
   return s;
 }
 
@@ -203,7 +209,12 @@ const TensorView* WeightStore::find(const std::string& name) const {
 
 const TensorView& WeightStore::require(const std::string& name) const {
   const TensorView* v = find(name);
-  if (!v) throw Error(path_ + ": tensor '" + name + "' is missing (is this the right model file?)");
+  if (!v) {
+    // Name the recognised format when it is not the original one: the stored names differ then.
+    const std::string read_as =
+        format_.naming == Naming::Original && !format_.scaled_fp8 ? "" : "; read as " + format_.describe();
+    throw Error(path_ + ": tensor '" + name + "' is missing (is this the right model file?" + read_as + ")");
+  }
   if (!dtype_is_float(v->dtype) || v->dtype == DType::F64)
     throw Error(v->file + ": tensor '" + name + "' has dtype " + dtype_name(v->dtype) +
                 ", expected F32, F16, BF16 or F8_E4M3");
@@ -235,12 +246,22 @@ int WeightStore::count_indexed(const std::string& prefix) const {
 
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
+  std::vector<TensorView> views;
+  for (const auto& t : tensors) views.push_back(view_of(*t.tensor, t.name));
+  write_safetensors_views(path, views, metadata);
+}
+
+void write_safetensors_views(const std::string& path, const std::vector<TensorView>& views,
+                             const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const auto& t : tensors) {
-    const uint64_t n = uint64_t(t.tensor->numel()) * 4;
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.tensor->shape}, {"data_offsets", {offset, offset + n}}};
+  for (const auto& v : views) {
+    if (v.parts || v.scale != 1.0f || v.nbytes != size_t(v.numel()) * dtype_size(v.dtype))
+      fail(path, "cannot write tensor '" + v.name + "': not a plain " + dtype_name(v.dtype) + " " + shape_str(v.shape) +
+                     " view (joined parts, a scale, or a byte size that does not match)");
+    const uint64_t n = v.nbytes;
+    header[v.name] = {{"dtype", dtype_name(v.dtype)}, {"shape", v.shape}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
   std::string h = header.dump();
@@ -250,8 +271,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     const uint64_t len = h.size();
     out.write(reinterpret_cast<const char*>(&len), 8);
     out.write(h.data(), std::streamsize(h.size()));
-    for (const auto& t : tensors)
-      out.write(reinterpret_cast<const char*>(t.tensor->ptr()), std::streamsize(t.tensor->numel() * 4));
+    for (const auto& v : views) out.write(static_cast<const char*>(v.data), std::streamsize(v.nbytes));
     out.flush();
     if (!out) throw Error(path + ": write failed (disk full?)");
   });

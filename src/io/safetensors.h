@@ -7,9 +7,12 @@
 #include <utility>
 #include <vector>
 
+#include "io/formats.h"
 #include "tensor/tensor.h"
 
 namespace chroma::io {
+
+class GgufFile;  // io/gguf.h
 
 // One memory-mapped safetensors file. Every violation of the format found at open time
 // (header length, JSON, dtype, shape, offsets out of the file or overlapping, byte size that
@@ -39,9 +42,14 @@ class SafetensorsFile {
 // The weights of one model: a single file, or shards listed by a `*.safetensors.index.json`
 // (the path may name the index, or a folder holding one). Names are looked up after an optional
 // prefix is stripped (e.g. "model.diffusion_model.").
+// A GGUF file (recognised by its magic, io/gguf.h) is read too, its quantized weights kept as they are.
+// open() recognises the checkpoint format from the tensor names (io/formats.h) and presents every
+// format under the original names, so models never see diffusers names or fp8 scale tensors.
 class WeightStore {
  public:
   static WeightStore open(const std::string& path);
+  // The format the stored names were recognised as.
+  const Format& format() const { return format_; }
   // Strip `prefix` from every name that carries it (if all tensors carry it).
   void strip_prefix(const std::string& prefix);
 
@@ -60,7 +68,9 @@ class WeightStore {
  private:
   std::string path_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::shared_ptr<const GgufFile> gguf_;  // set when open() read a GGUF file (io/gguf.h)
   std::map<std::string, TensorView> tensors_;
+  Format format_;
 };
 
 // An entry to write: float32 data, or integer/uint8 data for test fixtures.
@@ -73,5 +83,10 @@ struct NamedTensor {
 // so an existing file is never left half-written.
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// Writes views in their own dtype (raw bytes, e.g. BF16 or F8_E4M3 test fixtures), same atomic rule.
+// Each view is written under its `name`; it must be a plain view (no parts, scale 1).
+void write_safetensors_views(const std::string& path, const std::vector<TensorView>& views,
+                             const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace chroma::io

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <memory>
+#include <vector>
 
+#include "backend/op_profile.h"
 #include "io/safetensors.h"
 #include "models/chroma/model.h"
 #include "models/t5/t5.h"
@@ -37,6 +39,24 @@ Tensor encode_prompt(const text::T5Tokenizer& tokenizer, const t5::T5Encoder& t5
   return t5.encode(ids);
 }
 
+// Opens every file and checks every tensor before any computing starts, so a wrong --vae fails in a
+// second rather than after the denoising. The models are built and dropped again (their weights are
+// only mapped, not read), which keeps each one resident only during its own phase later on.
+void preflight(const ModelFiles& files) {
+  auto check = [](const char* flag, const std::string& path, const auto& build) {
+    if (path.empty()) throw Error(std::string(flag) + ": no file given");
+    try {
+      build(path);
+    } catch (const Error& e) {
+      throw Error(std::string(flag) + " " + e.what());
+    }
+  };
+  check("--tokenizer", files.tokenizer, [](const std::string& p) { text::T5Tokenizer t(p); });
+  check("--t5", files.t5, [](const std::string& p) { t5::T5Encoder m(open_weights(p, "text_encoders.t5xxl.transformer.")); });
+  check("--dit", files.dit, [](const std::string& p) { dit::ChromaModel m(open_weights(p, "model.diffusion_model.")); });
+  check("--vae", files.vae, [](const std::string& p) { vae::Decoder m(open_weights(p, "first_stage_model.")); });
+}
+
 }  // namespace
 
 void validate(const GenerateOptions& o) {
@@ -49,7 +69,7 @@ void validate(const GenerateOptions& o) {
   check_side("--height", o.height);
   if (o.steps < 1 || o.steps > 10000) throw Error("--steps " + std::to_string(o.steps) + ": must be between 1 and 10000");
   if (!std::isfinite(o.cfg)) throw Error("--cfg: must be a finite number");
-  if (o.skip_cfg_steps < -1) throw Error("--skip-cfg-steps " + std::to_string(o.skip_cfg_steps) + ": must be −1 or more");
+  if (o.skip_cfg_steps < -1) throw Error("--skip-cfg-steps " + std::to_string(o.skip_cfg_steps) + ": must be -1 or more");
 }
 
 Tensor initial_noise(const GenerateOptions& o) {
@@ -68,6 +88,7 @@ Tensor initial_noise(const GenerateOptions& o) {
 
 GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const StepCallback& on_step, Dump* dump) {
   validate(o);
+  preflight(files);
   GenerateResult r;
   const bool bf16 = o.sampler_dtype == SamplerDtype::BF16;
   const int64_t image_tokens = int64_t(o.height / 16) * (o.width / 16);
@@ -89,6 +110,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
     const t5::T5Encoder t5(weights);
     load.finish();
     PhaseTimer encode(&r.phases, "text encoding");
+    const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark enables it
     {
       TracePrefix p("t5.pos.");
       ScopedTracer tr(dump);
@@ -107,6 +129,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
     const dit::ChromaModel model(weights);
     load.finish();
     PhaseTimer denoise(&r.phases, "denoising");
+    const ops::profile::Section ops_section("denoising");
     const dit::TimestepPrecision tprec = bf16 ? dit::TimestepPrecision::BF16 : dit::TimestepPrecision::F32;
     for (int i = 0; i < o.steps; ++i) {
       const std::string step = "step." + std::to_string(i) + ".";
@@ -115,16 +138,21 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
       const float t = sampling::round_state(ts[size_t(i)], prec);
       // The modulation vectors depend only on t: computed once, shared by both passes (spec §3.4).
       const Tensor mods = model.modulations(t, tprec);
-      Tensor v_pos;
+      // CFG steps run both prompts in one packed DiT pass: each weight is read once for both (model.h).
+      const bool cfg = sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg);
+      std::vector<Tensor> velocities;
       {
-        TracePrefix p(step + "pos.");
+        TracePrefix p(step);
         ScopedTracer tr(i == 0 ? dump : nullptr);
-        v_pos = model.forward(latent, pos_txt, mods);
+        if (cfg)
+          velocities = model.forward_packed(latent, {{pos_txt, "pos."}, {neg_txt, "neg."}}, mods);
+        else
+          velocities = model.forward_packed(latent, {{pos_txt, "pos."}}, mods);
       }
-      v_pos = sampling::round_state(v_pos, prec);
+      const Tensor v_pos = sampling::round_state(velocities[0], prec);
       Tensor v = v_pos, v_neg;
-      if (sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg)) {
-        v_neg = sampling::round_state(model.forward(latent, neg_txt, mods), prec);
+      if (cfg) {
+        v_neg = sampling::round_state(velocities[1], prec);
         v = sampling::cfg_combine(v_pos, v_neg, o.cfg, prec);
       }
       if (dump) {
@@ -151,6 +179,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
     const vae::Decoder decoder(weights);
     load.finish();
     PhaseTimer decode(&r.phases, "decoding");
+    const ops::profile::Section ops_section("decoding");
     r.image = decoder.decode(latent);
   }
   require_finite(r.image, "VAE decoding");

@@ -1,6 +1,9 @@
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "tensor/quant.h"
 
 namespace chroma {
 
@@ -10,8 +13,8 @@ size_t dtype_size(DType t) {
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: return 2;
     case DType::F8_E4M3: case DType::U8: return 1;
+    default: return 0;  // block types: see dtype_row_bytes
   }
-  return 0;
 }
 
 const char* dtype_name(DType t) {
@@ -24,8 +27,11 @@ const char* dtype_name(DType t) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    default: {
+      const quant::TypeTraits* q = quant::traits(t);  // block types: ggml's spelling
+      return q ? q->name : "?";
+    }
   }
-  return "?";
 }
 
 bool dtype_from_name(const std::string& n, DType* out) {
@@ -38,7 +44,24 @@ bool dtype_from_name(const std::string& n, DType* out) {
 }
 
 bool dtype_is_float(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F8_E4M3 || t == DType::F64;
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F8_E4M3 || t == DType::F64 ||
+         dtype_is_quantized(t);
+}
+
+bool dtype_is_quantized(DType t) { return dtype_size(t) == 0; }
+
+int64_t dtype_block_size(DType t) {
+  if (!dtype_is_quantized(t)) return 1;
+  return quant::traits(t)->block_size;
+}
+
+size_t dtype_row_bytes(DType t, int64_t n) {
+  if (!dtype_is_quantized(t)) return size_t(n) * dtype_size(t);
+  const quant::TypeTraits* q = quant::traits(t);
+  if (n % q->block_size != 0)
+    throw Error(std::string("a ") + q->name + " row of " + std::to_string(n) + " values is not a whole number of " +
+                std::to_string(q->block_size) + "-value blocks");
+  return size_t(n / q->block_size) * q->block_bytes;
 }
 
 int64_t shape_numel(const Shape& s) {
@@ -109,6 +132,16 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 }
 
 Tensor TensorView::to_f32() const {
+  if (parts) {  // the concatenation of the parts along dim 0, each widened with its own scale
+    Tensor t(shape);
+    size_t at = 0;
+    for (const TensorView& p : *parts) {
+      const Tensor pt = p.to_f32();
+      std::copy(pt.data.begin(), pt.data.end(), t.data.begin() + ptrdiff_t(at));
+      at += pt.data.size();
+    }
+    return t;
+  }
   Tensor t(shape);
   const int64_t n = numel();
   float* o = t.ptr();
@@ -121,7 +154,10 @@ Tensor TensorView::to_f32() const {
     case DType::I32: { auto* p = static_cast<const int32_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
     case DType::I64: { auto* p = static_cast<const int64_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
     case DType::U8: { auto* p = static_cast<const uint8_t*>(data); for (int64_t i = 0; i < n; ++i) o[i] = float(p[i]); break; }
+    default: quant::dequantize_range(dtype, data, 0, n, o); break;  // block types (tensor/quant.h)
   }
+  if (scale != 1.0f)
+    for (int64_t i = 0; i < n; ++i) o[i] *= scale;
   return t;
 }
 
@@ -140,8 +176,29 @@ std::vector<int64_t> TensorView::to_i64() const {
 }
 
 TensorView TensorView::rows(int64_t begin, int64_t end) const {
+  if (begin < 0 || end < begin || shape.empty() || end > shape[0])
+    throw Error("tensor '" + name + "'" + (file.empty() ? "" : " in " + file) + ": rows [" + std::to_string(begin) +
+                ", " + std::to_string(end) + ") outside shape " + shape_str(shape));
+  if (parts) {
+    // The parts overlapping [begin, end): one part gives a plain view, several a smaller composite.
+    auto sub = std::make_shared<std::vector<TensorView>>();
+    int64_t at = 0;
+    for (const TensorView& p : *parts) {
+      const int64_t b = std::max(begin, at), e = std::min(end, at + p.shape[0]);
+      if (b < e) sub->push_back(p.rows(b - at, e - at));
+      at += p.shape[0];
+    }
+    if (sub->size() == 1) return sub->front();
+    TensorView v = *this;
+    v.shape[0] = end - begin;
+    v.nbytes = 0;
+    for (const TensorView& p : *sub) v.nbytes += p.nbytes;
+    v.parts = std::move(sub);
+    return v;
+  }
   TensorView v = *this;
-  const size_t row_bytes = shape.empty() ? nbytes : nbytes / size_t(shape[0]);
+  // Block types: a row must be whole blocks (true for any 2-D GGUF weight, whose rows are ne[0]).
+  const size_t row_bytes = shape.empty() ? nbytes : dtype_row_bytes(dtype, numel() / shape[0]);
   v.shape[0] = end - begin;
   v.data = static_cast<const char*>(data) + size_t(begin) * row_bytes;
   v.nbytes = size_t(end - begin) * row_bytes;

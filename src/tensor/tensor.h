@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,12 +14,20 @@
 
 namespace chroma {
 
-enum class DType { F32, F16, BF16, F8_E4M3, F64, I32, I64, U8 };
+// Plain element types, then the ggml block-quantized types read from GGUF (tensor/quant.h):
+// a block type stores its innermost dimension in blocks of 32 or 256 values, each block holding
+// scales and small integers; such a weight stays quantized and is expanded a tile at a time.
+enum class DType { F32, F16, BF16, F8_E4M3, F64, I32, I64, U8, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K };
 
-size_t dtype_size(DType t);
-const char* dtype_name(DType t);       // safetensors spelling: "F32", "BF16", ...
-bool dtype_from_name(const std::string& name, DType* out);
-bool dtype_is_float(DType t);
+size_t dtype_size(DType t);            // bytes per element of a plain type; 0 for block types
+const char* dtype_name(DType t);       // safetensors spelling: "F32", "BF16", ...; ggml's for blocks: "Q8_0"
+bool dtype_from_name(const std::string& name, DType* out);  // safetensors spellings only
+bool dtype_is_float(DType t);          // floats and block-quantized floats (weights a linear may use)
+bool dtype_is_quantized(DType t);      // the block types
+int64_t dtype_block_size(DType t);     // values per block: 1 for plain types, 32 or 256 for block types
+// Bytes of `n` consecutive values along the innermost dimension. Throws unless n is a whole number
+// of blocks.
+size_t dtype_row_bytes(DType t, int64_t n);
 
 using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);
@@ -63,15 +72,22 @@ struct TensorView {
   Shape shape;
   const void* data = nullptr;
   size_t nbytes = 0;
+  // Stored value × scale = the weight: the per-tensor scale of fp8 "scaled" checkpoints
+  // (io/formats.h). Applied wherever the view is widened (to_f32, the backends' widening).
+  float scale = 1.0f;
+  // A weight stored as separate tensors (diffusers' to_q / to_k / to_v) seen as their concatenation
+  // along dim 0 without a copy: `data` is null, nbytes is the parts' total, and rows() inside one
+  // part is a plain view of it (io/formats.h builds these).
+  std::shared_ptr<const std::vector<TensorView>> parts;
 
-  explicit operator bool() const { return data != nullptr; }
+  explicit operator bool() const { return data != nullptr || parts != nullptr; }
   int64_t numel() const { return shape_numel(shape); }
   int64_t dim(int i) const { return shape[size_t(i < 0 ? int(shape.size()) + i : i)]; }
   // Widen to float32 (floats) or convert integers to float32; a copy.
   Tensor to_f32() const;
   // Integer contents (I32/I64) as int64.
   std::vector<int64_t> to_i64() const;
-  // Rows [begin, end) of the first dimension, as a view.
+  // Rows [begin, end) of the first dimension, as a view (of the one part holding them, if any).
   TensorView rows(int64_t begin, int64_t end) const;
 };
 

@@ -65,7 +65,7 @@ Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
       if (mr <= 0) continue;
       const float* wp;
       thread_local std::vector<float> widened;  // reused across calls by each pool thread
-      if (w.dtype == DType::F32) {
+      if (w.dtype == DType::F32 && w.scale == 1.0f && !w.parts) {  // used in place
         wp = static_cast<const float*>(w.data) + n0 * K;
       } else {
         if (widened.size() < size_t(rows * K)) widened.resize(size_t(rows * K));

@@ -1,7 +1,9 @@
-// Widening stored weights (bf16, f16, f8 e4m3, f32, f64) to float32, a block of rows at a time.
+// Widening stored weights (bf16, f16, f8 e4m3, f32, f64, GGUF block types) to float32, a block of rows at a time.
+#include <algorithm>
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
+#include "tensor/quant.h"
 
 namespace chroma::cpu {
 namespace {
@@ -35,13 +37,25 @@ void check_float_view(const char* op, const TensorView& v) {
   if (!dtype_is_float(v.dtype))
     throw Error(std::string(op) + ": tensor " + describe(v) + " has dtype " + dtype_name(v.dtype) +
                 ", expected a float dtype");
-  if (v.nbytes != size_t(v.numel()) * dtype_size(v.dtype))
+  // Rows along the innermost dimension (block types store each as whole blocks, tensor/quant.h).
+  const int64_t inner = v.shape.empty() ? 1 : v.dim(-1);
+  const size_t need = inner ? size_t(v.numel() / inner) * dtype_row_bytes(v.dtype, inner) : 0;
+  if (v.nbytes != need)
     throw Error(std::string(op) + ": tensor " + describe(v) + " holds " + std::to_string(v.nbytes) +
-                " bytes, shape " + shape_str(v.shape) + " needs " + std::to_string(size_t(v.numel()) * dtype_size(v.dtype)));
+                " bytes, shape " + shape_str(v.shape) + " needs " + std::to_string(need));
 }
 
 void widen_rows(const TensorView& v, int64_t row0, int64_t rows, float* dst) {
   const int64_t K = v.shape.empty() ? 1 : v.numel() / v.dim(0);
+  if (v.parts) {  // row-concatenated parts (TensorView::parts): widen the overlap with each in turn
+    int64_t at = 0;
+    for (const TensorView& p : *v.parts) {
+      const int64_t b = std::max(row0, at), e = std::min(row0 + rows, at + p.dim(0));
+      if (b < e) widen_rows(p, b - at, e - b, dst + (b - row0) * K);
+      at += p.dim(0);
+    }
+    return;
+  }
   const int64_t begin = row0 * K, n = rows * K;
   switch (v.dtype) {
     case DType::F32:
@@ -72,8 +86,14 @@ void widen_rows(const TensorView& v, int64_t row0, int64_t rows, float* dst) {
       break;
     }
     default:
+      if (dtype_is_quantized(v.dtype)) {  // GGUF block types: decoded block by block (tensor/quant.h)
+        quant::dequantize_range(v.dtype, v.data, begin, n, dst);
+        break;
+      }
       throw Error("widen: tensor " + describe(v) + " has non-float dtype " + dtype_name(v.dtype));
   }
+  if (v.scale != 1.0f)  // fp8 "scaled" checkpoints: stored value × per-tensor scale
+    for (int64_t i = 0; i < n; ++i) dst[i] *= v.scale;
 }
 
 Tensor widen(const TensorView& v) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "backend/ops.h"
 #include "tensor/trace.h"
@@ -81,13 +82,79 @@ Qkv project_qkv(const Tensor& x, const QkvWeights& w, const ChromaConfig& c) {
           linear(x, w.v)};
 }
 
-// RoPE on Q and K, then unmasked softmax(QKᵀ/√D)·V over the whole joint sequence (spec §3.7 step 3).
-// rope: [L, D/2, 2]. Returns [L, C] with heads merged.
-Tensor joint_attention(Qkv qkv, const Tensor& rope, const ChromaConfig& c) {
+// ---- Packed sequences (model.h forward_packed) ------------------------------------------------
+// S joint sequences [txt_s; img] on one latent share the Li image tokens' positions. Linear layers
+// see all S sequences' rows at once; attention sees each sequence on its own.
+
+struct Packing {
+  std::vector<int64_t> txt_lens;  // Lt_s
+  int64_t image_tokens = 0;       // Li
+
+  int64_t sequences() const { return int64_t(txt_lens.size()); }
+  int64_t seq_len(int64_t s) const { return txt_lens[size_t(s)] + image_tokens; }
+  std::vector<int64_t> seq_lens() const {
+    std::vector<int64_t> lens;
+    for (int64_t s = 0; s < sequences(); ++s) lens.push_back(seq_len(s));
+    return lens;
+  }
+  // First row of sequence s in the text stream [txt_0; txt_1; …] and in the joint layout.
+  int64_t txt_begin(int64_t s) const {
+    int64_t r = 0;
+    for (int64_t i = 0; i < s; ++i) r += txt_lens[size_t(i)];
+    return r;
+  }
+  int64_t joint_begin(int64_t s) const { return txt_begin(s) + s * image_tokens; }
+};
+
+void copy_rows(const Tensor& src, int64_t src_row, Tensor& dst, int64_t dst_row, int64_t n) {
+  const int64_t W = src.dim(1);
+  std::copy_n(src.ptr() + src_row * W, n * W, dst.ptr() + dst_row * W);
+}
+
+// Stream layout → joint layout: txt [Σ Lt_s, W] and img [S·Li, W] → [txt_0; img_0; txt_1; …] [Σ L_s, W].
+Tensor join_streams(const Tensor& txt, const Tensor& img, const Packing& p) {
+  const int64_t Li = p.image_tokens;
+  Tensor joint({txt.dim(0) + img.dim(0), txt.dim(1)});
+  for (int64_t s = 0; s < p.sequences(); ++s) {
+    const int64_t Lt = p.txt_lens[size_t(s)], j = p.joint_begin(s);
+    copy_rows(txt, p.txt_begin(s), joint, j, Lt);
+    copy_rows(img, s * Li, joint, j + Lt, Li);
+  }
+  return joint;
+}
+
+// Joint layout → the text rows [Σ Lt_s, W] or the image rows [S·Li, W], in stream layout.
+Tensor txt_rows(const Tensor& joint, const Packing& p) {
+  Tensor txt({p.txt_begin(p.sequences()), joint.dim(1)});
+  for (int64_t s = 0; s < p.sequences(); ++s)
+    copy_rows(joint, p.joint_begin(s), txt, p.txt_begin(s), p.txt_lens[size_t(s)]);
+  return txt;
+}
+Tensor img_rows(const Tensor& joint, const Packing& p) {
+  const int64_t Li = p.image_tokens;
+  Tensor img({p.sequences() * Li, joint.dim(1)});
+  for (int64_t s = 0; s < p.sequences(); ++s)
+    copy_rows(joint, p.joint_begin(s) + p.txt_lens[size_t(s)], img, s * Li, Li);
+  return img;
+}
+
+// The RoPE tables of the S sequences, stacked in joint layout: [Σ L_s, D/2, 2].
+Tensor packed_rope_table(const Packing& p, int64_t grid_h, int64_t grid_w, const ChromaConfig& c) {
+  Tensor table({p.txt_begin(p.sequences()) + p.sequences() * p.image_tokens, c.head_dim / 2, 2});
+  auto out = table.data.begin();
+  for (int64_t s = 0; s < p.sequences(); ++s) {
+    const Tensor t = rope_table(p.txt_lens[size_t(s)], grid_h, grid_w, c);  // [L_s, D/2, 2]
+    out = std::copy(t.data.begin(), t.data.end(), out);
+  }
+  return table;
+}
+
+// RoPE on Q and K, then unmasked softmax(QKᵀ/√D)·V within each joint sequence (spec §3.7 step 3).
+// qkv and rope in joint layout: [Σ L_s, C] and [Σ L_s, D/2, 2]. Returns [Σ L_s, C] with heads merged.
+Tensor joint_attention(Qkv qkv, const Tensor& rope, const Packing& p, const ChromaConfig& c) {
   ops::rope(qkv.q, c.heads, rope);
   ops::rope(qkv.k, c.heads, rope);
-  const int64_t seq_lens[] = {qkv.q.dim(0)};
-  return ops::attention(qkv.q, qkv.k, qkv.v, c.heads, seq_lens, 1.0f / std::sqrt(float(c.head_dim)));
+  return ops::attention(qkv.q, qkv.k, qkv.v, c.heads, p.seq_lens(), 1.0f / std::sqrt(float(c.head_dim)));
 }
 
 // ---- The network (one function per spec section) -----------------------------------------------
@@ -101,29 +168,29 @@ Tensor approximator(const Tensor& input, const ApproximatorWeights& w, const Chr
   return linear(x, w.out_proj);  // [R, C]
 }
 
-// chroma-spec.md §3.7 — flow `DoubleStreamBlock.forward`. img [Li, C], txt [Lt, C], updated in place.
+// chroma-spec.md §3.7 — flow `DoubleStreamBlock.forward`, on S packed sequences (streams layout):
+// img [S·Li, C], txt [Σ Lt_s, C], updated in place. Each stream's weights multiply all S sequences'
+// rows at once; the attention runs per joint sequence [txt_s; img_s], text first.
 void double_block(Tensor& img, Tensor& txt, const DoubleBlockWeights& w, const DoubleBlockModulation& m,
-                  const Tensor& rope, const ChromaConfig& c) {
-  const int64_t Lt = txt.dim(0), L = Lt + img.dim(0);
+                  const Tensor& rope, const Packing& p, const ChromaConfig& c) {
   const Qkv img_qkv = project_qkv(norm_modulate(img, m.img_attn.shift, m.img_attn.scale, c), w.img_attn.qkv, c);
   const Qkv txt_qkv = project_qkv(norm_modulate(txt, m.txt_attn.shift, m.txt_attn.scale, c), w.txt_attn.qkv, c);
-  // One attention over the joint sequence, text first.
-  const Tensor attn = joint_attention({ops::concat_rows(txt_qkv.q, img_qkv.q), ops::concat_rows(txt_qkv.k, img_qkv.k),
-                                       ops::concat_rows(txt_qkv.v, img_qkv.v)},
-                                      rope, c);  // [L, C]
+  const Tensor attn = joint_attention({join_streams(txt_qkv.q, img_qkv.q, p), join_streams(txt_qkv.k, img_qkv.k, p),
+                                       join_streams(txt_qkv.v, img_qkv.v, p)},
+                                      rope, p, c);  // [Σ L_s, C] joint layout
 
-  ops::add_gated(img, m.img_attn.gate, linear(attn.rows(Lt, L), w.img_attn.proj));
+  ops::add_gated(img, m.img_attn.gate, linear(img_rows(attn, p), w.img_attn.proj));
   ops::add_gated(img, m.img_mlp.gate, mlp(norm_modulate(img, m.img_mlp.shift, m.img_mlp.scale, c), w.img_mlp));
-  ops::add_gated(txt, m.txt_attn.gate, linear(attn.rows(0, Lt), w.txt_attn.proj));
+  ops::add_gated(txt, m.txt_attn.gate, linear(txt_rows(attn, p), w.txt_attn.proj));
   ops::add_gated(txt, m.txt_mlp.gate, mlp(norm_modulate(txt, m.txt_mlp.shift, m.txt_mlp.scale, c), w.txt_mlp));
 }
 
-// chroma-spec.md §3.8 — flow `SingleStreamBlock.forward`. x [L, C] (text then image), updated in place.
+// chroma-spec.md §3.8 — flow `SingleStreamBlock.forward`. x [Σ L_s, C] in joint layout, updated in place.
 void single_block(Tensor& x, const SingleBlockWeights& w, const Modulation& m, const Tensor& rope,
-                  const ChromaConfig& c) {
+                  const Packing& p, const ChromaConfig& c) {
   const Tensor x_mod = norm_modulate(x, m.shift, m.scale, c);
-  const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, c), rope, c);      // [L, C]
-  const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                   // [L, M]
+  const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, c), rope, p, c);   // [Σ L_s, C]
+  const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                   // [Σ L_s, M]
   ops::add_gated(x, m.gate, linear(ops::concat_cols(attn, hidden), w.linear2));   // linear2: [C + M] → [C]
 }
 
@@ -134,6 +201,22 @@ Tensor final_layer(const Tensor& img, const LinearWeights& w, const FinalModulat
 
 std::string block_name(const char* kind, int i, const char* what) {
   return std::string(kind) + "." + std::to_string(i) + "." + what;
+}
+
+// Traces each sequence's rows of x under its prefix (copies only while a tracer is installed).
+enum class Layout { TxtStream, ImgStream, Joint, Image };
+void trace_sequences(const std::string& name, const Tensor& x, Layout layout, const Packing& p,
+                     const std::vector<ChromaModel::TextInput>& txts) {
+  if (!tracing()) return;
+  for (int64_t s = 0; s < p.sequences(); ++s) {
+    const std::string& prefix = txts[size_t(s)].trace_prefix;
+    switch (layout) {
+      case Layout::TxtStream: trace(prefix + name, x.rows(p.txt_begin(s), p.txt_begin(s + 1))); break;
+      case Layout::ImgStream: trace(prefix + name, x.rows(s * p.image_tokens, (s + 1) * p.image_tokens)); break;
+      case Layout::Joint: trace(prefix + name, x.rows(p.joint_begin(s), p.joint_begin(s) + p.seq_len(s))); break;
+      case Layout::Image: trace(prefix + name, x); break;  // shared by every sequence
+    }
+  }
 }
 
 }  // namespace
@@ -166,51 +249,68 @@ Tensor ChromaModel::modulations(float t, TimestepPrecision precision) const {
   return mods;
 }
 
-// chroma-spec.md §3.1–§3.9 — flow `Chroma._forward` with the text already cut to its visible rows.
 Tensor ChromaModel::forward(const Tensor& latent, const Tensor& txt, const Tensor& mods) const {
+  return std::move(forward_packed(latent, {TextInput(txt)}, mods)[0]);
+}
+
+// chroma-spec.md §3.1–§3.9 — flow `Chroma._forward` with the text already cut to its visible rows,
+// for S text conditions at once (model.h).
+std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
+                                                const Tensor& mods) const {
   const ChromaConfig& c = config_;
   if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(1) != c.latent_channels() || latent.dim(2) % c.patch ||
       latent.dim(3) % c.patch || latent.dim(2) == 0 || latent.dim(3) == 0)
     throw Error("DiT latent has shape " + shape_str(latent.shape) + ", expected [1, " +
                 std::to_string(c.latent_channels()) + ", h, w] with h and w positive and even");
-  if (txt.rank() != 2 || txt.dim(1) != c.context_dim || txt.dim(0) < 1)
-    throw Error("DiT text features have shape " + shape_str(txt.shape) + ", expected [tokens >= 1, " +
-                std::to_string(c.context_dim) + "]");
+  if (txts.empty()) throw Error("DiT forward_packed: no text inputs");
+  for (const TextInput& in : txts)
+    if (in.txt.rank() != 2 || in.txt.dim(1) != c.context_dim || in.txt.dim(0) < 1)
+      throw Error("DiT text features have shape " + shape_str(in.txt.shape) + ", expected [tokens >= 1, " +
+                  std::to_string(c.context_dim) + "]");
   if (mods.shape != Shape{c.mod_rows, c.hidden})
     throw Error("DiT modulation vectors have shape " + shape_str(mods.shape) + ", expected " +
                 shape_str({c.mod_rows, c.hidden}) + " (from ChromaModel::modulations)");
 
-  const int64_t h = latent.dim(2), w = latent.dim(3);
-  const int64_t Lt = txt.dim(0);
+  const int64_t h = latent.dim(2), w = latent.dim(3), S = int64_t(txts.size());
 
-  // §3.1, §3.6 embeddings and the RoPE table of the joint sequence.
+  // §3.1, §3.6 embeddings and the RoPE tables of the joint sequences.
   const Tensor packed = patchify(latent, c.patch);  // [Li, 64]
-  trace("img_packed", packed);
-  const int64_t Li = packed.dim(0), L = Lt + Li;
-  const Tensor rope = rope_table(Lt, h / c.patch, w / c.patch, c);  // [L, D/2, 2]
-  Tensor img = linear(packed, weights_.img_in);  // [Li, C]
-  trace("img_in", img);
-  Tensor txt_h = linear(txt, weights_.txt_in);  // [Lt, C]
-  trace("txt_in_visible", txt_h);
+  Packing p{{}, packed.dim(0)};
+  for (const TextInput& in : txts) p.txt_lens.push_back(in.txt.dim(0));
+  trace_sequences("img_packed", packed, Layout::Image, p, txts);
+  const Tensor rope = packed_rope_table(p, h / c.patch, w / c.patch, c);  // [Σ L_s, D/2, 2]
+
+  // The image embedding is the same for every sequence: computed once, then repeated.
+  const Tensor img_in = linear(packed, weights_.img_in);  // [Li, C]
+  trace_sequences("img_in", img_in, Layout::Image, p, txts);
+  Tensor img({S * p.image_tokens, c.hidden});  // [S·Li, C]
+  for (int64_t s = 0; s < S; ++s) copy_rows(img_in, 0, img, s * p.image_tokens, p.image_tokens);
+  Tensor txt_stream({p.txt_begin(S), c.context_dim});  // [Σ Lt_s, T]
+  for (int64_t s = 0; s < S; ++s) copy_rows(txts[size_t(s)].txt, 0, txt_stream, p.txt_begin(s), p.txt_lens[size_t(s)]);
+  Tensor txt = linear(txt_stream, weights_.txt_in);  // [Σ Lt_s, C]
+  trace_sequences("txt_in_visible", txt, Layout::TxtStream, p, txts);
 
   // §3.7 double-stream blocks.
   for (int i = 0; i < c.double_blocks; ++i) {
-    double_block(img, txt_h, weights_.double_blocks[size_t(i)], double_block_modulation(mods, c, i), rope, c);
-    trace(block_name("double", i, "img"), img);
-    trace(block_name("double", i, "txt_visible"), txt_h);
+    double_block(img, txt, weights_.double_blocks[size_t(i)], double_block_modulation(mods, c, i), rope, p, c);
+    trace_sequences(block_name("double", i, "img"), img, Layout::ImgStream, p, txts);
+    trace_sequences(block_name("double", i, "txt_visible"), txt, Layout::TxtStream, p, txts);
   }
 
-  // §3.8 single-stream blocks on the joint sequence, text first.
-  Tensor x = ops::concat_rows(txt_h, img);  // [L, C]
+  // §3.8 single-stream blocks on the joint sequences, text first.
+  Tensor x = join_streams(txt, img, p);  // [Σ L_s, C]
   for (int i = 0; i < c.single_blocks; ++i) {
-    single_block(x, weights_.single_blocks[size_t(i)], single_block_modulation(mods, i), rope, c);
-    trace(block_name("single", i, "joint_visible"), x);
+    single_block(x, weights_.single_blocks[size_t(i)], single_block_modulation(mods, i), rope, p, c);
+    trace_sequences(block_name("single", i, "joint_visible"), x, Layout::Joint, p, txts);
   }
 
-  // §3.9 final layer on the image rows, then unpatchify.
-  const Tensor out = final_layer(x.rows(Lt, L), weights_.final_linear, final_modulation(mods), c);  // [Li, 64]
-  trace("final_out", out);
-  return unpatchify(out, h, w, c.patch);
+  // §3.9 final layer on the image rows, then unpatchify each sequence's velocity.
+  const Tensor out = final_layer(img_rows(x, p), weights_.final_linear, final_modulation(mods), c);  // [S·Li, 64]
+  trace_sequences("final_out", out, Layout::ImgStream, p, txts);
+  std::vector<Tensor> velocities;
+  for (int64_t s = 0; s < S; ++s)
+    velocities.push_back(unpatchify(out.rows(s * p.image_tokens, (s + 1) * p.image_tokens), h, w, c.patch));
+  return velocities;
 }
 
 }  // namespace chroma::dit

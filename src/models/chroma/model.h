@@ -15,6 +15,9 @@
 // kernels. Timestep embedding in float32 by default (spec §6.2; TimestepPrecision::BF16 reproduces
 // the author's sampler), modulation-index table from exact float32 products (spec §6.1).
 #pragma once
+#include <string>
+#include <vector>
+
 #include "io/safetensors.h"
 #include "models/chroma/config.h"
 #include "models/chroma/embeddings.h"
@@ -47,7 +50,26 @@ class ChromaModel {
   // mods [R, C] from modulations(). Returns the velocity [1, Cl, h, w].
   // Traces img_packed [Li, 64], img_in [Li, C], txt_in_visible [Lt, C], double.{i}.img [Li, C],
   // double.{i}.txt_visible [Lt, C], single.{i}.joint_visible [L, C], final_out [Li, 64].
+  // The packed forward with one sequence.
   Tensor forward(const Tensor& latent, const Tensor& txt, const Tensor& mods) const;
+
+  // One text condition of a packed forward.
+  struct TextInput {
+    TextInput(const Tensor& txt, std::string trace_prefix = "") : txt(txt), trace_prefix(std::move(trace_prefix)) {}
+    const Tensor& txt;         // [Lt_s, T] the visible text rows of this prompt, Lt_s ≥ 1
+    std::string trace_prefix;  // this sequence's intermediates are traced as trace_prefix + name
+  };
+  // S forwards of the same latent under S text conditions (e.g. {positive, negative} for CFG) in
+  // one pass: the S joint sequences [txt_s; img] are packed into one token matrix so each weight
+  // multiplies the rows of all S sequences at once (one pass over the weights instead of S); the
+  // attention stays per sequence (ops::attention seq_lens, no padding, no mask), so each velocity
+  // equals forward(latent, txts[s].txt, mods). Returns S velocities [1, Cl, h, w], in input order.
+  // Row layouts, L_s = Lt_s + Li:
+  //   joint (single blocks, attention)  [txt_0; img_0; txt_1; img_1; …]   [Σ L_s, C]
+  //   streams (double-block linears)    txt [txt_0; txt_1; …] [Σ Lt_s, C], img [img_0; img_1; …] [S·Li, C]
+  // Traces the same names as forward(), per sequence, under its trace_prefix.
+  std::vector<Tensor> forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
+                                     const Tensor& mods) const;
 
  private:
   io::WeightStore store_;   // owns the mapped files the views below point into

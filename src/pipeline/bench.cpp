@@ -1,0 +1,130 @@
+#include "pipeline/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "backend/backend.h"
+#include "sampling/sampler.h"
+
+namespace chroma::pipeline {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using ops::profile::OpClass;
+
+double gib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0 * 1024.0); }
+
+std::string format(const char* fmt, auto... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, fmt, args...);
+  return buf;
+}
+
+// Switches op profiling on for one scope, from a clean slate.
+struct ProfilingOn {
+  ProfilingOn() {
+    ops::profile::reset();
+    ops::profile::enable(true);
+  }
+  ~ProfilingOn() { ops::profile::enable(false); }
+};
+
+double phase_seconds(const BenchResult& r, const std::string& name) {
+  for (const PhaseStats& p : r.phases)
+    if (p.name == name) return p.seconds;
+  return 0;
+}
+
+}  // namespace
+
+BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& options, const StepCallback& on_step) {
+  BenchResult r;
+  r.options = options;
+  r.threads = num_threads();
+  std::vector<Clock::time_point> step_ends;
+  GenerateResult g;
+  const Clock::time_point start = Clock::now();
+  {
+    ProfilingOn on;
+    g = generate(files, options, [&](int done, int total) {
+      step_ends.push_back(Clock::now());
+      if (on_step) on_step(done, total);
+    });
+    r.ops = ops::profile::snapshot();
+  }
+  r.total_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.phases = g.phases;
+
+  // The callback marks each step's end; the first step starts with the denoising phase, so its time
+  // is what the phase has left after the later steps.
+  double later = 0;
+  for (size_t i = 1; i < step_ends.size(); ++i) {
+    r.step_seconds.push_back(std::chrono::duration<double>(step_ends[i] - step_ends[i - 1]).count());
+    later += r.step_seconds.back();
+  }
+  if (!step_ends.empty()) r.step_seconds.insert(r.step_seconds.begin(), phase_seconds(r, "denoising") - later);
+  for (int i = 0; i < int(r.step_seconds.size()); ++i)
+    r.step_cfg.push_back(sampling::uses_cfg(i, options.skip_cfg_steps, options.cfg));
+  return r;
+}
+
+std::string bench_table(const BenchResult& r) {
+  const GenerateOptions& o = r.options;
+  std::string s = format("chromacpp bench: %dx%d, %d steps, cfg %g, %d threads\n", o.width, o.height, o.steps,
+                         double(o.cfg), r.threads);
+  s += format("%-16s %10s %14s\n", "phase", "seconds", "peak RSS GiB");
+  size_t peak = 0;
+  for (const PhaseStats& p : r.phases) {
+    s += format("%-16s %10.2f %14.2f\n", p.name.c_str(), p.seconds, gib(p.peak_rss_bytes));
+    peak = std::max(peak, p.peak_rss_bytes);
+  }
+  s += format("%-16s %10.2f %14.2f\n", "total", r.total_seconds, gib(peak));
+  for (size_t i = 0; i < r.step_seconds.size(); ++i)
+    s += format("  step %-9zu %10.2f   %s\n", i + 1, r.step_seconds[i], r.step_cfg[i] ? "(pos + neg, packed)" : "(pos)");
+
+  // Per phase: the op classes, then the individual ops (slowest first).
+  auto row = [&](const std::string& section, const std::string& what, const ops::profile::OpTotals& t, double phase) {
+    const std::string gflops = t.flops > 0 ? format("%9.1f", t.flops / t.seconds * 1e-9) : format("%9s", "-");
+    const std::string gbs = t.bytes > 0 ? format("%8.1f", t.bytes / t.seconds * 1e-9) : format("%8s", "-");
+    const std::string share = phase > 0 ? format("%6.1f%%", 100.0 * t.seconds / phase) : format("%7s", "-");
+    s += format("%-14s %-20s %7lld %10.2f %s %s %s\n", section.c_str(), what.c_str(), (long long)t.calls, t.seconds,
+                share.c_str(), gflops.c_str(), gbs.c_str());
+  };
+  const char* header = "%-14s %-20s %7s %10s %7s %9s %8s\n";
+  s += "\n" + format(header, "phase", "op class", "calls", "seconds", "share", "GFLOP/s", "GB/s");
+  for (const auto& [section, totals] : r.ops)
+    for (size_t c = 0; c < totals.classes.size(); ++c)
+      if (totals.classes[c].calls) row(section, op_class_name(OpClass(c)), totals.classes[c], phase_seconds(r, section));
+  s += "\n" + format(header, "phase", "op", "calls", "seconds", "share", "GFLOP/s", "GB/s");
+  for (const auto& [section, totals] : r.ops) {
+    std::vector<std::pair<std::string, ops::profile::OpTotals>> by_time(totals.ops.begin(), totals.ops.end());
+    std::sort(by_time.begin(), by_time.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+    for (const auto& [op, t] : by_time) row(section, op, t, phase_seconds(r, section));
+  }
+  return s;
+}
+
+nlohmann::json bench_json(const BenchResult& r) {
+  const GenerateOptions& o = r.options;
+  nlohmann::json j = {{"width", o.width},   {"height", o.height},   {"steps", o.steps},
+                      {"cfg", o.cfg},       {"threads", r.threads}, {"total_seconds", r.total_seconds},
+                      {"step_seconds", r.step_seconds}, {"step_cfg", r.step_cfg}};
+  for (const PhaseStats& p : r.phases)
+    j["phases"].push_back({{"name", p.name}, {"seconds", p.seconds}, {"peak_rss_bytes", p.peak_rss_bytes}});
+  auto totals_json = [](const ops::profile::OpTotals& t) {
+    return nlohmann::json{{"calls", t.calls},
+                          {"seconds", t.seconds},
+                          {"flops", t.flops},
+                          {"bytes", t.bytes},
+                          {"gflops_per_s", t.seconds > 0 ? t.flops / t.seconds * 1e-9 : 0.0}};
+  };
+  for (const auto& [section, totals] : r.ops) {
+    for (size_t c = 0; c < totals.classes.size(); ++c)
+      if (totals.classes[c].calls) j["op_classes"][section][op_class_name(OpClass(c))] = totals_json(totals.classes[c]);
+    for (const auto& [op, t] : totals.ops) j["ops"][section][op] = totals_json(t);
+  }
+  return j;
+}
+
+}  // namespace chroma::pipeline

@@ -1,0 +1,27 @@
+// Finding the model files: explicit paths first, then a `--models DIR` folder (the diffusers layout of
+// lodestones/Chroma1-HD — transformer/, text_encoder/, tokenizer/, vae/ — or a folder of single files),
+// else $CHROMA_MODELS and ./models. Weights are recognised by their tensor names (io/formats.h), not
+// by file names, so any file name and any supported format (original, diffusers, fp8 scaled) works.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "pipeline/txt2img.h"
+
+namespace chroma::pipeline {
+
+// The folders searched for files not given explicitly: `models_dir` alone when set (chroma::Error if it
+// is not a folder), otherwise $CHROMA_MODELS (when set) and ./models.
+std::vector<std::string> model_search_dirs(const std::string& models_dir);
+
+// What one folder holds, by content: each *.safetensors file and each sub-folder holding a shard index
+// or one .safetensors file is classified as DiT, T5 or VAE; the tokenizer is spiece.model in the folder
+// or in a sub-folder. Unset fields: not found. Two weight sets of one kind throw chroma::Error naming both.
+ModelFiles find_model_files(const std::string& dir);
+
+// Fills the unset paths of `files` from `dirs` (the first folder holding a component wins). Returns ""
+// when all four are known, else a message (several lines) naming each missing component, its flag and
+// where it is published.
+std::string resolve_model_files(ModelFiles& files, const std::vector<std::string>& dirs);
+
+}  // namespace chroma::pipeline
