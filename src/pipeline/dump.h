@@ -1,8 +1,8 @@
 // `--dump DIR`: collects named tensors (the reference data's names) and writes them to
 // DIR/dump.safetensors, so `chromacpp compare` can hold a run against the reference layer by layer.
 // Pipeline-level values are put() directly; model intermediates arrive through the tracer
-// interface while the pipeline has it installed (the first step's positive pass only — a full
-// trace of every step would be hundreds of GB at 1024²).
+// interface while the pipeline has it installed (the first step only, under step.0.pos. / step.0.neg. —
+// a full trace of every step would be hundreds of GB at 1024²).
 #pragma once
 #include <map>
 #include <string>
