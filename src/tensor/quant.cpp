@@ -15,26 +15,6 @@ namespace chroma::quant {
 // ---------------------------------------------------------------------------------------------
 // f16 scalars
 
-float f16_to_f32_fast(uint16_t h) {
-  // Shift exponent and mantissa into float position and rescale by 2^112 (the bias difference):
-  // exact for normal and subnormal halves alike. Infinity and NaN (exponent 31) are set directly.
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t bits = uint32_t(h & 0x7fff) << 13;
-  float v;
-  if ((h & 0x7c00) == 0x7c00) {
-    bits |= 0x7f800000;
-    std::memcpy(&v, &bits, 4);
-  } else {
-    std::memcpy(&v, &bits, 4);
-    v *= 0x1p112f;
-  }
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  u |= sign;
-  std::memcpy(&v, &u, 4);
-  return v;
-}
-
 uint16_t f32_to_f16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
@@ -54,7 +34,7 @@ uint16_t f32_to_f16(float f) {
 
 namespace {
 
-float h2f(uint16_t h) { return f16_to_f32_fast(h); }
+float h2f(uint16_t h) { return chroma::f16_to_f32(h); }
 
 // The smallest f16 ≥ v and the largest f16 ≤ v (v finite, |v| < 65504): scales rounded outwards.
 uint16_t f16_at_least(float v) {

@@ -69,8 +69,8 @@ const TypeTraits* traits_for_name(const char* name);  // case-insensitive: "q8_0
 // For block types begin and n must be multiples of the block size (throws chroma::Error otherwise).
 void dequantize_range(DType t, const void* data, int64_t begin, int64_t n, float* dst);
 
-// IEEE half conversions used by the block scales. to_f16 rounds to nearest even, saturating to ±inf.
-float f16_to_f32_fast(uint16_t h);
+// f32 → IEEE half for the block scales: rounds to nearest even, saturating to ±inf
+// (the widening direction is chroma::f16_to_f32 in tensor.h).
 uint16_t f32_to_f16(float f);
 
 }  // namespace chroma::quant

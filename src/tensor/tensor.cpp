@@ -85,11 +85,18 @@ uint16_t f32_to_bf16(float f) {
 }
 
 float f16_to_f32(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  // Shift exponent and mantissa into float position and rescale by 2^112 (the bias difference):
+  // exact for normal and subnormal halves alike. Infinity and NaN (exponent 31) are set directly.
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t bits = uint32_t(h & 0x7fff) << 13;
   float v;
-  if (exp == 0) v = std::ldexp(float(man), -24);
-  else if (exp == 31) v = man ? NAN : INFINITY;
-  else v = std::ldexp(float(man | 0x400), int(exp) - 25);
+  if ((h & 0x7c00) == 0x7c00) {
+    bits |= 0x7f800000;
+    std::memcpy(&v, &bits, 4);
+  } else {
+    std::memcpy(&v, &bits, 4);
+    v *= 0x1p112f;
+  }
   uint32_t u;
   std::memcpy(&u, &v, 4);
   u |= sign;
