@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <string>
 
+#include <unistd.h>
+
 #include "io/safetensors.h"
 #include "tensor/tensor.h"
 
@@ -20,6 +22,12 @@ inline std::string testdata_dir() {
 }
 inline std::string reference_path(const std::string& file) { return testdata_dir() + "/reference/" + file; }
 inline std::string tokenizer_path(const std::string& file) { return testdata_dir() + "/tokenizer/" + file; }
+
+// A path in the temporary folder private to this test process: ctest runs tests as parallel
+// processes (and CI runs may overlap), so fixed names like /tmp/diffusers would collide.
+inline std::filesystem::path temp_path(const std::string& name) {
+  return std::filesystem::path(::testing::TempDir()) / ("chroma-" + std::to_string(::getpid()) + "-" + name);
+}
 
 // Skips the current test unless the file exists.
 #define CHROMA_REQUIRE_FILE(path)                                                                  \

@@ -5,6 +5,7 @@
 //   chromacpp bench      time a full run (docs/PERFORMANCE.md)
 //   chromacpp quantize   write a DiT or T5 checkpoint as GGUF (io/quantize.h)
 //   chromacpp info       what a weight file holds: model, configuration, tensor types, size
+//   chromacpp pull       download a model from a Hugging Face repository into the cache (net/hub.h)
 // Knows the pipeline's API only; every error is one line on stderr and a non-zero exit.
 #include <unistd.h>
 
@@ -30,6 +31,8 @@
 #include "pipeline/txt2img.h"
 #include "models/chroma/config.h"
 #include "models/t5/t5.h"
+#include "net/cache.h"
+#include "net/hub.h"
 #include "text/tokenizer.h"
 
 namespace {
@@ -193,6 +196,63 @@ int run_info(const std::string& path) {
   return 0;
 }
 
+// ---- pull ----
+// Lists the repository, keeps the files the engine reads (or those matching --include), downloads them
+// into the cache with a progress bar on a terminal (one line per file otherwise).
+int run_pull(const std::string& repo, const std::string& revision, const std::vector<std::string>& include,
+             std::string cache) {
+  net::HubOptions options = net::hub_options_from_env();
+  options.revision = revision;
+  if (cache.empty()) cache = net::default_cache_dir();
+  const std::vector<net::RepoFile> listed = net::list_repo_files(repo, options);
+  const std::vector<net::RepoFile> files =
+      include.empty() ? net::select_engine_files(listed) : net::select_files(listed, include);
+  if (files.empty())
+    throw Error(include.empty() ? repo + ": no files in the diffusers layout the engine reads (transformer/, "
+                                         "text_encoder/, vae/ weights, tokenizer/spiece.model); choose files with --include"
+                                : repo + ": no file matches --include");
+  if (include.empty())
+    for (const char* folder : {"transformer/", "text_encoder/", "vae/", "tokenizer/"})
+      if (std::none_of(files.begin(), files.end(), [&](const net::RepoFile& f) { return f.path.starts_with(folder); }))
+        std::fprintf(stderr, "chromacpp: warning: %s has no %s files the engine reads; pass that model with a flag\n",
+                     repo.c_str(), folder);
+
+  const bool tty = isatty(STDERR_FILENO);
+  const auto start = std::chrono::steady_clock::now();
+  auto last_draw = start - std::chrono::seconds(1);
+  uint64_t first_total = ~uint64_t(0);  // bytes already there when the transfer started (for the rate)
+  const net::PullResult r = net::pull(repo, files, cache, options, [&](const net::PullProgress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (first_total == ~uint64_t(0)) first_total = p.total_done;
+    if (!tty) {
+      if (p.file_complete)
+        std::fprintf(stderr, "chromacpp: %zu/%zu %s (%s)\n", p.index + 1, p.count, p.file->path.c_str(),
+                     human_bytes(p.file->size).c_str());
+      return;
+    }
+    if (!p.file_complete && now - last_draw < std::chrono::milliseconds(200)) return;
+    last_draw = now;
+    // [##########..........] 3/8 transformer/…  7.21/17.80 GiB  48.2 MiB/s  ETA 3m45s
+    const double s = std::chrono::duration<double>(now - start).count();
+    const double rate = s > 0 ? double(p.total_done - std::min(first_total, p.total_done)) / s : 0;
+    const int width = 20, filled = p.total ? int(double(p.total_done) / double(p.total) * width) : width;
+    const double eta = rate > 0 ? double(p.total - p.total_done) / rate : 0;
+    std::fprintf(stderr, "\r\033[K[%s%s] %zu/%zu %s  %.2f/%.2f GiB  %.1f MiB/s  ETA %dm%02ds",
+                 std::string(size_t(filled), '#').c_str(), std::string(size_t(width - filled), '.').c_str(),
+                 p.index + 1, p.count, fs::path(p.file->path).filename().c_str(), double(p.total_done) / (1 << 30),
+                 double(p.total) / (1 << 30), rate / (1 << 20), int(eta) / 60, int(eta) % 60);
+    std::fflush(stderr);
+  });
+  if (tty) std::fputc('\n', stderr);
+  std::fprintf(stderr, "chromacpp: %s is in %s (%zu files, %s; %zu downloaded, %zu already there)\n", repo.c_str(),
+               r.dir.c_str(), files.size(), human_bytes(r.bytes).c_str(), r.downloaded, r.already_present);
+  if (repo == net::kDefaultRepo && include.empty())
+    std::fprintf(stderr, "chromacpp: generate uses it when no model paths are given\n");
+  else
+    std::fprintf(stderr, "chromacpp: use it with generate --models %s\n", r.dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -237,6 +297,9 @@ int main(int argc, char** argv) {
   gen->add_option("-o,--output", output, "Output PNG")->capture_default_str();
   gen->add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
   gen->add_flag("-v,--verbose", verbose, "Print time and peak memory of each phase");
+  gen->add_flag("--low-memory", o.low_memory, "Keep one model block's weights resident at a time (slower; ~3 GiB)");
+  gen->add_flag("--no-memory-check", [&o](int64_t) { o.memory_check = false; },
+                "Run even when the estimated peak memory exceeds the memory available");
 
   // ---- bench ----
   pipeline::ModelFiles bench_files;
@@ -261,6 +324,9 @@ int main(int argc, char** argv) {
   bench->add_option("--cfg", bench_o.cfg, "Classifier-free guidance scale (1 = no negative pass)")->capture_default_str();
   bench->add_option("--threads", bench_threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
   bench->add_option("--json", bench_json_path, "Also write the results as JSON to FILE");
+  bench->add_flag("--low-memory", bench_o.low_memory, "Keep one model block's weights resident at a time");
+  bench->add_flag("--no-memory-check", [&bench_o](int64_t) { bench_o.memory_check = false; },
+                  "Run even when the estimated peak memory exceeds the memory available");
 
   std::string tok_path, tok_text;
   CLI::App* tok = app.add_subcommand("tokenize", "Print the T5 token ids of a text as a JSON array");
@@ -286,6 +352,17 @@ int main(int argc, char** argv) {
   std::string info_path;
   CLI::App* info = app.add_subcommand("info", "Model kind, inferred configuration, tensor types, parameters and bytes");
   info->add_option("file", info_path, "Weight file (safetensors, shard index or folder, or GGUF)")->required();
+
+  std::string pull_repo = net::kDefaultRepo, pull_revision = "main", pull_cache;
+  std::vector<std::string> pull_include;
+  CLI::App* pull_cmd = app.add_subcommand(
+      "pull", "Download a model from a Hugging Face repository into the cache ($HF_TOKEN, $HF_ENDPOINT honoured)");
+  pull_cmd->add_option("repo", pull_repo, "Repository owner/name")->capture_default_str();
+  pull_cmd->add_option("--revision", pull_revision, "Branch, tag or commit")->capture_default_str();
+  pull_cmd->add_option("--include", pull_include,
+                       "Only the files matching these globs, e.g. 'ae.safetensors' (default: the weights and "
+                       "spiece.model of a diffusers layout)");
+  pull_cmd->add_option("--cache", pull_cache, "Cache folder (default: $CHROMA_CACHE, $XDG_CACHE_HOME/chroma.cpp or ~/.cache/chroma.cpp)");
 
   try {
     app.parse(argc, argv);
@@ -323,6 +400,7 @@ int main(int argc, char** argv) {
     if (*cmp) return run_compare(cmp_a, cmp_b, a_prefix, b_prefix, threshold);
     if (*quant) return run_quantize(q_in, q_out, q_type);
     if (*info) return run_info(info_path);
+    if (*pull_cmd) return run_pull(pull_repo, pull_revision, pull_include, pull_cache);
   } catch (const chroma::Error& e) {
     std::fprintf(stderr, "chromacpp: error: %s\n", e.what());
     return 1;

@@ -15,6 +15,10 @@ int g_threads = 0;  // 0 until set_num_threads is called: OpenMP's and OpenBLAS'
 
 }  // namespace
 
+Tensor Backend::linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) {
+  return linear(ops::concat_cols(a, b), w, bias);
+}
+
 Backend& active_backend() {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (!g_backend) g_backend = make_cpu_backend();

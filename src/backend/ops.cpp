@@ -47,6 +47,11 @@ Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
   if (t.on() && w.shape.size() == 2) t.flops = 2.0 * double(x.numel()) * double(w.dim(0));  // 2·M·N·K
   return active_backend().linear(x, w, b);
 }
+Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) {
+  OpTimer t(OpClass::Linear, "linear");
+  if (t.on() && w.shape.size() == 2) t.flops = 2.0 * double(a.numel() + b.numel()) * double(w.dim(0));  // 2·M·N·K
+  return active_backend().linear_concat(a, b, w, bias);
+}
 Tensor layer_norm(const Tensor& x, float eps) {
   OpTimer t(OpClass::Norm, "layer_norm");
   t.bytes = f32_bytes(x.numel(), x.numel());

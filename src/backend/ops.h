@@ -17,6 +17,10 @@ namespace chroma::ops {
 
 // y[..., N] = x[..., K] · wᵀ + b          w: [N, K], b: [N] or empty
 Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b = {});
+// linear of the column concatenation [a | b] without building it:
+//   a: [L, Ka], b: [L, Kb], w: [N, Ka + Kb] → y[L, N] = a · w[:, :Ka]ᵀ + b · w[:, Ka:]ᵀ + bias.
+// Equals linear(concat_cols(a, b), w, bias) up to float32 summation order.
+Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias = {});
 
 // LayerNorm over the last dim, no affine: (x − mean) / sqrt(var_biased + eps)
 Tensor layer_norm(const Tensor& x, float eps);

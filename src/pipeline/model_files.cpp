@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "io/safetensors.h"
+#include "net/cache.h"
 
 namespace chroma::pipeline {
 namespace {
@@ -73,6 +74,14 @@ std::vector<std::string> model_search_dirs(const std::string& models_dir) {
   std::vector<std::string> dirs;
   if (const char* env = std::getenv("CHROMA_MODELS"); env && *env) dirs.emplace_back(env);
   dirs.emplace_back("models");
+  // Last, what `chromacpp pull` downloaded, once the pull finished (net/cache.h): an interrupted pull's
+  // folder is never taken for a complete model.
+  try {
+    const std::string pulled = net::repo_cache_dir(net::default_cache_dir(), net::kDefaultRepo);
+    if (net::is_complete_pull(pulled)) dirs.push_back(pulled);
+  } catch (const Error&) {
+    // no cache folder configured (no $HOME): nothing pulled to use
+  }
   return dirs;
 }
 
@@ -113,7 +122,8 @@ std::string resolve_model_files(ModelFiles& files, const std::vector<std::string
   for (const std::string& d : dirs) searched += (searched.empty() ? "" : ", ") + d;
   return "model files not found in " + searched +
          " (searched by content: a diffusers folder like lodestones/Chroma1-HD, or a folder of single files). "
-         "Pass them with --models DIR or the flags below ($CHROMA_MODELS and ./models are searched by default):\n" +
+         "Download them with `chromacpp pull`, or pass them with --models DIR or the flags below ($CHROMA_MODELS, "
+         "./models and the `chromacpp pull` cache are searched by default):\n" +
          missing;
 }
 

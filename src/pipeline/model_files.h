@@ -1,7 +1,8 @@
 // Finding the model files: explicit paths first, then a `--models DIR` folder (the diffusers layout of
 // lodestones/Chroma1-HD — transformer/, text_encoder/, tokenizer/, vae/ — or a folder of single files),
-// else $CHROMA_MODELS and ./models. Weights are recognised by their tensor names (io/formats.h), not
-// by file names, so any file name and any supported format (original, diffusers, fp8 scaled) works.
+// else $CHROMA_MODELS, ./models and the `chromacpp pull` cache. Weights are recognised by their tensor
+// names (io/formats.h), not by file names, so any file name and any supported format (original,
+// diffusers, fp8 scaled) works.
 #pragma once
 #include <string>
 #include <vector>
@@ -11,7 +12,8 @@
 namespace chroma::pipeline {
 
 // The folders searched for files not given explicitly: `models_dir` alone when set (chroma::Error if it
-// is not a folder), otherwise $CHROMA_MODELS (when set) and ./models.
+// is not a folder), otherwise $CHROMA_MODELS (when set), ./models, and the cache folder of
+// lodestones/Chroma1-HD when `chromacpp pull` completed it (net/cache.h).
 std::vector<std::string> model_search_dirs(const std::string& models_dir);
 
 // What one folder holds, by content: each *.safetensors file and each sub-folder holding a shard index

@@ -9,6 +9,7 @@
 #include "models/chroma/model.h"
 #include "models/t5/t5.h"
 #include "models/vae/vae.h"
+#include "pipeline/memory_plan.h"
 #include "sampling/rng.h"
 #include "sampling/sampler.h"
 #include "sampling/schedule.h"
@@ -57,6 +58,18 @@ void preflight(const ModelFiles& files) {
   check("--vae", files.vae, [](const std::string& p) { vae::Decoder m(open_weights(p, "first_stage_model.")); });
 }
 
+// The memory plan of this run (memory_plan.h): the files' headers and the prompts' token counts.
+MemoryPlan plan_run(const ModelFiles& files, const GenerateOptions& o, bool cfg) {
+  const text::T5Tokenizer tokenizer(files.tokenizer);
+  // T5 returns the ids (text + EOS) plus one padding row (t5.h).
+  auto rows = [&](const std::string& prompt) { return int64_t(tokenizer.encode(prompt).size()) + 1; };
+  RunShape run{o.width, o.height, {rows(o.prompt)}};
+  if (cfg) run.text_rows.push_back(rows(o.negative_prompt));
+  return plan_memory(open_weights(files.t5, "text_encoders.t5xxl.transformer."),
+                     open_weights(files.dit, "model.diffusion_model."), open_weights(files.vae, "first_stage_model."),
+                     run);
+}
+
 }  // namespace
 
 void validate(const GenerateOptions& o) {
@@ -95,6 +108,9 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
   const std::vector<float> ts = sampling::flow_schedule(o.steps, image_tokens, o.shift);
   bool any_cfg = false;
   for (int i = 0; i < o.steps; ++i) any_cfg |= sampling::uses_cfg(i, o.skip_cfg_steps, o.cfg);
+  // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
+  if (o.memory_check) check_memory(plan_run(files, o, any_cfg), o.low_memory, available_memory_bytes());
+  const io::Residency residency = o.low_memory ? io::Residency::ReleaseAfterUse : io::Residency::Keep;
 
   Tensor latent = initial_noise(o);
   const sampling::SamplerPrecision prec = bf16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
@@ -107,7 +123,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
     PhaseTimer load(&r.phases, "load T5");
     const text::T5Tokenizer tokenizer(files.tokenizer);
     const io::WeightStore weights = open_weights(files.t5, "text_encoders.t5xxl.transformer.");
-    const t5::T5Encoder t5(weights);
+    const t5::T5Encoder t5(weights, residency);
     load.finish();
     PhaseTimer encode(&r.phases, "text encoding");
     const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark enables it
@@ -126,7 +142,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
   {
     PhaseTimer load(&r.phases, "load DiT");
     const io::WeightStore weights = open_weights(files.dit, "model.diffusion_model.");
-    const dit::ChromaModel model(weights);
+    const dit::ChromaModel model(weights, residency);
     load.finish();
     PhaseTimer denoise(&r.phases, "denoising");
     const ops::profile::Section ops_section("denoising");

@@ -37,6 +37,8 @@ struct GenerateOptions {
   bool shift = true;                // flow's resolution-dependent schedule shift; false = linear
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
   SamplerDtype sampler_dtype = SamplerDtype::F32;
+  bool low_memory = false;          // --low-memory: models release each block's weight pages after use (memory_plan.h)
+  bool memory_check = true;         // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
 };
 
 struct GenerateResult {

@@ -44,6 +44,48 @@ TEST(Elementwise, Activations) {
   expect_close("silu", ops::silu(x), want_silu, kElementwiseTol);
 }
 
+// gelu_tanh per value over ±1e-30 … ±3e38 (log-spaced), a dense sweep of [−20, 20] and ±∞, against
+// the same function in double written as x / (1 + e^{−2u}) (= 0.5·x·(1 + tanh u); the tanh form
+// cancels in double too, below 1e-16). Bound per value: kGeluUlps float32 ulps relative, times
+// (1 + |u|): the rounding of u in float32 (a few ulps of u) becomes a relative error ≈ |2u|·δ of
+// e^{−2u}, i.e. of the result, for negative x — the function's conditioning, not the kernel's.
+// Results whose magnitude is below kGeluTiny (x < −7.5 or so, or x ≈ 0 denormals) are checked
+// absolutely: the kernel returns ≈ −1e-37 for every x ≤ −10 instead of underflowing.
+TEST(Elementwise, GeluTanhWideRange) {
+  constexpr double kGeluUlps = 8;      // exp_f32 ≤ 2 ulp, the division and the products ≤ 1 ulp each
+  constexpr double kGeluTiny = 1e-30;  // absolute bound where the result is ≈ 0
+  std::vector<float> xs;
+  for (int i = -200000; i <= 200000; ++i) xs.push_back(float(i) * 1e-4f);
+  for (double m = 1e-30; m < 3e38; m *= 1.01) {
+    xs.push_back(float(m));
+    xs.push_back(float(-m));
+  }
+  Tensor x({int64_t(xs.size())});
+  std::copy(xs.begin(), xs.end(), x.data.begin());
+  const Tensor got = ops::gelu_tanh(x);
+  double worst = 0;  // in units of ulps·(1 + |u|)
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i], u = std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v);
+    const double want = v / (1 + std::exp(-2 * u)), err = std::abs(double(got.data[i]) - want);
+    ASSERT_TRUE(std::isfinite(got.data[i])) << "gelu_tanh(" << v << ") = " << got.data[i];
+    if (std::abs(want) < kGeluTiny) {
+      ASSERT_LE(err, kGeluTiny) << "gelu_tanh(" << v << ") = " << got.data[i] << ", want " << want;
+      continue;
+    }
+    const double ulps = err / (std::ldexp(std::abs(want), -23) * (1 + std::abs(u)));
+    worst = std::max(worst, ulps);
+    ASSERT_LE(ulps, kGeluUlps) << "gelu_tanh(" << v << ") = " << got.data[i] << ", want " << want;
+  }
+  RecordProperty("worst_ulps_times_1_plus_u", std::to_string(worst));
+  Tensor inf({4});
+  inf.data = {INFINITY, -INFINITY, NAN, -0.0f};
+  const Tensor g = ops::gelu_tanh(inf);
+  EXPECT_EQ(g.data[0], INFINITY);
+  EXPECT_LE(std::abs(g.data[1]), kGeluTiny);
+  EXPECT_TRUE(std::isnan(g.data[2]));
+  EXPECT_EQ(g.data[3], 0.0f);
+}
+
 TEST(Rope, RotatesAdjacentPairs) {
   const int H = 3;
   const int64_t L = 5, D = 8;

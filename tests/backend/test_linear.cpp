@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/backend.h"
+#include "tensor/quant.h"
 #include "reference_ops.h"
 #include "testdata.h"
 
@@ -57,6 +58,64 @@ TEST(Linear, ManyThreadsMatchReference) {
   EXPECT_EQ(num_threads(), 7);
   for (DType dtype : kWeightDtypes) check_linear(dtype, 65, 127, 200, true, 11);
   set_num_threads(0);
+}
+
+// linear_concat(a, b) is linear of [a | b]: against the double reference of the concatenation, and
+// against concat_cols + linear (the same products, summed in two parts instead of one: equal up to
+// float32 summation order, hence the same kSumTol).
+void check_linear_concat(DType dtype, int64_t M, int64_t Ka, int64_t Kb, int64_t N, bool with_bias, uint32_t seed) {
+  const Tensor a = random_tensor({M, Ka}, seed), b = random_tensor({M, Kb}, seed + 1);
+  const StoredWeight w = random_weight(dtype, {N, Ka + Kb}, seed + 2);
+  const StoredWeight bias = random_weight(dtype, {N}, seed + 3, "b");
+  const TensorView bv = with_bias ? bias.view : TensorView{};
+  const Tensor joined = ops::concat_cols(a, b);
+  const Tensor y = ops::linear_concat(a, b, w.view, bv);
+  const std::string name = std::string("linear_concat ") + dtype_name(dtype) + " M" + std::to_string(M) + " Ka" +
+                           std::to_string(Ka) + " Kb" + std::to_string(Kb) + " N" + std::to_string(N);
+  ASSERT_EQ(shape_str(y.shape), shape_str(Shape{M, N})) << name;
+  expect_close(name, y, ref_linear(joined, w.values, with_bias ? &bias.values : nullptr), kSumTol);
+  expect_close(name + " vs concat_cols+linear", y, ops::linear(joined, w.view, bv), kSumTol);
+}
+
+TEST(LinearConcat, MatchesLinearOfConcatenation) {
+  uint32_t seed = 100;
+  for (DType dtype : kWeightDtypes)
+    for (int64_t M : {1, 33})
+      for (auto [Ka, Kb] : {std::pair<int64_t, int64_t>{1, 1}, {31, 97}, {64, 0}, {0, 64}})
+        check_linear_concat(dtype, M, Ka, Kb, 33, true, seed += 4);
+  // Several weight panels and row chunks (as Linear.SeveralWeightPanels), single-block-like split.
+  for (DType dtype : kWeightDtypes) check_linear_concat(dtype, 70, 256, 1024, 1100, true, 7);
+  check_linear_concat(DType::BF16, 5, 300, 700, 40, false, 9);
+}
+
+TEST(LinearConcat, QuantizedWeight) {
+  const int64_t M = 9, Ka = 96, Kb = 160, N = 40;
+  const Tensor w = random_tensor({N, Ka + Kb}, 21, -0.1f, 0.1f);
+  const Tensor a = random_tensor({M, Ka}, 22), b = random_tensor({M, Kb}, 23);
+  for (DType t : {DType::Q8_0, DType::Q4_K}) {
+    std::vector<uint8_t> bytes(size_t(N) * dtype_row_bytes(t, Ka + Kb));
+    quant::traits(t)->quantize(w.ptr(), bytes.data(), N * (Ka + Kb));
+    TensorView q;
+    q.name = "w";
+    q.dtype = t;
+    q.shape = {N, Ka + Kb};
+    q.data = bytes.data();
+    q.nbytes = bytes.size();
+    expect_close(std::string("linear_concat ") + dtype_name(t), ops::linear_concat(a, b, q),
+                 ref_linear(ops::concat_cols(a, b), q.to_f32(), nullptr), kSumTol);
+  }
+}
+
+TEST(LinearConcat, ShapeErrors) {
+  const StoredWeight w = random_weight(DType::BF16, {8, 16}, 2, "single_blocks.0.linear2.weight");
+  EXPECT_THROW(ops::linear_concat(random_tensor({4, 8}, 1), random_tensor({3, 8}, 1), w.view), Error);
+  EXPECT_THROW(ops::linear_concat(random_tensor({4, 2, 4}, 1), random_tensor({4, 8}, 1), w.view), Error);
+  try {
+    ops::linear_concat(random_tensor({4, 8}, 1), random_tensor({4, 9}, 1), w.view);
+    FAIL() << "expected chroma::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("single_blocks.0.linear2.weight"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Linear, ShapeMismatchNamesWeight) {

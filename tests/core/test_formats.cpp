@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 struct TempDir {
   fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::path(::testing::TempDir()) / ("formats-" + name)) {
+  explicit TempDir(const std::string& name) : path(test::temp_path("formats-" + name)) {
     fs::remove_all(path);
     fs::create_directories(path);
   }

@@ -202,7 +202,7 @@ std::map<std::string, Tensor> tiny_model(const std::string& prefix = "") {
 }
 
 io::WeightStore write_and_open(const std::map<std::string, Tensor>& model, const std::string& file) {
-  const std::string path = (std::filesystem::path(::testing::TempDir()) / file).string();
+  const std::string path = test::temp_path(file).string();
   std::vector<io::NamedTensor> entries;
   for (const auto& [name, t] : model) entries.push_back({name, &t});
   io::write_safetensors(path, entries);

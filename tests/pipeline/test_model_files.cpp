@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // The converted folders are written once per test program (they take a fraction of a second).
 const fs::path& diffusers_dir() {
   static const fs::path dir = [] {
-    fs::path d = fs::path(::testing::TempDir()) / "model-files-diffusers";
+    fs::path d = test::temp_path("model-files-diffusers");
     fs::remove_all(d);
     test::write_diffusers_layout(d);
     return d;
@@ -30,7 +30,7 @@ const fs::path& diffusers_dir() {
 }
 const fs::path& fp8_dir() {
   static const fs::path dir = [] {
-    fs::path d = fs::path(::testing::TempDir()) / "model-files-fp8";
+    fs::path d = test::temp_path("model-files-fp8");
     fs::remove_all(d);
     test::write_fp8_scaled_folder(d);
     return d;

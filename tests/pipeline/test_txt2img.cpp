@@ -37,7 +37,7 @@ TEST_P(CaseE, Float32SamplerMatchesReferenceStepByStep) {
   CHROMA_REQUIRE_FILE(ref_path);
   auto ref = io::SafetensorsFile::open(ref_path);
   const std::string p = "firstn" + std::to_string(firstn) + ".";
-  const fs::path dir = fs::path(::testing::TempDir()) / ("case-e-" + std::to_string(firstn));
+  const fs::path dir = test::temp_path("case-e-" + std::to_string(firstn));
   Dump dump(dir.string());
   GenerateResult r = generate(mini_models(), case_e_options(firstn), {}, &dump);
   const std::string dump_path = dump.write();
@@ -90,7 +90,7 @@ TEST(CaseEBf16, Bf16SamplerMatchesReferenceAtBf16Resolution) {
     const std::string p = "firstn" + std::to_string(firstn) + ".";
     GenerateOptions o = case_e_options(firstn);
     o.sampler_dtype = SamplerDtype::BF16;
-    Dump dump((fs::path(::testing::TempDir()) / ("case-e-bf16-" + std::to_string(firstn))).string());
+    Dump dump(test::temp_path("case-e-bf16-" + std::to_string(firstn)).string());
     GenerateResult r = generate(mini_models(), o, {}, &dump);
     auto got = io::SafetensorsFile::open(dump.write());
     for (int n = 0; n < 4; ++n) {

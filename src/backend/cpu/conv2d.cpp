@@ -14,6 +14,8 @@ namespace {
 // im2col band per thread: enough columns for sgemm to run at speed, small enough to stay in cache.
 constexpr int64_t kColumnBytes = 4 << 20;
 
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, ops::Padding pad) {
@@ -66,11 +68,19 @@ Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int str
             std::fill_n(d, Wo, 0.0f);
             continue;
           }
+          // Output columns [lo, hi) read inside the row (iw = ow·stride − left + j ∈ [0, W)); the
+          // padding columns outside are zeros. With stride 1 the inside is one contiguous copy.
           const float* src = x.ptr() + (c * H + ih) * W;
-          for (int64_t ow = 0; ow < Wo; ++ow) {
-            const int64_t iw = ow * stride - pad.left + j;
-            d[ow] = (iw >= 0 && iw < W) ? src[iw] : 0.0f;
+          const int64_t off = j - pad.left;  // iw = ow·stride + off
+          const int64_t lo = std::min(Wo, ceil_div(std::max<int64_t>(-off, 0), stride));
+          const int64_t hi = std::max(lo, std::min(Wo, ceil_div(W - off, stride)));
+          std::fill_n(d, lo, 0.0f);
+          if (stride == 1) {
+            std::copy_n(src + lo + off, hi - lo, d + lo);
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * stride + off];
           }
+          std::fill_n(d + hi, Wo - hi, 0.0f);
         }
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(n), int(Kc), 1.0f, wf.ptr(), int(Kc),

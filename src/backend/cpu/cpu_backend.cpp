@@ -13,6 +13,9 @@ class CpuBackend final : public Backend {
   CpuBackend() { openblas_set_num_threads(1); }
   const char* name() const override { return "cpu"; }
   Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) override { return cpu::linear(x, w, b); }
+  Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) override {
+    return cpu::linear_concat(a, b, w, bias);
+  }
   Tensor layer_norm(const Tensor& x, float eps) override { return cpu::layer_norm(x, eps); }
   Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) override {
     return cpu::rms_norm(x, scale, eps);

@@ -191,12 +191,23 @@ void single_block(Tensor& x, const SingleBlockWeights& w, const Modulation& m, c
   const Tensor x_mod = norm_modulate(x, m.shift, m.scale, c);
   const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, c), rope, p, c);   // [Σ L_s, C]
   const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                   // [Σ L_s, M]
-  ops::add_gated(x, m.gate, linear(ops::concat_cols(attn, hidden), w.linear2));   // linear2: [C + M] → [C]
+  // linear2 on [attn | hidden]: [C + M] → [C], without building the concatenation
+  ops::add_gated(x, m.gate, ops::linear_concat(attn, hidden, w.linear2.weight, w.linear2.bias));
 }
 
 // chroma-spec.md §3.9 — flow `LastLayer`: linear((1 + scale) ⊙ LN(img) + shift).   img [Li, C] → [Li, 64]
 Tensor final_layer(const Tensor& img, const LinearWeights& w, const FinalModulation& m, const ChromaConfig& c) {
   return linear(norm_modulate(img, m.shift, m.scale, c), w);
+}
+
+// Weight groups in run order, for the low-memory mode (ChromaModel::done_with): the approximator
+// (once per step), the double blocks, the single blocks, then the next step's approximator.
+std::string stack_group(const std::string& kind, int i) { return kind + "_blocks." + std::to_string(i) + "."; }
+std::string group_after(const ChromaConfig& c, const std::string& kind, int i) {
+  if (kind == "double") return i + 1 < c.double_blocks ? stack_group("double", i + 1) : stack_group("single", 0);
+  if (kind == "single" && i + 1 < c.single_blocks) return stack_group("single", i + 1);
+  if (kind == "single") return "distilled_guidance_layer.";
+  return c.double_blocks ? stack_group("double", 0) : stack_group("single", 0);  // after the approximator
 }
 
 std::string block_name(const char* kind, int i, const char* what) {
@@ -221,11 +232,19 @@ void trace_sequences(const std::string& name, const Tensor& x, Layout layout, co
 
 }  // namespace
 
-ChromaModel::ChromaModel(const io::WeightStore& weights)
+ChromaModel::ChromaModel(const io::WeightStore& weights, io::Residency residency)
     : store_(weights),
       config_(ChromaConfig::from_weights(store_)),
       weights_(load_weights(store_, config_)),
-      index_table_(mod_index_table(config_.mod_rows, config_.index_dim())) {}
+      index_table_(mod_index_table(config_.mod_rows, config_.index_dim())),
+      residency_(residency),
+      prefix_(weight_prefix(store_)) {}
+
+void ChromaModel::done_with(const std::string& group, const std::string& next) const {
+  if (residency_ != io::Residency::ReleaseAfterUse) return;
+  io::release_pages(store_, prefix_ + group);
+  io::prefetch_pages(store_, prefix_ + next);
+}
 
 // chroma-spec.md §3.4 — approximator input row r = [emb(t, 16), emb(guidance = 0, 16), emb(r, 32)].
 Tensor ChromaModel::modulations(float t, TimestepPrecision precision) const {
@@ -245,6 +264,7 @@ Tensor ChromaModel::modulations(float t, TimestepPrecision precision) const {
   trace("approx_input", input);
 
   Tensor mods = approximator(input, weights_.approximator, c);  // [R, C]
+  done_with("distilled_guidance_layer.", group_after(c, "distilled_guidance_layer.", 0));
   trace("mod_vectors", mods);
   return mods;
 }
@@ -293,6 +313,7 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
   // §3.7 double-stream blocks.
   for (int i = 0; i < c.double_blocks; ++i) {
     double_block(img, txt, weights_.double_blocks[size_t(i)], double_block_modulation(mods, c, i), rope, p, c);
+    done_with(stack_group("double", i), group_after(c, "double", i));
     trace_sequences(block_name("double", i, "img"), img, Layout::ImgStream, p, txts);
     trace_sequences(block_name("double", i, "txt_visible"), txt, Layout::TxtStream, p, txts);
   }
@@ -301,6 +322,7 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
   Tensor x = join_streams(txt, img, p);  // [Σ L_s, C]
   for (int i = 0; i < c.single_blocks; ++i) {
     single_block(x, weights_.single_blocks[size_t(i)], single_block_modulation(mods, i), rope, p, c);
+    done_with(stack_group("single", i), group_after(c, "single", i));
     trace_sequences(block_name("single", i, "joint_visible"), x, Layout::Joint, p, txts);
   }
 

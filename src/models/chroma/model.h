@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "io/residency.h"
 #include "io/safetensors.h"
 #include "models/chroma/config.h"
 #include "models/chroma/embeddings.h"
@@ -36,8 +37,10 @@ class ChromaModel {
  public:
   // Checks every tensor (presence, shape, float dtype) now, with or without the
   // "model.diffusion_model." prefix; throws chroma::Error naming the first bad one.
-  // Keeps a copy of the store, which keeps the mapped files alive.
-  explicit ChromaModel(const io::WeightStore& weights);
+  // Keeps a copy of the store, which keeps the mapped files alive. With Residency::ReleaseAfterUse
+  // (--low-memory) each block's and the approximator's weight pages are dropped after use, so at
+  // most one block's weights are resident at a time (io/residency.h); results are unchanged.
+  explicit ChromaModel(const io::WeightStore& weights, io::Residency residency = io::Residency::Keep);
 
   const ChromaConfig& config() const { return config_; }
 
@@ -76,6 +79,12 @@ class ChromaModel {
   ChromaConfig config_;
   ChromaWeights weights_;
   Tensor index_table_;      // [R, 32] modulation-index embeddings, constant (spec §3.4)
+  io::Residency residency_;
+  std::string prefix_;      // weight_prefix() of the store
+
+  // In ReleaseAfterUse mode: drops the pages of the weight group that has just run (e.g.
+  // "double_blocks.3.") and starts reading the group that runs next (io/residency.h).
+  void done_with(const std::string& group, const std::string& next) const;
 };
 
 }  // namespace chroma::dit

@@ -62,7 +62,8 @@ int relative_position_bucket(int64_t relative_position, int buckets, int max_dis
   return bucket + int(std::min<int64_t>(large, half - 1));
 }
 
-T5Encoder::T5Encoder(const io::WeightStore& weights) : weights_(weights), config_(T5Config::from_weights(weights)) {
+T5Encoder::T5Encoder(const io::WeightStore& weights, io::Residency residency)
+    : weights_(weights), config_(T5Config::from_weights(weights)), residency_(residency) {
   const T5Config& c = config_;
   const int64_t C = c.d_model, HD = int64_t(c.heads) * c.d_kv, F = c.d_ff;
   shared_ = weights_.require("shared.weight", {c.vocab, C});
@@ -94,6 +95,10 @@ Tensor T5Encoder::encode(std::span<const int32_t> ids) const {
   const Tensor bias = relative_position_bias(n);  // [H, n, n]
   for (int i = 0; i < config_.layers; ++i) {
     block(x, blocks_[size_t(i)], bias, n);
+    if (residency_ == io::Residency::ReleaseAfterUse) {  // io/residency.h: drop this block, read the next
+      io::release_pages(weights_, block_name(i, ""));
+      io::prefetch_pages(weights_, block_name((i + 1) % config_.layers, ""));  // wraps to the next prompt
+    }
     trace("layer." + std::to_string(i), x);
   }
   Tensor hidden = ops::rms_norm(x, final_norm_, config_.eps);  // [n(+1), C]

@@ -15,6 +15,7 @@
 #include <span>
 #include <vector>
 
+#include "io/residency.h"
 #include "io/safetensors.h"
 #include "tensor/tensor.h"
 
@@ -48,8 +49,10 @@ int relative_position_bucket(int64_t relative_position, int buckets, int max_dis
 class T5Encoder {
  public:
   // Checks every tensor (presence, shape, float dtype) now; throws chroma::Error naming the first bad
-  // one. Keeps a copy of the store, which keeps the mapped files alive.
-  explicit T5Encoder(const io::WeightStore& weights);
+  // one. Keeps a copy of the store, which keeps the mapped files alive. With
+  // Residency::ReleaseAfterUse (--low-memory) each block's weight pages are dropped after the block
+  // has run (io/residency.h); results are unchanged.
+  explicit T5Encoder(const io::WeightStore& weights, io::Residency residency = io::Residency::Keep);
 
   const T5Config& config() const { return config_; }
 
@@ -82,6 +85,7 @@ class T5Encoder {
   Tensor relative_bias_;       // block 0's relative_attention_bias.weight, widened  [buckets, H]
   std::vector<Block> blocks_;  // [layers]
   TensorView final_norm_;      // encoder.final_layer_norm.weight                    [C]
+  io::Residency residency_;
 };
 
 }  // namespace chroma::t5

@@ -1,0 +1,201 @@
+// Google Benchmark micro-suite of the CPU kernels at the model's shapes (docs/PERFORMANCE.md).
+//   cmake --build build --target chroma_bench && ./build/chroma_bench --benchmark_filter=GEMM/bf16
+// Threads: CHROMA_THREADS (default: all cores). Counters: FLOP (useful work per wall second, shown as
+// e.g. "140G/s") or bytes (float32 bytes read + written per second); CPU% (process CPU time / wall
+// time: on a shared machine, how many cores the run actually got; 200 = both of 2 cores); and
+// FLOP_per_core / bytes_per_core (the work per CPU-second, the figure to compare between runs).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/backend.h"
+#include "tensor/quant.h"
+
+namespace chroma {
+namespace {
+
+// Uniform values in [lo, hi) from a fast LCG (the weights are hundreds of millions of values).
+Tensor random_tensor(Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Tensor t(std::move(shape));
+  uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
+  for (float& v : t.data) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    v = lo + (hi - lo) * float(s >> 40) * (1.0f / 16777216.0f);
+  }
+  return t;
+}
+
+// A weight [N, K] stored in `dtype` (bf16, f32, or a GGUF block type), built once per shape.
+struct StoredWeight {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+};
+
+const TensorView& weight(DType dtype, int64_t N, int64_t K) {
+  static std::map<std::tuple<DType, int64_t, int64_t>, std::unique_ptr<StoredWeight>> cache;
+  auto& slot = cache[{dtype, N, K}];
+  if (!slot) {
+    slot = std::make_unique<StoredWeight>();
+    const Tensor w = random_tensor({N, K}, uint32_t(N + K), -0.05f, 0.05f);
+    slot->bytes.resize(size_t(N) * dtype_row_bytes(dtype, K));
+    if (dtype == DType::F32) {
+      std::memcpy(slot->bytes.data(), w.ptr(), slot->bytes.size());
+    } else if (dtype == DType::BF16) {
+      auto* o = reinterpret_cast<uint16_t*>(slot->bytes.data());
+      for (size_t i = 0; i < w.data.size(); ++i) o[i] = f32_to_bf16(w.data[i]);
+    } else {
+      quant::traits(dtype)->quantize(w.ptr(), slot->bytes.data(), N * K);
+    }
+    TensorView& v = slot->view;
+    v.name = "w";
+    v.dtype = dtype;
+    v.shape = {N, K};
+    v.data = slot->bytes.data();
+    v.nbytes = slot->bytes.size();
+  }
+  return slot->view;
+}
+
+// Runs `body` for the benchmark's iterations and sets the throughput counters: `flops` (or `bytes`)
+// of work per iteration, and the CPU share of the run.
+template <class Body>
+void measure(benchmark::State& state, double flops, double bytes, Body&& body) {
+  const std::clock_t c0 = std::clock();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) body();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double cpu = double(std::clock() - c0) / CLOCKS_PER_SEC;
+  using benchmark::Counter;
+  // Printed with SI prefixes as rates: "FLOP=140G/s", "bytes=6.3G/s".
+  if (flops > 0) state.counters["FLOP"] = Counter(flops, Counter::kIsIterationInvariantRate);
+  if (bytes > 0) state.counters["bytes"] = Counter(bytes, Counter::kIsIterationInvariantRate);
+  state.counters["CPU%"] = wall > 0 ? 100.0 * cpu / wall : 0.0;
+  // The same work per CPU-second ("per busy core"): robust to the share of the cores a shared
+  // machine gives the run, so compare this one between runs.
+  const double iters = double(state.iterations());
+  if (cpu > 0 && flops > 0) state.counters["FLOP_per_core"] = flops * iters / cpu;
+  if (cpu > 0 && bytes > 0) state.counters["bytes_per_core"] = bytes * iters / cpu;
+}
+
+// ---- GEMM: ops::linear at the DiT's shapes ----------------------------------------------------
+// Args: M (tokens: 272 = 256² with a short prompt ×2 CFG-packed; 1024 = 512²; 4160 = 1024² + text),
+// K, N: qkv 3072→9216, fc1 / mlp_in 3072→12288, fc2 12288→3072, single-block linear2 15360→3072.
+void BM_GEMM(benchmark::State& state, DType dtype) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const TensorView& w = weight(dtype, N, K);
+  const Tensor x = random_tensor({M, K}, 1);
+  measure(state, 2.0 * double(M) * double(N) * double(K), 0, [&] { benchmark::DoNotOptimize(ops::linear(x, w)); });
+}
+
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  for (int64_t M : {272, 1024, 4160})
+    for (auto [K, N] : {std::pair<int64_t, int64_t>{3072, 9216}, {3072, 12288}, {12288, 3072}, {15360, 3072}})
+      b->Args({M, K, N});
+  b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_GEMM, bf16, DType::BF16)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_GEMM, f32, DType::F32)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_GEMM, q8_0, DType::Q8_0)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_GEMM, q4_k, DType::Q4_K)->Apply(gemm_shapes);
+
+// ---- Single-block linear2: concat_cols + linear vs linear_concat --------------------------------
+// [M, 3072] attention ++ [M, 12288] MLP → [M, 3072], bf16 weight. Arg: M.
+void BM_Linear2(benchmark::State& state, bool fused) {
+  const int64_t M = state.range(0), C = 3072, H = 12288;
+  const TensorView& w = weight(DType::BF16, C, C + H);
+  const Tensor a = random_tensor({M, C}, 2), b = random_tensor({M, H}, 3);
+  measure(state, 2.0 * double(M) * double(C) * double(C + H), 0, [&] {
+    benchmark::DoNotOptimize(fused ? ops::linear_concat(a, b, w) : ops::linear(ops::concat_cols(a, b), w));
+  });
+}
+BENCHMARK_CAPTURE(BM_Linear2, concat_then_linear, false)->Arg(272)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Linear2, linear_concat, true)->Arg(272)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- Attention -----------------------------------------------------------------------------------
+// Args: L (one sequence), heads, head dim. DiT: 24 × 128 at L = 1024 (512²) and 4160 (1024² + text);
+// VAE mid-block: 1 × 512 at L = 4096 (64² latent of a 512² image) and 16384 (128², 1024²).
+void BM_Attention(benchmark::State& state) {
+  const int64_t L = state.range(0), H = state.range(1), D = state.range(2);
+  const Tensor q = random_tensor({L, H * D}, 4), k = random_tensor({L, H * D}, 5), v = random_tensor({L, H * D}, 6);
+  const std::vector<int64_t> lens = {L};
+  measure(state, 4.0 * double(L) * double(L) * double(D) * double(H), 0, [&] {
+    benchmark::DoNotOptimize(ops::attention(q, k, v, int(H), lens, 1.0f / std::sqrt(float(D))));
+  });
+}
+BENCHMARK(BM_Attention)
+    ->Args({1024, 24, 128})
+    ->Args({4160, 24, 128})
+    ->Args({4096, 1, 512})
+    ->Args({16384, 1, 512})
+    ->ArgNames({"L", "H", "D"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// ---- VAE convolution ----------------------------------------------------------------------------
+// Args: channels in = out, side, kernel: the decoder's 3×3 convs at 128 ch / 256² and 512 ch / 64².
+void BM_Conv2d(benchmark::State& state) {
+  const int64_t C = state.range(0), S = state.range(1), k = state.range(2);
+  const Tensor x = random_tensor({C, S, S}, 7), wt = random_tensor({C, C, k, k}, 8, -0.05f, 0.05f);
+  const TensorView w = view_of(wt, "conv");
+  const int p = int(k / 2);
+  measure(state, 2.0 * double(C * C * k * k) * double(S * S), 0,
+          [&] { benchmark::DoNotOptimize(ops::conv2d(x, w, {}, 1, {p, p, p, p})); });
+}
+BENCHMARK(BM_Conv2d)->Args({128, 256, 3})->Args({512, 64, 3})->ArgNames({"C", "S", "k"})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- Elementwise --------------------------------------------------------------------------------
+// gelu_tanh on the DiT's MLP activations [M, 12288] (in place: each iteration re-applies it, which
+// costs the same: the kernel is branch-free). Arg: M.
+void BM_GeluTanh(benchmark::State& state) {
+  Tensor x = random_tensor({state.range(0), 12288}, 9, -6, 6);
+  measure(state, 0, 8.0 * double(x.numel()), [&] { x = ops::gelu_tanh(std::move(x)); });
+}
+BENCHMARK(BM_GeluTanh)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Norms at the model's shapes (bytes: the input read and the output written once). Args: rows, width.
+// layer_norm [4160, 3072] (DiT, 1024²); rms_norm [4160·24, 128] (QK-norm per head).
+void BM_LayerNorm(benchmark::State& state) {
+  const Tensor x = random_tensor({state.range(0), state.range(1)}, 10);
+  measure(state, 0, 8.0 * double(x.numel()), [&] { benchmark::DoNotOptimize(ops::layer_norm(x, 1e-6f)); });
+}
+BENCHMARK(BM_LayerNorm)->Args({4160, 3072})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_RmsNorm(benchmark::State& state) {
+  const Tensor x = random_tensor({state.range(0), state.range(1)}, 11), scale = random_tensor({state.range(1)}, 12);
+  measure(state, 0, 8.0 * double(x.numel()),
+          [&] { benchmark::DoNotOptimize(ops::rms_norm(x, view_of(scale, "scale"), 1e-6f)); });
+}
+BENCHMARK(BM_RmsNorm)->Args({4160 * 24, 128})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// group_norm of a VAE image [C, S, S], 32 groups. Args: C, S.
+void BM_GroupNorm(benchmark::State& state) {
+  const Tensor x = random_tensor({state.range(0), state.range(1), state.range(1)}, 13);
+  const Tensor g = random_tensor({state.range(0)}, 14);
+  measure(state, 0, 8.0 * double(x.numel()),
+          [&] { benchmark::DoNotOptimize(ops::group_norm(x, 32, view_of(g, "gamma"), view_of(g, "beta"), 1e-6f)); });
+}
+BENCHMARK(BM_GroupNorm)->Args({128, 256})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace chroma
+
+int main(int argc, char** argv) {
+  const char* threads = std::getenv("CHROMA_THREADS");
+  chroma::set_num_threads(threads ? std::atoi(threads) : 0);
+  benchmark::AddCustomContext("threads", std::to_string(chroma::num_threads()));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,168 @@
+#include "pipeline/memory_plan.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "models/chroma/config.h"
+#include "models/t5/t5.h"
+#include "models/vae/vae.h"
+
+namespace chroma::pipeline {
+namespace {
+
+constexpr size_t kF32 = sizeof(float);
+
+// Sums the stored bytes of a store, and of its blocks: a block is either one index of a stack
+// ("double_blocks.7.") or a whole group ("distilled_guidance_layer.").
+struct BlockSums {
+  size_t total = 0, streamed = 0, largest = 0;
+};
+BlockSums sum_blocks(const io::WeightStore& store, const std::vector<std::string>& stacks,
+                     const std::vector<std::string>& groups) {
+  std::map<std::string, size_t> blocks;  // block prefix → bytes
+  BlockSums s;
+  for (const auto& [name, view] : store.tensors()) {
+    s.total += view.nbytes;
+    for (const std::string& g : groups)
+      if (name.starts_with(g)) blocks[g] += view.nbytes;
+    for (const std::string& st : stacks) {
+      if (!name.starts_with(st)) continue;
+      size_t digits = st.size();
+      while (digits < name.size() && std::isdigit(static_cast<unsigned char>(name[digits]))) ++digits;
+      if (digits > st.size() && digits < name.size() && name[digits] == '.') blocks[name.substr(0, digits + 1)] += view.nbytes;
+    }
+  }
+  for (const auto& [prefix, bytes] : blocks) {
+    s.streamed += bytes;
+    s.largest = std::max(s.largest, bytes);
+  }
+  return s;
+}
+
+PhaseEstimate weights_estimate(const std::string& phase, const BlockSums& s) {
+  PhaseEstimate e;
+  e.phase = phase;
+  e.weight_bytes = s.total;
+  e.streamed_bytes = s.streamed;
+  e.largest_block_bytes = s.largest;
+  return e;
+}
+
+// T5 (t5.h) on n rows: the residual stream, its norm, q, k, v, the attention output and the
+// projection (≤ 8 rows of C), the feed-forward's two [n, F] products and their product (3 of F),
+// and the relative-position bias [H, n, n] twice (the table and a per-call copy, as an upper bound).
+size_t t5_activations(const t5::T5Config& c, int64_t n) {
+  return kF32 * size_t(n) * size_t(8 * c.d_model + 3 * c.d_ff) + 2 * kF32 * size_t(c.heads) * size_t(n * n);
+}
+
+// DiT on R = Σ_s (Li + Lt_s) packed rows. The largest live set is a double block's MLP: the
+// streams (C), the Q, K, V kept for the block (3C), the attention output (C), the modulated input
+// (C), fc1 and GELU outputs (2M) — 6C + 2M per row; a single block (x, x_mod, attention, fc1,
+// GELU, the [C + M] concatenation) stays below it. Plus the RoPE table [R, D] and the approximator
+// ([mod_rows, X], three alive at once). Attention itself is tiled (O(tile²) scratch).
+size_t dit_activations(const dit::ChromaConfig& c, int64_t rows) {
+  return kF32 * size_t(rows) * size_t(6 * c.hidden + 2 * c.mlp_hidden + c.head_dim) +
+         kF32 * 3 * size_t(c.mod_rows) * size_t(c.approx_hidden);
+}
+
+// VAE decoder at H×W: at level l (l = 0 full size) a ResnetBlock holds its input (the upsampled
+// output of level l + 1: C_in channels), its GroupNorm and SiLU outputs (2 · C_in) and conv1's
+// output (C_l): 3·C_in + C_l floats per pixel of that level; the largest level wins. conv2d's im2col
+// works in bands per thread (small).
+size_t vae_activations(const vae::VaeConfig& c, int width, int height) {
+  size_t most = 0;
+  for (int l = 0; l < c.levels(); ++l) {
+    const size_t pixels = size_t(width >> l) * size_t(height >> l);
+    const size_t c_in = size_t(c.level_channels(std::min(l + 1, c.levels() - 1)));
+    most = std::max(most, kF32 * pixels * (3 * c_in + size_t(c.level_channels(l))));
+  }
+  return most;
+}
+
+}  // namespace
+
+size_t PhaseEstimate::resident_weight_bytes(bool low_memory) const {
+  return low_memory ? weight_bytes - streamed_bytes + largest_block_bytes : weight_bytes;
+}
+
+size_t PhaseEstimate::peak_bytes(bool low_memory) const {
+  return kBaseBytes + resident_weight_bytes(low_memory) + activation_bytes;
+}
+
+const PhaseEstimate& MemoryPlan::largest_phase(bool low_memory) const {
+  if (phases.empty()) throw Error("memory plan: no phases");
+  return *std::max_element(phases.begin(), phases.end(), [&](const PhaseEstimate& a, const PhaseEstimate& b) {
+    return a.peak_bytes(low_memory) < b.peak_bytes(low_memory);
+  });
+}
+
+MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, const io::WeightStore& vae,
+                       const RunShape& run) {
+  if (run.text_rows.empty()) throw Error("memory plan: no text sequences");
+  MemoryPlan plan;
+
+  const t5::T5Config t5c = t5::T5Config::from_weights(t5);
+  PhaseEstimate text = weights_estimate("text encoding", sum_blocks(t5, {"encoder.block."}, {}));
+  text.activation_bytes = t5_activations(t5c, *std::max_element(run.text_rows.begin(), run.text_rows.end()));
+  plan.phases.push_back(text);
+
+  const dit::ChromaConfig ditc = dit::ChromaConfig::from_weights(dit);
+  const std::string p = dit::weight_prefix(dit);
+  PhaseEstimate denoise = weights_estimate(
+      "denoising", sum_blocks(dit, {p + "double_blocks.", p + "single_blocks."}, {p + "distilled_guidance_layer."}));
+  const int64_t image_tokens = int64_t(run.height / 16) * (run.width / 16);
+  int64_t rows = 0;
+  for (int64_t lt : run.text_rows) rows += image_tokens + lt;
+  denoise.activation_bytes = dit_activations(ditc, rows);
+  plan.phases.push_back(denoise);
+
+  PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));
+  decode.activation_bytes = vae_activations(vae::VaeConfig::from_weights(vae), run.width, run.height);
+  plan.phases.push_back(decode);
+  return plan;
+}
+
+size_t parse_mem_available(const std::string& meminfo) {
+  std::istringstream in(meminfo);
+  std::string line;
+  while (std::getline(in, line)) {
+    unsigned long long kb = 0;
+    if (std::sscanf(line.c_str(), "MemAvailable: %llu kB", &kb) == 1) return size_t(kb) * 1024;
+  }
+  return 0;
+}
+
+size_t available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  if (!f) return 0;
+  std::stringstream s;
+  s << f.rdbuf();
+  return parse_mem_available(s.str());
+}
+
+std::string gib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(size_t(1) << 30));
+  return buf;
+}
+
+void check_memory(const MemoryPlan& plan, bool low_memory, size_t available_bytes) {
+  const size_t need = plan.peak_bytes(low_memory);
+  if (available_bytes == 0 || need <= available_bytes) return;
+  const PhaseEstimate& worst = plan.largest_phase(low_memory);
+  std::string msg = "not enough memory: this run needs about " + gib(need) + " (" + worst.phase + ": " +
+                    gib(worst.resident_weight_bytes(low_memory)) + " of weights + " + gib(worst.activation_bytes) +
+                    " of activations) but " + gib(available_bytes) + " is available (MemAvailable)";
+  const size_t low = plan.peak_bytes(true);
+  if (!low_memory && low <= available_bytes)
+    msg += "; --low-memory needs about " + gib(low) + " and would fit";
+  else
+    msg += "; try a smaller --width/--height" + std::string(low_memory ? "" : " with --low-memory (needs about " + gib(low) + ")");
+  throw Error(msg + ", or pass --no-memory-check to run anyway");
+}
+
+}  // namespace chroma::pipeline
