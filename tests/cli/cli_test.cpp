@@ -569,10 +569,12 @@ TEST_F(CliGenerate, ReadOnlyOutputFolder) {
 }
 
 TEST_F(CliGenerate, NoModelFilesListsWhatIsNeeded) {
-  // No model flags, an empty $CHROMA_MODELS and no ./models: explain which files and where to get them.
+  // No model flags, an empty $CHROMA_MODELS, an empty download cache and no ./models: explain which
+  // files and where to get them.
   const fs::path empty = dir_ / "empty-models";
   fs::create_directory(empty);
-  const Outcome r = run({"generate", "-p", "cat", "-W", "64", "-H", "64", "-o", out_}, {"CHROMA_MODELS=" + empty.string()});
+  const Outcome r = run({"generate", "-p", "cat", "-W", "64", "-H", "64", "-o", out_},
+                        {"CHROMA_MODELS=" + empty.string(), "CHROMA_CACHE=" + empty.string()});
   EXPECT_TRUE(r.exited) << describe(r);
   EXPECT_NE(r.exit_code, 0) << describe(r);
   for (const char* flag : {"--dit", "--t5", "--vae", "--tokenizer", "huggingface.co"})
