@@ -297,7 +297,8 @@ int main(int argc, char** argv) {
   gen->add_option("-o,--output", output, "Output PNG")->capture_default_str();
   gen->add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
   gen->add_flag("-v,--verbose", verbose, "Print time and peak memory of each phase");
-  gen->add_flag("--low-memory", o.low_memory, "Keep one model block's weights resident at a time (slower; ~3 GiB)");
+  gen->add_flag("--low-memory", o.low_memory,
+                "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
   gen->add_flag("--no-memory-check", [&o](int64_t) { o.memory_check = false; },
                 "Run even when the estimated peak memory exceeds the memory available");
 
