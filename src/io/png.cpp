@@ -24,42 +24,50 @@ void on_png_error(png_structp png, png_const_charp msg) {
 }
 void on_png_warning(png_structp, png_const_charp) {}
 
+// The libpng calls, kept apart from every C++ object with a destructor: libpng reports errors by
+// longjmp back into this frame, which must hold nothing a jump could leave half-built.
+bool encode_png(FILE* f, const uint8_t* rgb, int width, int height, png_text* chunks, int n_chunks, std::string* err) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, err, on_png_error, on_png_warning);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  if (!info) {
+    png_destroy_write_struct(&png, nullptr);
+    *err = "libpng initialisation failed";
+    return false;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return false;
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, png_uint_32(width), png_uint_32(height), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (n_chunks > 0) png_set_text(png, info, chunks, n_chunks);
+  png_write_info(png, info);
+  for (int y = 0; y < height; ++y) png_write_row(png, const_cast<png_bytep>(rgb + size_t(y) * size_t(width) * 3));
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return true;
+}
+
 }  // namespace
 
 void write_png(const std::string& path, const std::vector<uint8_t>& rgb, int width, int height,
                const std::vector<std::pair<std::string, std::string>>& text) {
   if (width <= 0 || height <= 0 || rgb.size() != size_t(width) * size_t(height) * 3)
     throw Error(path + ": image buffer does not match " + std::to_string(width) + "×" + std::to_string(height) + " RGB");
+  std::vector<png_text> chunks(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    chunks[i].compression = PNG_TEXT_COMPRESSION_NONE;
+    chunks[i].key = const_cast<char*>(text[i].first.c_str());
+    chunks[i].text = const_cast<char*>(text[i].second.c_str());
+    chunks[i].text_length = text[i].second.size();
+  }
   write_atomically(path, [&](const std::string& tmp) {
     File f(std::fopen(tmp.c_str(), "wb"));
     if (!f) throw Error(path + ": cannot create the output file");
     std::string err;
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, on_png_error, on_png_warning);
-    png_infop info = png ? png_create_info_struct(png) : nullptr;
-    if (!info) {
-      png_destroy_write_struct(&png, nullptr);
-      throw Error(path + ": libpng initialisation failed");
-    }
-    std::vector<png_text> chunks(text.size());
-    if (setjmp(png_jmpbuf(png))) {
-      png_destroy_write_struct(&png, &info);
+    if (!encode_png(f.get(), rgb.data(), width, height, chunks.data(), int(chunks.size()), &err))
       throw Error(path + ": PNG write failed: " + err);
-    }
-    png_init_io(png, f.get());
-    png_set_IHDR(png, info, png_uint_32(width), png_uint_32(height), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    for (size_t i = 0; i < text.size(); ++i) {
-      chunks[i].compression = PNG_TEXT_COMPRESSION_NONE;
-      chunks[i].key = const_cast<char*>(text[i].first.c_str());
-      chunks[i].text = const_cast<char*>(text[i].second.c_str());
-      chunks[i].text_length = text[i].second.size();
-    }
-    if (!chunks.empty()) png_set_text(png, info, chunks.data(), int(chunks.size()));
-    png_write_info(png, info);
-    for (int y = 0; y < height; ++y)
-      png_write_row(png, const_cast<png_bytep>(rgb.data() + size_t(y) * size_t(width) * 3));
-    png_write_end(png, nullptr);
-    png_destroy_write_struct(&png, &info);
     if (std::fflush(f.get()) != 0 || std::ferror(f.get())) throw Error(path + ": write failed (disk full?)");
   });
 }
