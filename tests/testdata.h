@@ -7,11 +7,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include <unistd.h>
 
 #include "io/safetensors.h"
+#include "tensor/trace.h"
 #include "tensor/tensor.h"
 
 namespace chroma::test {
@@ -36,6 +38,12 @@ inline std::filesystem::path temp_path(const std::string& name) {
       GTEST_SKIP() << "reference data not found: " << (path)                                       \
                    << " (set CHROMA_TESTDATA to the folder holding reference/ and tokenizer/)";    \
   } while (0)
+
+// Keeps every traced intermediate (the "dump" side of dump-and-compare, in memory).
+struct RecordingTracer : Tracer {
+  std::map<std::string, Tensor> values;
+  void record(const std::string& name, const Tensor& value) override { values[name] = value; }
+};
 
 // A tolerance relative to the reference's magnitude: pass when
 //   max |got − ref| ≤ rel · max(1, max |ref|)

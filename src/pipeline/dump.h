@@ -24,16 +24,4 @@ class Dump : public Tracer {
   std::map<std::string, Tensor> values_;
 };
 
-// Installs a tracer (if non-null) for the lifetime of the object.
-class ScopedTracer {
- public:
-  explicit ScopedTracer(Tracer* t) : active_(t != nullptr) { if (active_) set_tracer(t); }
-  ~ScopedTracer() { if (active_) set_tracer(nullptr); }
-  ScopedTracer(const ScopedTracer&) = delete;
-  ScopedTracer& operator=(const ScopedTracer&) = delete;
-
- private:
-  bool active_;
-};
-
 }  // namespace chroma::pipeline

@@ -21,6 +21,18 @@ bool tracing();
 // Records `value` under prefix + name if a tracer is installed.
 void trace(const std::string& name, const Tensor& value);
 
+// Installs a tracer (if non-null) for the lifetime of the object.
+class ScopedTracer {
+ public:
+  explicit ScopedTracer(Tracer* t) : active_(t != nullptr) { if (active_) set_tracer(t); }
+  ~ScopedTracer() { if (active_) set_tracer(nullptr); }
+  ScopedTracer(const ScopedTracer&) = delete;
+  ScopedTracer& operator=(const ScopedTracer&) = delete;
+
+ private:
+  bool active_;
+};
+
 // Sets the prefix for the lifetime of the object, restoring the previous one after.
 class TracePrefix {
  public:

@@ -23,17 +23,7 @@ using test::kEmbeddingTol;
 using test::kForwardTol;
 using test::reference_path;
 
-// Keeps every traced intermediate.
-struct RecordingTracer : Tracer {
-  std::map<std::string, Tensor> values;
-  void record(const std::string& name, const Tensor& value) override { values[name] = value; }
-};
-
-// Installs a tracer for one scope.
-struct ScopedTracer {
-  explicit ScopedTracer(Tracer* t) { set_tracer(t); }
-  ~ScopedTracer() { set_tracer(nullptr); }
-};
+using test::RecordingTracer;
 
 // The reference stores a leading batch 1 ([1, 64, 256]); our token tensors are [64, 256].
 Tensor drop_leading_ones(Tensor t) {

@@ -19,15 +19,7 @@ using test::expect_close;
 using test::kForwardTol;
 using test::reference_path;
 
-// Keeps every traced intermediate.
-struct RecordingTracer : Tracer {
-  std::map<std::string, Tensor> values;
-  void record(const std::string& name, const Tensor& value) override { values[name] = value; }
-};
-struct ScopedTracer {
-  explicit ScopedTracer(Tracer* t) { set_tracer(t); }
-  ~ScopedTracer() { set_tracer(nullptr); }
-};
+using test::RecordingTracer;
 
 void check(const std::string& name, const Tensor& got, const Tensor& ref) {
   const test::Diff d = test::diff(got, ref);

@@ -20,17 +20,7 @@ using test::expect_close;
 using test::kForwardTol;
 using test::reference_path;
 
-// Keeps every traced intermediate.
-struct RecordingTracer : Tracer {
-  std::map<std::string, Tensor> values;
-  void record(const std::string& name, const Tensor& value) override { values[name] = value; }
-};
-
-// Installs a tracer for one scope.
-struct ScopedTracer {
-  explicit ScopedTracer(Tracer* t) { set_tracer(t); }
-  ~ScopedTracer() { set_tracer(nullptr); }
-};
+using test::RecordingTracer;
 
 class T5Reference : public ::testing::Test {
  protected:

@@ -19,19 +19,13 @@ using test::expect_close;
 using test::kForwardTol;
 using test::reference_path;
 
-// Records every traced tensor under its full name ("inter." + model name).
-class Recorder : public Tracer {
- public:
-  void record(const std::string& name, const Tensor& value) override { values[name] = value; }
-  std::map<std::string, Tensor> values;
-};
+using Recorder = test::RecordingTracer;
 
-// Installs a Recorder for the lifetime of the object, with the reference files' "inter." prefix.
+// Records every traced tensor for the lifetime of the object, under the reference files' "inter." prefix.
 struct ScopedRecorder {
   Recorder rec;
   TracePrefix prefix{"inter."};
-  ScopedRecorder() { set_tracer(&rec); }
-  ~ScopedRecorder() { set_tracer(nullptr); }
+  ScopedTracer installed{&rec};
 };
 
 // The reference stores a leading batch 1 ([1, C, H, W]); traced activations are [C, H, W].
