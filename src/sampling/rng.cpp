@@ -8,13 +8,7 @@
 #include <numbers>
 #include <random>
 
-// Bit-exactness needs each multiply and add rounded exactly where PyTorch rounds: FMAs only where
-// written as std::fma below, never created by the compiler (GCC contracts by default with -mfma).
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+// (Compiled with -ffp-contract=off, see CMakeLists.txt: each float op rounds where PyTorch rounds.)
 
 namespace chroma::sampling {
 namespace {

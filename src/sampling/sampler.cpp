@@ -9,12 +9,7 @@
 
 #include "tensor/error.h"
 
-// One rounding per PyTorch op: never let the compiler fuse dt·v + latent into an FMA.
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+// (Compiled with -ffp-contract=off, see CMakeLists.txt: each float op rounds where PyTorch rounds.)
 
 namespace chroma::sampling {
 namespace {

@@ -7,13 +7,7 @@
 
 #include "tensor/error.h"
 
-// Every float operation below is one PyTorch tensor op with its own rounding: never fuse a
-// multiply and an add into an FMA (GCC does so by default when FMA instructions are enabled).
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+// (Compiled with -ffp-contract=off, see CMakeLists.txt: each float op rounds where PyTorch rounds.)
 
 namespace chroma::sampling {
 namespace {
