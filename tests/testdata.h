@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -79,6 +80,24 @@ inline void expect_close(const std::string& name, const Tensor& got, const Tenso
                               << (d.worst >= 0 ? " got " + std::to_string(got.data[size_t(d.worst)]) +
                                                      " ref " + std::to_string(ref.data[size_t(d.worst)])
                                                : std::string());
+}
+
+// The 8-bit acceptance rule for images: every value within one level of the reference `u8`
+// ([1, 3, H, W] NCHW), and at most 0.5 % of them off by one (pixels on a quantisation boundary).
+// rgb: H·W·3 interleaved. Returns the number of values off by one.
+inline int64_t expect_rgb8_close(const std::vector<uint8_t>& rgb, const TensorView& u8) {
+  const int64_t plane = u8.dim(2) * u8.dim(3);
+  const auto* want = static_cast<const uint8_t*>(u8.data);
+  int64_t off_by_one = 0;
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < plane; ++i) {
+      const int d = std::abs(int(rgb[size_t(i * 3 + c)]) - int(want[c * plane + i]));
+      EXPECT_LE(d, 1) << "channel " << c << " pixel " << i;
+      if (d > 1) return off_by_one;
+      off_by_one += d;
+    }
+  EXPECT_LE(double(off_by_one) / double(3 * plane), 0.005);
+  return off_by_one;
 }
 
 // Tolerances from testdata/reference/README.md §6.2 (float32 port, bf16 weights): the goldens carry
