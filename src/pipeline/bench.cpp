@@ -36,6 +36,17 @@ double phase_seconds(const BenchResult& r, const std::string& name) {
   return 0;
 }
 
+ProcessCounters phase_used(const BenchResult& r, const std::string& name) {
+  for (const PhaseStats& p : r.phases)
+    if (p.name == name) return p.used;
+  return {};
+}
+
+// CPU time over wall time, in percent: 200 % = both cores of a 2-core machine busy the whole time.
+double cpu_percent(const ProcessCounters& used, double seconds) {
+  return seconds > 0 ? 100.0 * used.cpu_seconds / seconds : 0.0;
+}
+
 }  // namespace
 
 BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& options, const StepCallback& on_step) {
@@ -43,12 +54,14 @@ BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& option
   r.options = options;
   r.threads = num_threads();
   std::vector<Clock::time_point> step_ends;
+  std::vector<ProcessCounters> step_counters;
   GenerateResult g;
   const Clock::time_point start = Clock::now();
   {
     ProfilingOn on;
     g = generate(files, options, [&](int done, int total) {
       step_ends.push_back(Clock::now());
+      step_counters.push_back(ProcessCounters::now());
       if (on_step) on_step(done, total);
     });
     r.ops = ops::profile::snapshot();
@@ -59,11 +72,18 @@ BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& option
   // The callback marks each step's end; the first step starts with the denoising phase, so its time
   // is what the phase has left after the later steps.
   double later = 0;
+  ProcessCounters later_used;
   for (size_t i = 1; i < step_ends.size(); ++i) {
     r.step_seconds.push_back(std::chrono::duration<double>(step_ends[i] - step_ends[i - 1]).count());
+    r.step_used.push_back(step_counters[i] - step_counters[i - 1]);
     later += r.step_seconds.back();
+    later_used.cpu_seconds += r.step_used.back().cpu_seconds;
+    later_used.minor_faults += r.step_used.back().minor_faults;
   }
-  if (!step_ends.empty()) r.step_seconds.insert(r.step_seconds.begin(), phase_seconds(r, "denoising") - later);
+  if (!step_ends.empty()) {
+    r.step_seconds.insert(r.step_seconds.begin(), phase_seconds(r, "denoising") - later);
+    r.step_used.insert(r.step_used.begin(), phase_used(r, "denoising") - later_used);
+  }
   for (int i = 0; i < int(r.step_seconds.size()); ++i)
     r.step_cfg.push_back(sampling::uses_cfg(i, options.skip_cfg_steps, options.cfg));
   return r;
@@ -73,15 +93,24 @@ std::string bench_table(const BenchResult& r) {
   const GenerateOptions& o = r.options;
   std::string s = format("chromacpp bench: %dx%d, %d steps, cfg %g, %d threads\n", o.width, o.height, o.steps,
                          double(o.cfg), r.threads);
-  s += format("%-16s %10s %14s\n", "phase", "seconds", "peak RSS GiB");
+  // CPU % tells how much of the machine the run got (on a shared machine, less than threads × 100);
+  // page faults count fresh memory mapped by the kernel (≈ 0 once a step loop reuses its memory).
+  s += format("%-16s %10s %7s %12s %14s\n", "phase", "seconds", "CPU %", "page faults", "peak RSS GiB");
   size_t peak = 0;
+  ProcessCounters total;
   for (const PhaseStats& p : r.phases) {
-    s += format("%-16s %10.2f %14.2f\n", p.name.c_str(), p.seconds, gib(p.peak_rss_bytes));
+    s += format("%-16s %10.2f %7.0f %12lld %14.2f\n", p.name.c_str(), p.seconds, cpu_percent(p.used, p.seconds),
+                (long long)p.used.minor_faults, gib(p.peak_rss_bytes));
     peak = std::max(peak, p.peak_rss_bytes);
+    total.cpu_seconds += p.used.cpu_seconds;
+    total.minor_faults += p.used.minor_faults;
   }
-  s += format("%-16s %10.2f %14.2f\n", "total", r.total_seconds, gib(peak));
+  s += format("%-16s %10.2f %7.0f %12lld %14.2f\n", "total", r.total_seconds, cpu_percent(total, r.total_seconds),
+              (long long)total.minor_faults, gib(peak));
   for (size_t i = 0; i < r.step_seconds.size(); ++i)
-    s += format("  step %-9zu %10.2f   %s\n", i + 1, r.step_seconds[i], r.step_cfg[i] ? "(pos + neg, packed)" : "(pos)");
+    s += format("  step %-9zu %10.2f %7.0f %12lld   %s\n", i + 1, r.step_seconds[i],
+                cpu_percent(r.step_used[i], r.step_seconds[i]), (long long)r.step_used[i].minor_faults,
+                r.step_cfg[i] ? "(pos + neg, packed)" : "(pos)");
 
   // Per phase: the op classes, then the individual ops (slowest first).
   auto row = [&](const std::string& section, const std::string& what, const ops::profile::OpTotals& t, double phase) {
@@ -110,8 +139,16 @@ nlohmann::json bench_json(const BenchResult& r) {
   nlohmann::json j = {{"width", o.width},   {"height", o.height},   {"steps", o.steps},
                       {"cfg", o.cfg},       {"threads", r.threads}, {"total_seconds", r.total_seconds},
                       {"step_seconds", r.step_seconds}, {"step_cfg", r.step_cfg}};
+  for (const ProcessCounters& u : r.step_used) {
+    j["step_cpu_seconds"].push_back(u.cpu_seconds);
+    j["step_minor_faults"].push_back(u.minor_faults);
+  }
   for (const PhaseStats& p : r.phases)
-    j["phases"].push_back({{"name", p.name}, {"seconds", p.seconds}, {"peak_rss_bytes", p.peak_rss_bytes}});
+    j["phases"].push_back({{"name", p.name},
+                           {"seconds", p.seconds},
+                           {"cpu_seconds", p.used.cpu_seconds},
+                           {"minor_faults", p.used.minor_faults},
+                           {"peak_rss_bytes", p.peak_rss_bytes}});
   auto totals_json = [](const ops::profile::OpTotals& t) {
     return nlohmann::json{{"calls", t.calls},
                           {"seconds", t.seconds},

@@ -19,6 +19,7 @@ struct BenchResult {
   std::vector<PhaseStats> phases;      // load T5, text encoding, load DiT, denoising, load VAE, decoding
   std::vector<double> step_seconds;    // each denoising step
   std::vector<bool> step_cfg;          // whether the step ran the negative prompt too
+  std::vector<ProcessCounters> step_used;  // each step's CPU time and page faults
   ops::profile::Profile ops;           // per phase ("text encoding", "denoising", "decoding")
 };
 

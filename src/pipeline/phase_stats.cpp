@@ -1,5 +1,7 @@
 #include "pipeline/phase_stats.h"
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -21,6 +23,13 @@ size_t status_kb(const char* field) {
 size_t current_rss_bytes() { return status_kb("VmRSS:"); }
 size_t peak_rss_bytes() { return status_kb("VmHWM:"); }
 
+ProcessCounters ProcessCounters::now() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
+  return {sec(u.ru_utime) + sec(u.ru_stime), int64_t(u.ru_minflt)};
+}
+
 void reset_peak_rss() {
   // Writing 5 to clear_refs resets VmHWM (Linux ≥ 4.0); harmless if not permitted.
   if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
@@ -30,7 +39,7 @@ void reset_peak_rss() {
 }
 
 PhaseTimer::PhaseTimer(std::vector<PhaseStats>* out, std::string name)
-    : out_(out), name_(std::move(name)), start_(std::chrono::steady_clock::now()) {
+    : out_(out), name_(std::move(name)), start_(std::chrono::steady_clock::now()), start_counters_(ProcessCounters::now()) {
   reset_peak_rss();
 }
 
@@ -38,7 +47,7 @@ void PhaseTimer::finish() {
   if (done_) return;
   done_ = true;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  if (out_) out_->push_back({name_, s, peak_rss_bytes()});
+  if (out_) out_->push_back({name_, s, peak_rss_bytes(), ProcessCounters::now() - start_counters_});
 }
 
 }  // namespace chroma::pipeline

@@ -3,15 +3,28 @@
 #pragma once
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace chroma::pipeline {
 
+// What this process has used so far: CPU time of all its threads, and minor page faults (each a
+// fresh page the kernel had to map; a loop that reuses its memory takes none).
+struct ProcessCounters {
+  double cpu_seconds = 0;
+  int64_t minor_faults = 0;
+  static ProcessCounters now();
+  ProcessCounters operator-(const ProcessCounters& earlier) const {
+    return {cpu_seconds - earlier.cpu_seconds, minor_faults - earlier.minor_faults};
+  }
+};
+
 struct PhaseStats {
   std::string name;
   double seconds = 0;
   size_t peak_rss_bytes = 0;  // highest resident set size seen during the phase
+  ProcessCounters used;       // CPU time (cpu_seconds / seconds = cores busy) and page faults of the phase
 };
 
 // Current and peak resident set size of this process (Linux /proc; 0 where unavailable).
@@ -31,6 +44,7 @@ class PhaseTimer {
   std::vector<PhaseStats>* out_;
   std::string name_;
   std::chrono::steady_clock::time_point start_;
+  ProcessCounters start_counters_;
   bool done_ = false;
 };
 

@@ -8,6 +8,7 @@
 #include "io/safetensors.h"
 #include "models/chroma/model.h"
 #include "models/t5/t5.h"
+#include "pipeline/heap.h"
 #include "models/vae/vae.h"
 #include "pipeline/memory_plan.h"
 #include "sampling/rng.h"
@@ -32,12 +33,6 @@ io::WeightStore open_weights(const std::string& path, const char* prefix) {
 void require_finite(const Tensor& t, const char* what) {
   for (float x : t.data)
     if (!std::isfinite(x)) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
-}
-
-// T5 features of one prompt: valid tokens + the one visible padding row (spec §2.3).
-Tensor encode_prompt(const text::T5Tokenizer& tokenizer, const t5::T5Encoder& t5, const std::string& prompt) {
-  const std::vector<int32_t> ids = tokenizer.encode(prompt);
-  return t5.encode(ids);
 }
 
 // Opens every file and checks every tensor before any computing starts, so a wrong --vae fails in a
@@ -111,6 +106,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
   // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
   if (o.memory_check) check_memory(plan_run(files, o, any_cfg), o.low_memory, available_memory_bytes());
   const io::Residency residency = o.low_memory ? io::Residency::ReleaseAfterUse : io::Residency::Keep;
+  reuse_freed_activations();  // the step loop reuses its own memory (heap.h)
 
   Tensor latent = initial_noise(o);
   const sampling::SamplerPrecision prec = bf16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
@@ -127,13 +123,19 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
     load.finish();
     PhaseTimer encode(&r.phases, "text encoding");
     const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark enables it
-    {
-      TracePrefix p("t5.pos.");
-      ScopedTracer tr(dump);
-      pos_txt = encode_prompt(tokenizer, t5, o.prompt);
-    }
-    if (any_cfg) neg_txt = encode_prompt(tokenizer, t5, o.negative_prompt);
+    // T5 features of each prompt: valid tokens + the one visible padding row (spec §2.3). With CFG
+    // both prompts go through T5 in one pass, so its weights are read once (t5.h encode_batch).
+    const std::vector<int32_t> pos_ids = tokenizer.encode(o.prompt);
+    const std::vector<int32_t> neg_ids = any_cfg ? tokenizer.encode(o.negative_prompt) : std::vector<int32_t>{};
+    std::vector<t5::T5Encoder::Prompt> prompts = {{pos_ids, "pos."}};
+    if (any_cfg) prompts.push_back({neg_ids, "neg."});
+    TracePrefix p("t5.");
+    ScopedTracer tr(dump);
+    std::vector<Tensor> txt = t5.encode_batch(prompts);
+    pos_txt = std::move(txt[0]);
+    if (any_cfg) neg_txt = std::move(txt[1]);
   }
+  release_free_heap();
   if (dump) {
     dump->put("input.pos_txt", pos_txt);
     if (any_cfg) dump->put("input.neg_txt", neg_txt);
@@ -183,6 +185,7 @@ GenerateResult generate(const ModelFiles& files, const GenerateOptions& o, const
       if (on_step) on_step(i + 1, o.steps);
     }
   }
+  release_free_heap();
   require_finite(latent, "denoising");
   if (dump) {
     dump->put("output.latent", latent);
