@@ -43,7 +43,9 @@ Tensor silu(Tensor x);        // x · sigmoid(x)
 // Multi-head attention over packed sequences.
 //   q, k, v: [L, H·D] with L = Σ seq_lens; token rows of sequence s are consecutive.
 //   Each query attends only to keys of its own sequence: softmax(q·kᵀ·scale + bias)·v.
-//   bias: empty, or an additive [H, L, L] tensor (only with a single sequence; T5's relative bias).
+//   bias: empty, or an additive [H, Lb, Lb] tensor with Lb ≥ every seq_len; sequence s adds its
+//   top-left [len_s, len_s] block (T5's relative bias: positions restart at 0 in each sequence and
+//   the bias depends only on k − q). A bias of another shape throws chroma::Error.
 // Returns [L, H·D]. Softmax statistics in float32; the L×L matrix need not be materialised.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
                  std::span<const int64_t> seq_lens, float scale, const Tensor* bias = nullptr);

@@ -52,11 +52,15 @@ PhaseEstimate weights_estimate(const std::string& phase, const BlockSums& s) {
   return e;
 }
 
-// T5 (t5.h) on n rows: the residual stream, its norm, q, k, v, the attention output and the
-// projection (≤ 8 rows of C), the feed-forward's two [n, F] products and their product (3 of F),
-// and the relative-position bias [H, n, n] twice (the table and a per-call copy, as an upper bound).
-size_t t5_activations(const t5::T5Config& c, int64_t n) {
-  return kF32 * size_t(n) * size_t(8 * c.d_model + 3 * c.d_ff) + 2 * kF32 * size_t(c.heads) * size_t(n * n);
+// T5 (t5.h) on every prompt at once (encode_batch stacks their rows, n = Σ rows): the residual stream,
+// its norm, q, k, v, the attention output and the projection (≤ 8 rows of C), the feed-forward's two
+// [n, F] products and their product (3 of F), and the relative-position bias [H, m, m] for the longest
+// prompt m twice (the table and a per-call copy, as an upper bound).
+size_t t5_activations(const t5::T5Config& c, const std::vector<int64_t>& text_rows) {
+  int64_t n = 0;
+  for (int64_t rows : text_rows) n += rows;
+  const int64_t m = *std::max_element(text_rows.begin(), text_rows.end());
+  return kF32 * size_t(n) * size_t(8 * c.d_model + 3 * c.d_ff) + 2 * kF32 * size_t(c.heads) * size_t(m * m);
 }
 
 // DiT on R = Σ_s (Li + Lt_s) packed rows. The largest live set is a double block's MLP: the
@@ -107,7 +111,7 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
 
   const t5::T5Config t5c = t5::T5Config::from_weights(t5);
   PhaseEstimate text = weights_estimate("text encoding", sum_blocks(t5, {"encoder.block."}, {}));
-  text.activation_bytes = t5_activations(t5c, *std::max_element(run.text_rows.begin(), run.text_rows.end()));
+  text.activation_bytes = t5_activations(t5c, run.text_rows);
   plan.phases.push_back(text);
 
   const dit::ChromaConfig ditc = dit::ChromaConfig::from_weights(dit);

@@ -36,6 +36,37 @@ TEST(Attention, PackedSequences) {
   check_attention(2, 64, {129, 0, 31}, false, 22);
 }
 
+// One bias [H, Lb, Lb] for packed sequences (T5's relative bias for a batch of prompts): sequence s
+// adds the top-left [len_s, len_s] block. Each sequence must get what it gets alone with that block
+// as its own bias, and what the double reference gives.
+TEST(Attention, PackedSequencesUseTopLeftOfBias) {
+  const int H = 3;
+  const int64_t D = 16, Lb = 150;  // Lb above every length: the unused part must be ignored
+  const std::vector<int64_t> lens = {13, 1, 140, 0, 40};
+  int64_t L = 0;
+  for (int64_t n : lens) L += n;
+  const Tensor q = random_tensor({L, H * D}, 41, -2, 2), k = random_tensor({L, H * D}, 42, -2, 2),
+               v = random_tensor({L, H * D}, 43);
+  const Tensor bias = random_tensor({H, Lb, Lb}, 44, -3, 3);
+  const float scale = 0.25f;
+  const Tensor got = ops::attention(q, k, v, H, lens, scale, &bias);
+  int64_t begin = 0;
+  for (int64_t n : lens) {
+    Tensor block({H, n, n});  // bias[:, :n, :n]
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) block.data[size_t((h * n + i) * n + j)] = bias.data[size_t((h * Lb + i) * Lb + j)];
+    const std::vector<int64_t> one = {n};
+    const Tensor qs = q.rows(begin, begin + n), ks = k.rows(begin, begin + n), vs = v.rows(begin, begin + n);
+    const std::string name = "attention sequence of " + std::to_string(n);
+    expect_close(name + " vs alone", got.rows(begin, begin + n), ops::attention(qs, ks, vs, H, one, scale, &block),
+                 kSumTol);
+    expect_close(name + " vs reference", got.rows(begin, begin + n), ref_attention(qs, ks, vs, H, one, scale, &block),
+                 kSumTol);
+    begin += n;
+  }
+}
+
 // Changing one sequence's keys and values must leave the other sequences' outputs bit-identical.
 TEST(Attention, SequencesDoNotAttendAcrossEachOther) {
   const std::vector<int64_t> lens = {40, 50, 10};
@@ -80,8 +111,27 @@ TEST(Attention, BadShapesThrow) {
   EXPECT_THROW(ops::attention(q, q, q, 3, ok, 1.0f), Error);        // 8 not divisible by 3
   EXPECT_THROW(ops::attention(q, q, random_tensor({10, 4}, 2), 2, ok, 1.0f), Error);
   const Tensor bias = random_tensor({2, 10, 10}, 3), wrong = random_tensor({2, 10, 9}, 3);
-  EXPECT_THROW(ops::attention(q, q, q, 2, two, 1.0f, &bias), Error);  // bias needs a single sequence
-  EXPECT_THROW(ops::attention(q, q, q, 2, ok, 1.0f, &wrong), Error);
+  EXPECT_NO_THROW(ops::attention(q, q, q, 2, two, 1.0f, &bias));  // sequences of 5 use bias[:, :5, :5]
+  EXPECT_THROW(ops::attention(q, q, q, 2, ok, 1.0f, &wrong), Error);                          // not square
+  const Tensor small = random_tensor({2, 9, 9}, 3), heads3 = random_tensor({3, 10, 10}, 3),
+               flat = random_tensor({20, 10}, 3);
+  EXPECT_THROW(ops::attention(q, q, q, 2, ok, 1.0f, &small), Error);   // 10 > 9
+  EXPECT_THROW(ops::attention(q, q, q, 2, ok, 1.0f, &heads3), Error);  // 3 heads, not 2
+  EXPECT_THROW(ops::attention(q, q, q, 2, ok, 1.0f, &flat), Error);    // not [H, Lb, Lb]
+}
+
+// The message names the bias shape and the sequence it must cover.
+TEST(Attention, TooSmallBiasIsAClearError) {
+  const Tensor q = random_tensor({10, 8}, 1), bias = random_tensor({2, 6, 6}, 3);
+  const std::vector<int64_t> lens = {3, 7};
+  try {
+    ops::attention(q, q, q, 2, lens, 1.0f, &bias);
+    FAIL() << "a [2, 6, 6] bias for a sequence of 7 was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("[2, 6, 6]"), std::string::npos) << what;
+    EXPECT_NE(what.find("7"), std::string::npos) << what;
+  }
 }
 
 }  // namespace

@@ -87,7 +87,7 @@ TEST(MemoryPlan, ActivationsGrowWithTheImageAndTheText) {
   const MemoryPlan large = plan_memory(t5, dit, vae, {128, 128, {12, 2}});
   const MemoryPlan long_text = plan_memory(t5, dit, vae, {64, 64, {300}});
   for (size_t i : {1u, 2u}) EXPECT_GT(large.phases[i].activation_bytes, small.phases[i].activation_bytes);
-  EXPECT_EQ(large.phases[0].activation_bytes, small.phases[0].activation_bytes);  // same longest prompt
+  EXPECT_GT(large.phases[0].activation_bytes, small.phases[0].activation_bytes);  // both prompts' rows live at once (one T5 pass)
   EXPECT_GT(long_text.phases[0].activation_bytes, small.phases[0].activation_bytes);
   EXPECT_GT(long_text.phases[1].activation_bytes, small.phases[1].activation_bytes);
 }

@@ -39,15 +39,28 @@ class T5Reference : public ::testing::Test {
     return t;
   }
 
-  // Runs sequence `seq` (the ids where its mask is 1) and checks the output, and the per-layer
-  // residual stream where the case stores it: valid rows against rows [0, n), the one padding row
-  // against row n (all reference padding rows are the same, README §3.2).
-  void check_sequence(const std::string& seq, int64_t expected_n, bool has_layers) {
+  // The ids of sequence `seq` where its mask is 1.
+  std::vector<int32_t> valid_ids(const std::string& seq) const {
     const std::vector<int64_t> ids64 = case_->get("input." + seq + ".ids").to_i64();
     const std::vector<int64_t> mask = case_->get("input." + seq + ".mask").to_i64();
     std::vector<int32_t> ids;
     for (size_t i = 0; i < ids64.size(); ++i)
       if (mask[i]) ids.push_back(int32_t(ids64[i]));
+    return ids;
+  }
+
+  // `got` [n(+1), C] against the reference activation `name`: valid rows against rows [0, n), the one
+  // padding row against row n (all reference padding rows are the same, README §3.2).
+  void expect_rows(const std::string& name, const Tensor& got, int64_t n) const {
+    const Tensor ref = reference(name);
+    expect_close(name + " valid rows", got.rows(0, n), ref.rows(0, n), kForwardTol);
+    if (n < kPaddedLength) expect_close(name + " padding row", got.rows(n, n + 1), ref.rows(n, n + 1), kForwardTol);
+  }
+
+  // Runs sequence `seq` and checks the output, and the per-layer residual stream where the case
+  // stores it.
+  void check_sequence(const std::string& seq, int64_t expected_n, bool has_layers) {
+    const std::vector<int32_t> ids = valid_ids(seq);
     ASSERT_EQ(int64_t(ids.size()), expected_n) << seq;
     const int64_t n = expected_n;
 
@@ -66,10 +79,32 @@ class T5Reference : public ::testing::Test {
         checks.push_back({name, tracer.values[name]});
       }
     EXPECT_TRUE(tracer.values.count("inter." + seq + ".hidden"));
-    for (const auto& [name, got] : checks) {
-      const Tensor ref = reference(name);
-      expect_close(name + " valid rows", got.rows(0, n), ref.rows(0, n), kForwardTol);
-      if (n < kPaddedLength) expect_close(name + " padding row", got.rows(n, n + 1), ref.rows(n, n + 1), kForwardTol);
+    for (const auto& [name, got] : checks) expect_rows(name, got, n);
+  }
+
+  // Runs the sequences `seqs` in one encode_batch and checks each prompt's output, and its per-layer
+  // residual stream (traced under its own prefix) where the case stores it, against the reference
+  // of that sequence alone.
+  void check_batch(const std::vector<std::string>& seqs) {
+    std::vector<std::vector<int32_t>> ids;
+    std::vector<T5Encoder::Prompt> prompts;
+    for (const std::string& seq : seqs) ids.push_back(valid_ids(seq));
+    for (size_t s = 0; s < seqs.size(); ++s) prompts.push_back({ids[s], "inter." + seqs[s] + "."});
+
+    RecordingTracer tracer;
+    ScopedTracer scoped(&tracer);
+    const std::vector<Tensor> out = encoder_->encode_batch(prompts);
+    ASSERT_EQ(out.size(), seqs.size());
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const std::string& seq = seqs[s];
+      const int64_t n = int64_t(ids[s].size());
+      ASSERT_EQ(shape_str(out[s].shape), shape_str({n < kPaddedLength ? n + 1 : n, 128})) << seq;
+      expect_rows("output." + seq + ".hidden", out[s], n);
+      for (int i = 0; i < 2; ++i) {
+        const std::string name = "inter." + seq + ".layer." + std::to_string(i);
+        ASSERT_TRUE(tracer.values.count(name)) << "not traced: " << name;
+        if (case_->tensors().count(name)) expect_rows(name, tracer.values[name], n);
+      }
     }
   }
 
@@ -100,6 +135,9 @@ TEST_F(T5Reference, Prompt) { check_sequence("prompt", 13, true); }
 TEST_F(T5Reference, EmptyPrompt) { check_sequence("empty", 1, true); }
 TEST_F(T5Reference, LongPromptBeyondMaxDistance) { check_sequence("long", 140, false); }
 TEST_F(T5Reference, FullLengthNoPadding) { check_sequence("full", 512, false); }
+// Several prompts in one pass over the weights (the CFG pair): each as if encoded alone.
+TEST_F(T5Reference, BatchOfPromptEmptyLong) { check_batch({"prompt", "empty", "long"}); }
+TEST_F(T5Reference, BatchWithUnpaddedPrompt) { check_batch({"full", "prompt"}); }
 
 // ---- malformed weights and ids: a tiny model written to a temp dir ----
 
@@ -187,6 +225,9 @@ TEST(T5Weights, BadIdsAreRejected) {
   EXPECT_THROW(encoder.encode(negative), Error);
   EXPECT_THROW(encoder.encode(none), Error);
   EXPECT_THROW(encoder.encode(too_many), Error);
+  const std::vector<int32_t> ok = {1, 2, 3};
+  EXPECT_THROW(encoder.encode_batch({}), Error);
+  EXPECT_THROW(encoder.encode_batch({{ok}, {too_large}}), Error);  // a bad prompt anywhere in the batch
 }
 
 }  // namespace

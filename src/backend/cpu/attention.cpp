@@ -54,8 +54,8 @@ void online_softmax_row(float* s, int64_t nk, float* acc, int64_t D, float& row_
 }
 
 // One task: queries [q0, q1) of one head of one sequence against all keys of that sequence.
-void attend_tile(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, int64_t L, int64_t C,
-                 int64_t D, float scale, const Task& t, Scratch& z, Tensor& out) {
+void attend_tile(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, int64_t C, int64_t D,
+                 float scale, const Task& t, Scratch& z, Tensor& out) {
   const int64_t nq = t.q1 - t.q0;
   z.scores.resize(size_t(kQueryTile * kKeyTile));
   z.acc.assign(size_t(nq * D), 0.0f);
@@ -71,8 +71,9 @@ void attend_tile(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
                 0.0f, z.scores.data(), int(kKeyTile));
     for (int64_t i = 0; i < nq; ++i) {
       float* si = z.scores.data() + i * kKeyTile;
-      if (bias) {  // bias is [H, L, L] for the single sequence
-        const float* bi = bias->ptr() + (t.head * L + t.q0 + i) * L + k0;
+      if (bias) {  // bias [H, Lb, Lb]: this sequence adds its top-left [len, len] block
+        const int64_t Lb = bias->dim(-1);
+        const float* bi = bias->ptr() + (t.head * Lb + t.q0 + i) * Lb + k0;
         for (int64_t j = 0; j < nk; ++j) si[j] += bi[j];
       }
       online_softmax_row(si, nk, z.acc.data() + i * D, D, z.row_max[size_t(i)], z.row_sum[size_t(i)]);
@@ -107,11 +108,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, s
     throw Error("attention: sequence lengths sum to " + std::to_string(total) + " but q has " + std::to_string(L) +
                 " rows");
   if (bias) {
-    if (seq_lens.size() != 1)
-      throw Error("attention: a bias needs a single sequence, got " + std::to_string(seq_lens.size()));
-    if (bias->numel() != int64_t(heads) * L * L || bias->dim(-1) != L)
-      throw Error("attention: bias " + shape_str(bias->shape) + " does not match [" + std::to_string(heads) + ", " +
-                  std::to_string(L) + ", " + std::to_string(L) + "]");
+    const int64_t longest = seq_lens.empty() ? 0 : *std::max_element(seq_lens.begin(), seq_lens.end());
+    if (bias->rank() != 3 || bias->dim(0) != heads || bias->dim(1) != bias->dim(2) || bias->dim(1) < longest)
+      throw Error("attention: bias " + shape_str(bias->shape) + " is not [" + std::to_string(heads) +
+                  ", Lb, Lb] with Lb ≥ the longest sequence (" + std::to_string(longest) + ")");
   }
   const int64_t D = C / heads;
 
@@ -126,7 +126,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, s
 #pragma omp parallel for schedule(dynamic)
   for (size_t i = 0; i < tasks.size(); ++i) {
     thread_local Scratch scratch;
-    attend_tile(q, k, v, bias, L, C, D, scale, tasks[i], scratch, out);
+    attend_tile(q, k, v, bias, C, D, scale, tasks[i], scratch, out);
   }
   return out;
 }

@@ -84,44 +84,90 @@ T5Encoder::T5Encoder(const io::WeightStore& weights, io::Residency residency)
   final_norm_ = weights_.require("encoder.final_layer_norm.weight", {C});
 }
 
-// spec §2.4: per block pre-RMSNorm self-attention and gated FF, each added to the residual; then
-// the final RMSNorm. The stream holds the n valid rows plus (when padded) the one padding row.
-Tensor T5Encoder::encode(std::span<const int32_t> ids) const {
-  const int64_t n = int64_t(ids.size());
-  if (n < 1 || n > kPaddedLength)
-    throw Error("t5: " + std::to_string(n) + " token ids, expected 1.." + std::to_string(kPaddedLength) +
-                " (text + EOS)");
-  Tensor x = embed(ids, n < kPaddedLength);   // [n(+1), C]
-  const Tensor bias = relative_position_bias(n);  // [H, n, n]
-  for (int i = 0; i < config_.layers; ++i) {
-    block(x, blocks_[size_t(i)], bias, n);
-    if (residency_ == io::Residency::ReleaseAfterUse) {  // io/residency.h: drop this block, read the next
-      io::release_pages(weights_, block_name(i, ""));
-      io::prefetch_pages(weights_, block_name((i + 1) % config_.layers, ""));  // wraps to the next prompt
+// Rows of a batch in the stacked matrix: the valid rows of every prompt, prompt after prompt, then
+// the padding rows of the prompts shorter than 512, in the same order. Row-wise steps see one matrix;
+// attention takes the valid rows as packed sequences and computes the padding rows itself.
+struct T5Encoder::Packing {
+  std::vector<int64_t> lens;     // n_s: valid rows of prompt s
+  std::vector<int64_t> begin;    // first valid row of prompt s
+  std::vector<int64_t> pad_row;  // row of prompt s's padding row; −1 when n_s == 512 (none)
+  int64_t valid_rows = 0;        // Σ n_s
+  int64_t rows = 0;              // valid rows + padding rows
+  int64_t longest = 0;           // max n_s: the relative-position bias covers it
+
+  explicit Packing(const std::vector<Prompt>& prompts) {
+    if (prompts.empty()) throw Error("t5: no prompts to encode");
+    for (const Prompt& prompt : prompts) {
+      const int64_t n = int64_t(prompt.ids.size());
+      if (n < 1 || n > kPaddedLength)
+        throw Error("t5: " + std::to_string(n) + " token ids, expected 1.." + std::to_string(kPaddedLength) +
+                    " (text + EOS)");
+      lens.push_back(n);
+      begin.push_back(valid_rows);
+      valid_rows += n;
+      longest = std::max(longest, n);
     }
-    trace("layer." + std::to_string(i), x);
+    rows = valid_rows;
+    for (int64_t n : lens) pad_row.push_back(n < kPaddedLength ? rows++ : -1);
   }
-  Tensor hidden = ops::rms_norm(x, final_norm_, config_.eps);  // [n(+1), C]
-  trace("hidden", hidden);
-  return hidden;
+
+  // Prompt s's rows of x, as encode() returns them: [n_s(+1), ·].
+  Tensor of(const Tensor& x, size_t s) const {
+    const Tensor valid = x.rows(begin[s], begin[s] + lens[s]);
+    return pad_row[s] < 0 ? valid : ops::concat_rows(valid, x.rows(pad_row[s], pad_row[s] + 1));
+  }
+
+  // Traces prompt s's rows of x under its prefix (copies only while a tracer is installed).
+  void trace_prompts(const std::string& name, const Tensor& x, const std::vector<Prompt>& prompts) const {
+    if (!tracing()) return;
+    for (size_t s = 0; s < prompts.size(); ++s) trace(prompts[s].trace_prefix + name, of(x, s));
+  }
+};
+
+// spec §2.4: per block pre-RMSNorm self-attention and gated FF, each added to the residual; then
+// the final RMSNorm. The stream holds every prompt's valid rows and padding row (Packing).
+std::vector<Tensor> T5Encoder::encode_batch(const std::vector<Prompt>& prompts) const {
+  const Packing p(prompts);
+  Tensor x = embed(prompts, p);                           // [rows, C]
+  const Tensor bias = relative_position_bias(p.longest);  // [H, n_max, n_max]
+  io::prefetch_pages(weights_, block_name(0, ""));
+  for (int i = 0; i < config_.layers; ++i) {
+    // Weights are read once per run, in order: let the kernel read the next block while this one runs.
+    if (i + 1 < config_.layers) io::prefetch_pages(weights_, block_name(i + 1, ""));
+    block(x, blocks_[size_t(i)], bias, p);
+    if (residency_ == io::Residency::ReleaseAfterUse) io::release_pages(weights_, block_name(i, ""));  // io/residency.h
+    p.trace_prompts("layer." + std::to_string(i), x, prompts);
+  }
+  const Tensor hidden = ops::rms_norm(x, final_norm_, config_.eps);  // [rows, C]
+  p.trace_prompts("hidden", hidden, prompts);
+  std::vector<Tensor> out;
+  for (size_t s = 0; s < prompts.size(); ++s) out.push_back(p.of(hidden, s));
+  return out;
 }
 
-// Rows of shared.weight, no scaling (spec §1.3); the padding row is <pad>'s embedding.
-Tensor T5Encoder::embed(std::span<const int32_t> ids, bool with_padding_row) const {
-  const int64_t n = int64_t(ids.size()), C = config_.d_model;
-  Tensor x({n + (with_padding_row ? 1 : 0), C});
-  for (int64_t i = 0; i < x.dim(0); ++i) {
-    const int32_t id = i < n ? ids[size_t(i)] : kPadId;
+Tensor T5Encoder::encode(std::span<const int32_t> ids) const { return encode_batch({Prompt(ids)})[0]; }
+
+// Rows of shared.weight, no scaling (spec §1.3); each padding row is <pad>'s embedding.
+Tensor T5Encoder::embed(const std::vector<Prompt>& prompts, const Packing& p) const {
+  const int64_t C = config_.d_model;
+  Tensor x({p.rows, C});
+  auto put = [&](int64_t row, int32_t id, int64_t position) {
     if (id < 0 || id >= config_.vocab)
-      throw Error("t5: token id " + std::to_string(id) + " at position " + std::to_string(i) +
+      throw Error("t5: token id " + std::to_string(id) + " at position " + std::to_string(position) +
                   " is outside the vocabulary of " + std::to_string(config_.vocab) + " (shared.weight rows)");
-    const Tensor row = shared_.rows(id, id + 1).to_f32();  // [1, C]
-    std::copy(row.data.begin(), row.data.end(), x.data.begin() + i * C);
+    const Tensor e = shared_.rows(id, id + 1).to_f32();  // [1, C]
+    std::copy(e.data.begin(), e.data.end(), x.data.begin() + row * C);
+  };
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    for (int64_t i = 0; i < p.lens[s]; ++i) put(p.begin[s] + i, prompts[s].ids[size_t(i)], i);
+    if (p.pad_row[s] >= 0) put(p.pad_row[s], kPadId, p.lens[s]);
   }
   return x;
 }
 
-// bias[h, q, k] = W_rel[bucket(k − q), h] over the valid rows (spec §2.4); block 0's table serves every layer.
+// bias[h, q, k] = W_rel[bucket(k − q), h] for q, k < n (spec §2.4); block 0's table serves every layer.
+// Positions restart at 0 in each prompt and the bias depends only on k − q, so a prompt of n_s ≤ n
+// rows uses the top-left [n_s, n_s] block (ops::attention).
 Tensor T5Encoder::relative_position_bias(int64_t n) const {
   const int H = config_.heads;
   Tensor bias({H, n, n});
@@ -133,31 +179,35 @@ Tensor T5Encoder::relative_position_bias(int64_t n) const {
   return bias;
 }
 
-// flow T5Block: x += O(attention(RMSNorm(x))); x += FF(RMSNorm(x)).        x: [n(+1), C]
-void T5Encoder::block(Tensor& x, const Block& w, const Tensor& bias, int64_t n) const {
-  ops::add(x, self_attention(ops::rms_norm(x, w.attn_norm, config_.eps), w, bias, n));
+// flow T5Block: x += O(attention(RMSNorm(x))); x += FF(RMSNorm(x)).        x: [rows, C]
+void T5Encoder::block(Tensor& x, const Block& w, const Tensor& bias, const Packing& p) const {
+  ops::add(x, self_attention(ops::rms_norm(x, w.attn_norm, config_.eps), w, bias, p));
   ops::add(x, feed_forward(ops::rms_norm(x, w.ff_norm, config_.eps), w));
 }
 
-// T5Attention with the outer-product mask (spec §2.2–2.4), no 1/√D scaling.  h: [n(+1), C] → [n(+1), C]
-// Valid rows attend to the n valid rows only. The padding row's logits are all −3.4e38 (the bias is
-// absorbed), so its softmax is uniform over the 512 padded positions: n valid ones and 512 − n
-// identical padding ones, i.e. (Σ_valid V + (512 − n)·V_pad) / 512 in every head (README §3.2).
-Tensor T5Encoder::self_attention(const Tensor& h, const Block& w, const Tensor& bias, int64_t n) const {
-  const Tensor q = ops::linear(h, w.q), k = ops::linear(h, w.k), v = ops::linear(h, w.v);  // [n(+1), H·D]
-  const int64_t seq_lens[] = {n};
-  if (h.dim(0) == n) return ops::linear(ops::attention(q, k, v, config_.heads, seq_lens, 1.0f, &bias), w.o);
+// T5Attention with the outer-product mask (spec §2.2–2.4), no 1/√D scaling.  h: [rows, C] → [rows, C]
+// Valid rows attend to their prompt's n valid rows only. A padding row's logits are all −3.4e38 (the
+// bias is absorbed), so its softmax is uniform over the 512 padded positions: n valid ones and
+// 512 − n identical padding ones, i.e. (Σ_valid V + (512 − n)·V_pad) / 512 in every head (README §3.2).
+Tensor T5Encoder::self_attention(const Tensor& h, const Block& w, const Tensor& bias, const Packing& p) const {
+  const Tensor q = ops::linear(h, w.q), k = ops::linear(h, w.k), v = ops::linear(h, w.v);  // [rows, H·D]
+  const int64_t N = p.valid_rows, HD = v.dim(1);
+  Tensor out = ops::attention(q.rows(0, N), k.rows(0, N), v.rows(0, N), config_.heads, p.lens, 1.0f,
+                              &bias);  // [N, H·D]
+  if (p.rows == N) return ops::linear(out, w.o);
 
-  const Tensor valid = ops::attention(q.rows(0, n), k.rows(0, n), v.rows(0, n), config_.heads, seq_lens, 1.0f,
-                                      &bias);  // [n, H·D]
-  const int64_t HD = v.dim(1);
-  Tensor pad({1, HD});
-  for (int64_t c = 0; c < HD; ++c) {
-    double sum = double(kPaddedLength - n) * v.data[size_t(n * HD + c)];  // the padding positions
-    for (int64_t i = 0; i < n; ++i) sum += v.data[size_t(i * HD + c)];   // the valid positions
-    pad.data[size_t(c)] = float(sum / kPaddedLength);
+  Tensor pads({p.rows - N, HD});
+  for (size_t s = 0; s < p.lens.size(); ++s) {
+    if (p.pad_row[s] < 0) continue;
+    const int64_t n = p.lens[s];
+    const float* vs = v.ptr() + p.begin[s] * HD;  // prompt s's valid rows
+    for (int64_t c = 0; c < HD; ++c) {
+      double sum = double(kPaddedLength - n) * v.data[size_t(p.pad_row[s] * HD + c)];  // the padding positions
+      for (int64_t i = 0; i < n; ++i) sum += vs[i * HD + c];                            // the valid positions
+      pads.data[size_t((p.pad_row[s] - N) * HD + c)] = float(sum / kPaddedLength);
+    }
   }
-  return ops::linear(ops::concat_rows(valid, pad), w.o);
+  return ops::linear(ops::concat_rows(out, pads), w.o);
 }
 
 // T5DenseGatedActDense: wo(gelu_tanh(wi_0(h)) ⊙ wi_1(h)).                 h: [L, C] → [L, C]

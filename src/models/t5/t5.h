@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "io/residency.h"
@@ -56,12 +57,28 @@ class T5Encoder {
 
   const T5Config& config() const { return config_; }
 
+  // One prompt of a batch.
+  struct Prompt {
+    Prompt(std::span<const int32_t> ids, std::string trace_prefix = "")
+        : ids(ids), trace_prefix(std::move(trace_prefix)) {}
+    std::span<const int32_t> ids;  // the n valid ids including the final EOS, each in [0, V)
+    std::string trace_prefix;      // this prompt's intermediates are traced as trace_prefix + name
+  };
+
+  // Encodes the prompts in one pass over the weights: their rows are stacked into one matrix, so each
+  // linear, RMSNorm and GELU runs once for all of them (T5 at a few dozen rows is bound by reading
+  // the weights); only attention keeps them apart. Element s is what encode(prompts[s].ids) returns,
+  // up to float32 summation order. Traces encode()'s names per prompt, under its trace_prefix.
+  std::vector<Tensor> encode_batch(const std::vector<Prompt>& prompts) const;
+
   // ids: the n valid ids including the final EOS, each in [0, V).
   // Returns [n + 1, C]: the n valid rows, then the one padding row the DiT sees; [512, C] when n == 512
   // (no padding). Traces "layer.<i>" (residual stream after block i) and "hidden" (the result).
   Tensor encode(std::span<const int32_t> ids) const;
 
  private:
+  struct Packing;  // where each prompt's rows lie in the stacked matrix (t5.cpp)
+
   // encoder.block.{i}; shapes in the legend above.
   struct Block {
     TensorView attn_norm;  // layer.0.layer_norm.weight            [C]
@@ -73,10 +90,10 @@ class T5Encoder {
     TensorView wo;         // layer.1.DenseReluDense.wo.weight     [C, F]
   };
 
-  Tensor embed(std::span<const int32_t> ids, bool with_padding_row) const;
+  Tensor embed(const std::vector<Prompt>& prompts, const Packing& p) const;
   Tensor relative_position_bias(int64_t n) const;
-  void block(Tensor& x, const Block& w, const Tensor& bias, int64_t n) const;
-  Tensor self_attention(const Tensor& h, const Block& w, const Tensor& bias, int64_t n) const;
+  void block(Tensor& x, const Block& w, const Tensor& bias, const Packing& p) const;
+  Tensor self_attention(const Tensor& h, const Block& w, const Tensor& bias, const Packing& p) const;
   Tensor feed_forward(const Tensor& h, const Block& w) const;
 
   io::WeightStore weights_;
