@@ -187,8 +187,8 @@ int run_info(const std::string& path) {
               gguf ? ("GGUF v" + std::to_string(gguf->version())).c_str() : "safetensors");
   std::printf("model:      %s\n", s.format.describe().c_str());
   std::printf("config:     %s\n", inferred_config(store).c_str());
-  std::printf("parameters: %.3f B in %zu tensors, %s (%zu bytes)\n", double(s.parameters) / 1e9,
-              store.tensors().size(), human_bytes(s.bytes).c_str(), s.bytes);
+  std::printf("parameters: %" PRId64 " (%.3f B) in %zu tensors, %s (%zu bytes)\n", s.parameters,
+              double(s.parameters) / 1e9, store.tensors().size(), human_bytes(s.bytes).c_str(), s.bytes);
   for (const auto& [type, n] : s.type_counts)
     std::printf("  %-8s %6d tensors  %s\n", type.c_str(), n, human_bytes(s.type_bytes.at(type)).c_str());
   if (gguf)

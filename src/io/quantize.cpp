@@ -2,6 +2,7 @@
 #include "io/quantize.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <vector>
 
 #include "io/gguf.h"
@@ -84,6 +85,11 @@ bool is_quantizable(ModelKind kind, const std::string& name, const TensorView& v
 }
 
 QuantizeReport quantize_model(const std::string& in, const std::string& out, DType type) {
+  // The output replaces its path only when complete, so writing over the input would succeed — and
+  // destroy the checkpoint. (Same file under any spelling: relative path, symlink, hard link.)
+  std::error_code ec;
+  if (std::filesystem::equivalent(in, out, ec))
+    throw Error(out + ": is the input file " + in + "; write the GGUF to another path");
   const WeightStore store = WeightStore::open(in);
   QuantizeReport r;
   r.kind = store.format().kind;

@@ -22,7 +22,10 @@ namespace chroma::io {
 // the choices. The float choices convert the quantizable matrices (the rest keep their precision).
 DType parse_quantize_type(const std::string& name);
 
-// Whether the tensor `name` (original naming) of a `kind` model is quantized to a block type.
+// Whether the tensor `name` (original naming) of a `kind` model is quantized to a block type. A matrix
+// whose rows are not whole blocks (K not a multiple of 32 for Q8_0/Q4_0, 256 for the K types) keeps its
+// precision: ggml has no partial blocks. Full-size Chroma and T5-XXL have none (K = 3072, 12288, 15360;
+// 4096, 10240); the reference minis do (t5-mini's K = 128 under the K types).
 bool is_quantizable(ModelKind kind, const std::string& name, const TensorView& v, DType type);
 
 struct QuantizeReport {
@@ -32,7 +35,8 @@ struct QuantizeReport {
 };
 
 // Reads `in` (anything WeightStore::open reads) and writes `out` as GGUF, atomically.
-// Throws chroma::Error for a model that is neither a Chroma DiT nor a T5 encoder.
+// Throws chroma::Error for a model that is neither a Chroma DiT nor a T5 encoder, and when `out` is
+// the file `in` (the atomic rename would replace the checkpoint).
 QuantizeReport quantize_model(const std::string& in, const std::string& out, DType type);
 
 struct WeightSummary {

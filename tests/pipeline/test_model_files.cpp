@@ -5,6 +5,7 @@
 
 #include "backend/ops.h"
 #include "checkpoint_conversion.h"
+#include "image_metrics.h"
 #include "pipeline/model_files.h"
 #include "pipeline/txt2img.h"
 #include "testdata.h"
@@ -53,20 +54,6 @@ GenerateOptions case_e() {
   o.cfg = 4.0f;
   o.seed = 42;
   return o;
-}
-
-// PSNR in dB of 8-bit images; `want` is the reference's NCHW image_u8, `rgb` our interleaved bytes.
-double psnr_u8(const std::vector<uint8_t>& rgb, const TensorView& want_u8) {
-  const auto* want = static_cast<const uint8_t*>(want_u8.data);
-  const int64_t plane = want_u8.numel() / 3;
-  double se = 0;
-  for (int64_t c = 0; c < 3; ++c)
-    for (int64_t i = 0; i < plane; ++i) {
-      const double d = double(rgb[size_t(i * 3 + c)]) - double(want[c * plane + i]);
-      se += d * d;
-    }
-  const double mse = se / double(3 * plane);
-  return mse == 0 ? INFINITY : 10 * std::log10(255.0 * 255.0 / mse);
 }
 
 TEST(ModelFiles, FindsTheDiffusersLayoutByContent) {
@@ -195,7 +182,7 @@ TEST(EndToEnd, Fp8ScaledStaysCloseToTheReference) {
   ModelFiles files;
   ASSERT_EQ(resolve_model_files(files, model_search_dirs(fp8_dir().string())), "");
   const GenerateResult got = generate(files, case_e());
-  const double psnr = psnr_u8(to_rgb8(got.image), ref->get("firstn0.output.image_u8"));
+  const double psnr = test::psnr_u8(to_rgb8(got.image), ref->get("firstn0.output.image_u8"));
   std::printf("fp8 scaled (DiT + T5) case e: 8-bit PSNR %.2f dB vs the reference\n", psnr);
   EXPECT_GE(psnr, kMinFp8Psnr);
 }
