@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels.h"
 #include "tensor/quant.h"
 
 namespace chroma {
@@ -56,7 +57,7 @@ const TensorView& weight(DType dtype, int64_t N, int64_t K) {
       quant::traits(dtype)->quantize(w.ptr(), slot->bytes.data(), N * K);
     }
     TensorView& v = slot->view;
-    v.name = "w";
+    v.name = std::string("w");  // (assigning the literal trips GCC 12's false -Wrestrict, PR 105329)
     v.dtype = dtype;
     v.shape = {N, K};
     v.data = slot->bytes.data();
@@ -142,16 +143,44 @@ BENCHMARK(BM_Attention)
     ->UseRealTime();
 
 // ---- VAE convolution ----------------------------------------------------------------------------
-// Args: channels in = out, side, kernel: the decoder's 3×3 convs at 128 ch / 256² and 512 ch / 64².
-void BM_Conv2d(benchmark::State& state) {
-  const int64_t C = state.range(0), S = state.range(1), k = state.range(2);
-  const Tensor x = random_tensor({C, S, S}, 7), wt = random_tensor({C, C, k, k}, 8, -0.05f, 0.05f);
-  const TensorView w = view_of(wt, "conv");
-  const int p = int(k / 2);
-  measure(state, 2.0 * double(C * C * k * k) * double(S * S), 0,
-          [&] { benchmark::DoNotOptimize(ops::conv2d(x, w, {}, 1, {p, p, p, p})); });
+// Args: channels in, channels out, side. The decoder's 3×3 convs: 128 ch at 256² (level 0 of a 256²
+// image), 256 ch at 128², 512 ch at 64² (mid blocks of a 512² image), and conv_out 128 → 3 at 512².
+// Three algorithms on the same shapes: ops::conv2d (3×3 stride 1 padding 1 runs as Winograd
+// F(4×4, 3×3)), the im2col + sgemm path (the input pre-padded, so conv2d sees a padding-free conv
+// and does not take the Winograd path), and Winograd F(2×2, 3×3) called directly. FLOP is the direct
+// conv's useful 2·O·C·9·H·W for all three, so the rates compare time for the same result.
+enum class ConvAlgo { Conv2d, Im2col, WinogradF2 };
+
+Tensor pad1(const Tensor& x) {
+  const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+  Tensor p({C, H + 2, W + 2});
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t h = 0; h < H; ++h)
+      std::memcpy(p.ptr() + (c * (H + 2) + h + 1) * (W + 2) + 1, x.ptr() + (c * H + h) * W, size_t(W) * 4);
+  return p;
 }
-BENCHMARK(BM_Conv2d)->Args({128, 256, 3})->Args({512, 64, 3})->ArgNames({"C", "S", "k"})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Conv2d(benchmark::State& state, ConvAlgo algo) {
+  const int64_t C = state.range(0), O = state.range(1), S = state.range(2);
+  const Tensor x = random_tensor({C, S, S}, 7), wt = random_tensor({O, C, 3, 3}, 8, -0.05f, 0.05f);
+  const Tensor bt = random_tensor({O}, 9), xp = algo == ConvAlgo::Im2col ? pad1(x) : Tensor();
+  const TensorView w = view_of(wt, "conv"), b = view_of(bt, "bias");
+  measure(state, 2.0 * double(O * C * 9) * double(S * S), 0, [&] {
+    switch (algo) {
+      case ConvAlgo::Conv2d: benchmark::DoNotOptimize(ops::conv2d(x, w, b, 1, {1, 1, 1, 1})); break;
+      case ConvAlgo::Im2col: benchmark::DoNotOptimize(ops::conv2d(xp, w, b, 1, {})); break;
+      case ConvAlgo::WinogradF2: benchmark::DoNotOptimize(cpu::conv3x3_winograd(x, wt, bt.ptr(), 2)); break;
+    }
+  });
+}
+
+void conv_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({128, 128, 256})->Args({256, 256, 128})->Args({512, 512, 64})->Args({128, 3, 512});
+  b->ArgNames({"C", "O", "S"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK_CAPTURE(BM_Conv2d, conv2d, ConvAlgo::Conv2d)->Apply(conv_shapes);
+BENCHMARK_CAPTURE(BM_Conv2d, im2col, ConvAlgo::Im2col)->Apply(conv_shapes);
+BENCHMARK_CAPTURE(BM_Conv2d, winograd_f2, ConvAlgo::WinogradF2)->Apply(conv_shapes);
 
 // ---- Elementwise --------------------------------------------------------------------------------
 // gelu_tanh on the DiT's MLP activations [M, 12288] (in place: each iteration re-applies it, which
@@ -185,6 +214,27 @@ void BM_GroupNorm(benchmark::State& state) {
           [&] { benchmark::DoNotOptimize(ops::group_norm(x, 32, view_of(g, "gamma"), view_of(g, "beta"), 1e-6f)); });
 }
 BENCHMARK(BM_GroupNorm)->Args({128, 256})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// GroupNorm → SiLU as in the VAE's resnet blocks: the fused op, in place on its input (as the VAE
+// calls it on a tensor it no longer needs; each iteration renormalises the previous result, which
+// costs the same), against group_norm then silu (a new image, as before the fusion).
+// bytes: one read of x and one write of y for both. Args: C, S.
+void BM_GroupNormSilu(benchmark::State& state, bool fused) {
+  Tensor x = random_tensor({state.range(0), state.range(1), state.range(1)}, 13);
+  const Tensor g = random_tensor({state.range(0)}, 14);
+  const TensorView w = view_of(g, "gamma"), b = view_of(g, "beta");
+  measure(state, 0, 8.0 * double(x.numel()), [&] {
+    if (fused)
+      x = ops::group_norm_silu(std::move(x), 32, w, b, 1e-6f);
+    else
+      benchmark::DoNotOptimize(ops::silu(ops::group_norm(x, 32, w, b, 1e-6f)));
+  });
+}
+void norm_silu_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({128, 256})->Args({512, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK_CAPTURE(BM_GroupNormSilu, fused, true)->Apply(norm_silu_shapes);
+BENCHMARK_CAPTURE(BM_GroupNormSilu, separate, false)->Apply(norm_silu_shapes);
 
 }  // namespace
 }  // namespace chroma

@@ -21,6 +21,11 @@ class Backend {
   virtual Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) = 0;
   virtual Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias,
                             float eps) = 0;
+  // ops::group_norm_silu, in place. The default is group_norm, then silu.
+  virtual void group_norm_silu(Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps) {
+    x = group_norm(x, groups, weight, bias, eps);
+    silu(x);
+  }
   virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) = 0;
   virtual void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;

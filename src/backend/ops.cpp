@@ -67,6 +67,12 @@ Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const T
   t.bytes = f32_bytes(x.numel(), x.numel());
   return active_backend().group_norm(x, groups, weight, bias, eps);
 }
+Tensor group_norm_silu(Tensor x, int groups, const TensorView& weight, const TensorView& bias, float eps) {
+  OpTimer t(OpClass::Norm, "group_norm_silu");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  active_backend().group_norm_silu(x, groups, weight, bias, eps);
+  return x;
+}
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   OpTimer t(OpClass::Norm, "modulate");
   t.bytes = f32_bytes(x.numel(), x.numel());

@@ -28,6 +28,9 @@ Tensor layer_norm(const Tensor& x, float eps);
 Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps);
 // GroupNorm of an image [C, H, W]: statistics per group of C/groups channels, then affine per channel.
 Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);
+// silu(group_norm(x, …)) in one pass writing the result, in place on the argument, which is returned
+// (pass an rvalue to reuse its memory; an lvalue is copied, as for the activations below).
+Tensor group_norm_silu(Tensor x, int groups, const TensorView& weight, const TensorView& bias, float eps);
 
 // (1 + scale) ⊙ x + shift, broadcast over rows.                  x: [L, C], shift/scale: [C]
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);

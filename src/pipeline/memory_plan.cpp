@@ -75,16 +75,19 @@ size_t dit_activations(const dit::ChromaConfig& c, int64_t rows) {
 
 // VAE decoder at H×W: at level l (l = 0 full size) a ResnetBlock holds its input (the upsampled
 // output of level l + 1: C_in channels), its GroupNorm and SiLU outputs (2 · C_in) and conv1's
-// output (C_l): 3·C_in + C_l floats per pixel of that level; the largest level wins. conv2d's im2col
-// works in bands per thread (small).
+// output (C_l): 3·C_in + C_l floats per pixel of that level; the largest level wins. A 3×3 conv
+// adds its Winograd scratch (backend/cpu/winograd.cpp): tiles of ≤ 64 MiB over all threads and the
+// transformed kernel, 36 floats per input-output channel pair.
 size_t vae_activations(const vae::VaeConfig& c, int width, int height) {
-  size_t most = 0;
+  constexpr size_t kWinogradTileScratch = size_t(64) << 20;
+  size_t most = 0, widest = 0;
   for (int l = 0; l < c.levels(); ++l) {
     const size_t pixels = size_t(width >> l) * size_t(height >> l);
     const size_t c_in = size_t(c.level_channels(std::min(l + 1, c.levels() - 1)));
     most = std::max(most, kF32 * pixels * (3 * c_in + size_t(c.level_channels(l))));
+    widest = std::max(widest, c_in * size_t(c.level_channels(l)));
   }
-  return most;
+  return most + kWinogradTileScratch + kF32 * 36 * widest;
 }
 
 }  // namespace

@@ -24,6 +24,9 @@ class CpuBackend final : public Backend {
                     float eps) override {
     return cpu::group_norm(x, groups, weight, bias, eps);
   }
+  void group_norm_silu(Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps) override {
+    cpu::group_norm_silu(x, groups, weight, bias, eps);
+  }
   Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override {
     return cpu::modulate(x, shift, scale);
   }

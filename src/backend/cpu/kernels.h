@@ -27,6 +27,7 @@ Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, cons
 Tensor layer_norm(const Tensor& x, float eps);
 Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps);
 Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);
+void group_norm_silu(Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);  // in place
 
 // elementwise.cpp
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
@@ -41,7 +42,10 @@ Tensor upsample_nearest2x(const Tensor& x);
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, std::span<const int64_t> seq_lens,
                  float scale, const Tensor* bias);
 
-// conv2d.cpp
+// conv2d.cpp: Winograd for 3×3 stride 1 padding 1, im2col + sgemm for every other shape.
 Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, ops::Padding pad);
+// winograd.cpp: 3×3 conv, stride 1, zero padding 1, by Winograd F(tile×tile, 3×3), tile 2 or 4.
+//   x [C, H, W], w [O, C, 3, 3], bias [O] or nullptr → y [O, H, W]
+Tensor conv3x3_winograd(const Tensor& x, const Tensor& w, const float* bias, int tile);
 
 }  // namespace chroma::cpu

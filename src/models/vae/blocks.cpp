@@ -61,12 +61,10 @@ Tensor group_norm(const Tensor& x, const GroupNormWeights& n, const VaeConfig& c
 
 Tensor conv1x1(const Tensor& x, const ConvWeights& w) { return ops::conv2d(x, w.weight, w.bias, 1, {}); }
 
-// GroupNorm → SiLU, consuming x: the input is freed as soon as its normalised copy exists, so only
-// two full-size tensors are alive here, not three.
+// GroupNorm → SiLU (the spec's `nonlinearity(norm(x))`), one fused op working in place on x: pass an
+// rvalue where the input is not needed afterwards, and no new image is allocated.
 Tensor norm_silu(Tensor x, const GroupNormWeights& n, const VaeConfig& cfg) {
-  Tensor h = group_norm(x, n, cfg);
-  x = Tensor();
-  return ops::silu(std::move(h));
+  return ops::group_norm_silu(std::move(x), cfg.groups, n.weight, n.bias, cfg.eps);
 }
 
 }  // namespace
@@ -83,7 +81,7 @@ Tensor conv3x3(const Tensor& x, const ConvWeights& w) { return ops::conv2d(x, w.
 // bfl ResnetBlock.forward: h = conv1(SiLU(GN1(x))); h = conv2(SiLU(GN2(h))); out = shortcut(x) + h.
 // (Dropout is 0 at inference; there is no timestep embedding in the Flux VAE.)
 Tensor resnet_block(Tensor x, const ResnetBlockWeights& w, const VaeConfig& cfg) {
-  Tensor h = conv3x3(ops::silu(group_norm(x, w.norm1, cfg)), w.conv1);  // [C_out, H, W]
+  Tensor h = conv3x3(norm_silu(x, w.norm1, cfg), w.conv1);            // [C_out, H, W]; x kept
   if (w.nin_shortcut) x = conv1x1(x, w.nin_shortcut);                   // [C_out, H, W]
   h = conv3x3(norm_silu(std::move(h), w.norm2, cfg), w.conv2);          // [C_out, H, W]
   ops::add(x, h);
