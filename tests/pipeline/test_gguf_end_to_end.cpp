@@ -13,6 +13,7 @@
 #include "image_metrics.h"
 #include "io/quantize.h"
 #include "pipeline/txt2img.h"
+#include "case_e.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
@@ -26,26 +27,9 @@ namespace fs = std::filesystem;
   }                                                                                                       \
   CHROMA_REQUIRE_FILE(test::reference_path("case-e-txt2img-fp32.safetensors"))
 
-ModelFiles original_models() {
-  return {test::reference_path("chroma-mini.safetensors"), test::reference_path("t5-mini.safetensors"),
-          test::reference_path("ae-mini.safetensors"), test::tokenizer_path("spiece.model")};
-}
-
-// README §5 case e (64×64, 4 steps, cfg 4, shift, seed 42 noise, negative ""), first-n 0.
-GenerateOptions case_e() {
-  GenerateOptions o;
-  o.prompt = "a red fox sitting in fresh snow, golden hour";
-  o.negative_prompt = "";
-  o.width = o.height = 64;
-  o.steps = 4;
-  o.cfg = 4.0f;
-  o.seed = 42;
-  return o;
-}
-
 // The original files' run, computed once per test program.
 const GenerateResult& original_run() {
-  static const GenerateResult r = generate(original_models(), case_e());
+  static const GenerateResult r = generate(test::mini_models(), test::case_e_options());
   return r;
 }
 
@@ -80,7 +64,7 @@ ModelFiles gguf_models(const std::string& type) {
     }
   } converted;
   if (auto it = converted.by_type.find(type); it != converted.by_type.end()) return it->second;
-  ModelFiles files = original_models();
+  ModelFiles files = test::mini_models();
   const DType dtype = io::parse_quantize_type(type);
   for (std::string* path : {&files.dit, &files.t5}) {
     const std::string source = *path;
@@ -128,7 +112,7 @@ class GgufLossless : public ::testing::TestWithParam<const char*> {};
 TEST_P(GgufLossless, ReproducesTheReference) {
   REQUIRE_CASE_E();
   auto ref = io::SafetensorsFile::open(test::reference_path("case-e-txt2img-fp32.safetensors"));
-  const GenerateResult got = generate(gguf_models(GetParam()), case_e());
+  const GenerateResult got = generate(gguf_models(GetParam()), test::case_e_options());
   EXPECT_EQ(got.latent.data, original_run().latent.data) << "GGUF " << GetParam() << " differs from the original files";
   EXPECT_EQ(got.image.data, original_run().image.data) << "GGUF " << GetParam() << " differs from the original files";
   test::expect_close("output.latent", got.latent, ref->get("firstn0.output.latent").to_f32(), test::kEndToEndTol);
@@ -149,7 +133,7 @@ class GgufLossy : public ::testing::TestWithParam<LossyCase> {};
 TEST_P(GgufLossy, StaysCloseToTheReference) {
   REQUIRE_CASE_E();
   auto ref = io::SafetensorsFile::open(test::reference_path("case-e-txt2img-fp32.safetensors"));
-  const GenerateResult got = generate(gguf_models(GetParam().type), case_e());
+  const GenerateResult got = generate(gguf_models(GetParam().type), test::case_e_options());
   const double psnr = test::psnr_u8(to_rgb8(got.image), ref->get("firstn0.output.image_u8"));
   std::printf("GGUF %s (DiT + T5) case e: 8-bit PSNR %.2f dB vs the reference\n", GetParam().type, psnr);
   EXPECT_GE(psnr, GetParam().min_psnr) << GetParam().type;

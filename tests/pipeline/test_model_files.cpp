@@ -8,6 +8,7 @@
 #include "image_metrics.h"
 #include "pipeline/model_files.h"
 #include "pipeline/txt2img.h"
+#include "case_e.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
@@ -37,23 +38,6 @@ const fs::path& fp8_dir() {
     return d;
   }();
   return dir;
-}
-
-ModelFiles original_models() {
-  return {test::reference_path("chroma-mini.safetensors"), test::reference_path("t5-mini.safetensors"),
-          test::reference_path("ae-mini.safetensors"), test::tokenizer_path("spiece.model")};
-}
-
-// README §5 case e (64×64, 4 steps, cfg 4, shift, seed 42 noise, negative ""), first-n 0.
-GenerateOptions case_e() {
-  GenerateOptions o;
-  o.prompt = "a red fox sitting in fresh snow, golden hour";
-  o.negative_prompt = "";
-  o.width = o.height = 64;
-  o.steps = 4;
-  o.cfg = 4.0f;
-  o.seed = 42;
-  return o;
 }
 
 TEST(ModelFiles, FindsTheDiffusersLayoutByContent) {
@@ -156,8 +140,8 @@ TEST(EndToEnd, DiffusersLayoutReproducesTheReference) {
   auto ref = io::SafetensorsFile::open(ref_path);
   ModelFiles files;
   ASSERT_EQ(resolve_model_files(files, model_search_dirs(diffusers_dir().string())), "");
-  const GenerateResult got = generate(files, case_e());
-  const GenerateResult orig = generate(original_models(), case_e());
+  const GenerateResult got = generate(files, test::case_e_options());
+  const GenerateResult orig = generate(test::mini_models(), test::case_e_options());
   EXPECT_EQ(got.latent.data, orig.latent.data) << "diffusers layout differs from the original files";
   EXPECT_EQ(got.image.data, orig.image.data) << "diffusers layout differs from the original files";
   test::expect_close("output.latent", got.latent, ref->get("firstn0.output.latent").to_f32(), test::kEndToEndTol);
@@ -181,7 +165,7 @@ TEST(EndToEnd, Fp8ScaledStaysCloseToTheReference) {
   auto ref = io::SafetensorsFile::open(ref_path);
   ModelFiles files;
   ASSERT_EQ(resolve_model_files(files, model_search_dirs(fp8_dir().string())), "");
-  const GenerateResult got = generate(files, case_e());
+  const GenerateResult got = generate(files, test::case_e_options());
   const double psnr = test::psnr_u8(to_rgb8(got.image), ref->get("firstn0.output.image_u8"));
   std::printf("fp8 scaled (DiT + T5) case e: 8-bit PSNR %.2f dB vs the reference\n", psnr);
   EXPECT_GE(psnr, kMinFp8Psnr);

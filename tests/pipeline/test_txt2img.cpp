@@ -5,29 +5,12 @@
 
 #include "io/safetensors.h"
 #include "pipeline/txt2img.h"
+#include "case_e.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
 namespace {
 namespace fs = std::filesystem;
-
-ModelFiles mini_models() {
-  return {test::reference_path("chroma-mini.safetensors"), test::reference_path("t5-mini.safetensors"),
-          test::reference_path("ae-mini.safetensors"), test::tokenizer_path("spiece.model")};
-}
-
-// The case-e run: README §5 case e (64×64, 4 steps, cfg 4, shift, seed 42 noise, negative "").
-GenerateOptions case_e_options(int skip_cfg_steps) {
-  GenerateOptions o;
-  o.prompt = "a red fox sitting in fresh snow, golden hour";
-  o.negative_prompt = "";
-  o.width = o.height = 64;
-  o.steps = 4;
-  o.cfg = 4.0f;
-  o.skip_cfg_steps = skip_cfg_steps;
-  o.seed = 42;  // case e input.noise = torch.manual_seed(42); randn
-  return o;
-}
 
 struct CaseE : ::testing::TestWithParam<int> {};
 
@@ -39,7 +22,7 @@ TEST_P(CaseE, Float32SamplerMatchesReferenceStepByStep) {
   const std::string p = "firstn" + std::to_string(firstn) + ".";
   const fs::path dir = test::temp_path("case-e-" + std::to_string(firstn));
   Dump dump(dir.string());
-  GenerateResult r = generate(mini_models(), case_e_options(firstn), {}, &dump);
+  GenerateResult r = generate(test::mini_models(), test::case_e_options(firstn), {}, &dump);
   const std::string dump_path = dump.write();
   auto got = io::SafetensorsFile::open(dump_path);
 
@@ -79,10 +62,10 @@ TEST(CaseEBf16, Bf16SamplerMatchesReferenceAtBf16Resolution) {
   auto ref = io::SafetensorsFile::open(ref_path);
   for (int firstn : {0, 1}) {
     const std::string p = "firstn" + std::to_string(firstn) + ".";
-    GenerateOptions o = case_e_options(firstn);
+    GenerateOptions o = test::case_e_options(firstn);
     o.sampler_dtype = SamplerDtype::BF16;
     Dump dump(test::temp_path("case-e-bf16-" + std::to_string(firstn)).string());
-    GenerateResult r = generate(mini_models(), o, {}, &dump);
+    GenerateResult r = generate(test::mini_models(), o, {}, &dump);
     auto got = io::SafetensorsFile::open(dump.write());
     for (int n = 0; n < 4; ++n) {
       const std::string s = "step." + std::to_string(n) + ".";
@@ -97,19 +80,19 @@ TEST(CaseEBf16, Bf16SamplerMatchesReferenceAtBf16Resolution) {
 }
 
 TEST(Validate, RejectsImpossibleOptions) {
-  GenerateOptions o = case_e_options(0);
+  GenerateOptions o = test::case_e_options(0);
   o.width = 100;
   EXPECT_THROW(validate(o), Error);
-  o = case_e_options(0);
+  o = test::case_e_options(0);
   o.height = 0;
   EXPECT_THROW(validate(o), Error);
-  o = case_e_options(0);
+  o = test::case_e_options(0);
   o.steps = 0;
   EXPECT_THROW(validate(o), Error);
-  o = case_e_options(0);
+  o = test::case_e_options(0);
   o.skip_cfg_steps = -2;
   EXPECT_THROW(validate(o), Error);
-  EXPECT_NO_THROW(validate(case_e_options(-1)));
+  EXPECT_NO_THROW(validate(test::case_e_options(-1)));
 }
 
 TEST(ToRgb8, ClampsAndTruncatesLikeTheReference) {

@@ -1,0 +1,29 @@
+// Reference case e (reference README §5): the mini checkpoints and the run the author's code made
+// with them, shared by the pipeline tests that compare against it.
+#pragma once
+#include "pipeline/txt2img.h"
+#include "testdata.h"
+
+namespace chroma::test {
+
+// The four original mini files (bf16-stored weights).
+inline pipeline::ModelFiles mini_models() {
+  return {reference_path("chroma-mini.safetensors"), reference_path("t5-mini.safetensors"),
+          reference_path("ae-mini.safetensors"), tokenizer_path("spiece.model")};
+}
+
+// 64×64, 4 steps, cfg 4, default shift, negative "", seed 42 (input.noise = torch.manual_seed(42);
+// randn); skip_cfg_steps = the reference's first-n (0 for "firstn0.*", 1 for "firstn1.*").
+inline pipeline::GenerateOptions case_e_options(int skip_cfg_steps = 0) {
+  pipeline::GenerateOptions o;
+  o.prompt = "a red fox sitting in fresh snow, golden hour";
+  o.negative_prompt = "";
+  o.width = o.height = 64;
+  o.steps = 4;
+  o.cfg = 4.0f;
+  o.skip_cfg_steps = skip_cfg_steps;
+  o.seed = 42;
+  return o;
+}
+
+}  // namespace chroma::test
