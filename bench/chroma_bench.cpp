@@ -206,6 +206,57 @@ void BM_RmsNorm(benchmark::State& state) {
 }
 BENCHMARK(BM_RmsNorm)->Args({4160 * 24, 128})->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The DiT's pre-attention and pre-MLP norm: the fused layer_norm_modulate against layer_norm then
+// modulate (two new tensors, as before the fusion). bytes: one read of x and one write of the
+// result for both, so the rates compare time for the same result. Args: rows, width
+// (2100 ≈ 2 × 1024 image tokens of a 512² image, CFG-packed, plus their text; 3072 = C).
+void BM_LayerNormModulate(benchmark::State& state, bool fused) {
+  const int64_t L = state.range(0), C = state.range(1);
+  const Tensor x = random_tensor({L, C}, 10), shift = random_tensor({C}, 15), scale = random_tensor({C}, 16);
+  measure(state, 0, 8.0 * double(x.numel()), [&] {
+    if (fused)
+      benchmark::DoNotOptimize(ops::layer_norm_modulate(x, shift, scale, 1e-6f));
+    else
+      benchmark::DoNotOptimize(ops::modulate(ops::layer_norm(x, 1e-6f), shift, scale));
+  });
+}
+void norm_modulate_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({2100, 3072})->ArgNames({"L", "C"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK_CAPTURE(BM_LayerNormModulate, fused, true)->Apply(norm_modulate_shapes);
+BENCHMARK_CAPTURE(BM_LayerNormModulate, separate, false)->Apply(norm_modulate_shapes);
+
+// QK-norm then RoPE on Q (or K) [L, H·D]: the fused rms_norm_rope in place, against rms_norm per head
+// (a new tensor) then rope in place, as before the fusion. Each iteration renormalises the previous
+// result (the same cost: the kernels are branch-free). bytes: one read and one write of x, plus the
+// table, for both. Args: L, H, D.
+void BM_RmsNormRope(benchmark::State& state, bool fused) {
+  const int64_t L = state.range(0), H = state.range(1), D = state.range(2);
+  Tensor x = random_tensor({L, H * D}, 11);
+  const Tensor s = random_tensor({D}, 12, 0.5f, 1.5f), theta = random_tensor({L, D / 2}, 17, -3, 3);
+  Tensor table({L, D / 2, 2});
+  for (int64_t i = 0; i < L * D / 2; ++i) {
+    table.data[size_t(2 * i)] = std::cos(theta.data[size_t(i)]);
+    table.data[size_t(2 * i + 1)] = std::sin(theta.data[size_t(i)]);
+  }
+  const TensorView scale = view_of(s, "query_norm.scale");
+  measure(state, 0, 4.0 * double(2 * x.numel() + table.numel()), [&] {
+    if (fused) {
+      ops::rms_norm_rope(x, scale, 1e-6f, int(H), table);
+    } else {
+      x.reshape({L * H, D});  // [L, (H D)] is [L·H, D] row-major (no copy, as the model did)
+      x = ops::rms_norm(x, scale, 1e-6f);
+      x.reshape({L, H * D});
+      ops::rope(x, int(H), table);
+    }
+  });
+}
+void norm_rope_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({2100, 24, 128})->ArgNames({"L", "H", "D"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK_CAPTURE(BM_RmsNormRope, fused, true)->Apply(norm_rope_shapes);
+BENCHMARK_CAPTURE(BM_RmsNormRope, separate, false)->Apply(norm_rope_shapes);
+
 // group_norm of a VAE image [C, S, S], 32 groups. Args: C, S.
 void BM_GroupNorm(benchmark::State& state) {
   const Tensor x = random_tensor({state.range(0), state.range(1), state.range(1)}, 13);

@@ -19,6 +19,27 @@ Tensor Backend::linear_concat(const Tensor& a, const Tensor& b, const TensorView
   return linear(ops::concat_cols(a, b), w, bias);
 }
 
+Tensor Backend::layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps) {
+  return modulate(layer_norm(x, eps), shift, scale);
+}
+
+void Backend::rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, const Tensor& rope_table) {
+  // x [L, H·D] is [L·H, D] row-major: rms_norm over each head's D values.
+  if (x.rank() != 2 || heads <= 0 || x.dim(1) % heads != 0)
+    throw Error("rms_norm_rope: input " + shape_str(x.shape) + " cannot be split into " + std::to_string(heads) +
+                " heads");
+  const Shape shape = x.shape;
+  x.reshape({x.dim(0) * heads, x.dim(1) / heads});  // in place: reshaped() would copy x
+  try {
+    x = rms_norm(x, scale, eps);
+  } catch (...) {
+    x.reshape(shape);
+    throw;
+  }
+  x.reshape(shape);
+  rope(x, heads, rope_table);
+}
+
 Backend& active_backend() {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (!g_backend) g_backend = make_cpu_backend();

@@ -27,6 +27,8 @@ class Backend {
     silu(x);
   }
   virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) = 0;
+  // ops::layer_norm_modulate. The default is layer_norm, then modulate.
+  virtual Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
   virtual void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
   virtual void gelu_tanh(Tensor& x) = 0;
@@ -34,6 +36,8 @@ class Backend {
   virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
                            std::span<const int64_t> seq_lens, float scale, const Tensor* bias) = 0;
   virtual void rope(Tensor& x, int heads, const Tensor& rope_table) = 0;
+  // ops::rms_norm_rope, in place. The default is rms_norm per head, then rope.
+  virtual void rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, const Tensor& rope_table);
   virtual Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride,
                         ops::Padding pad) = 0;
   virtual Tensor upsample_nearest2x(const Tensor& x) = 0;

@@ -78,6 +78,11 @@ Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   t.bytes = f32_bytes(x.numel(), x.numel());
   return active_backend().modulate(x, shift, scale);
 }
+Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps) {
+  OpTimer t(OpClass::Norm, "layer_norm_modulate");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  return active_backend().layer_norm_modulate(x, shift, scale, eps);
+}
 void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) {
   OpTimer t(OpClass::Norm, "add_gated");
   t.bytes = f32_bytes(2 * x.numel(), x.numel());
@@ -111,6 +116,11 @@ void rope(Tensor& x, int heads, const Tensor& rope_table) {
   OpTimer t(OpClass::Norm, "rope");
   t.bytes = f32_bytes(x.numel() + rope_table.numel(), x.numel());
   active_backend().rope(x, heads, rope_table);
+}
+void rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, const Tensor& rope_table) {
+  OpTimer t(OpClass::Norm, "rms_norm_rope");
+  t.bytes = f32_bytes(x.numel() + rope_table.numel(), x.numel());
+  active_backend().rms_norm_rope(x, scale, eps, heads, rope_table);
 }
 Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, Padding pad) {
   OpTimer t(OpClass::Conv, "conv2d");

@@ -34,6 +34,10 @@ Tensor group_norm_silu(Tensor x, int groups, const TensorView& weight, const Ten
 
 // (1 + scale) ⊙ x + shift, broadcast over rows.                  x: [L, C], shift/scale: [C]
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
+// modulate(layer_norm(x, eps), shift, scale) in one pass per row: each row's statistics, then
+// (1 + scale) ⊙ (x − mean)·rstd + shift written once (no normalised intermediate).
+// Equals the two ops up to float32 rounding (the same statistics, the same formulas).
+Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
 // x += gate ⊙ y, broadcast over rows.                             x, y: [L, C], gate: [C]
 void add_gated(Tensor& x, const Tensor& gate, const Tensor& y);
 // x += y (same shape)
@@ -57,6 +61,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
 //   x: [L, H·D]; rope: [L, D/2, 2] holding (cos θ, sin θ) per token and pair:
 //   (x0, x1) ← (cos·x0 − sin·x1, sin·x0 + cos·x1)
 void rope(Tensor& x, int heads, const Tensor& rope_table);
+// QK-norm then RoPE, in place, one pass per (token, head): each head's D values are RMS-normalised
+// with the per-dimension scale [D], then rotated as by rope.      x: [L, H·D], rope: [L, D/2, 2]
+// Equals rms_norm of x viewed as [L·H, D], then rope, up to float32 rounding.
+void rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, const Tensor& rope_table);
 
 // 2-D convolution of an image [C, H, W] with w [O, C, kh, kw], b [O] or empty.
 struct Padding { int top = 0, left = 0, bottom = 0, right = 0; };

@@ -30,6 +30,9 @@ class CpuBackend final : public Backend {
   Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override {
     return cpu::modulate(x, shift, scale);
   }
+  Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps) override {
+    return cpu::layer_norm_modulate(x, shift, scale, eps);
+  }
   void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) override { cpu::add_gated(x, gate, y); }
   void add(Tensor& x, const Tensor& y) override { cpu::add(x, y); }
   void gelu_tanh(Tensor& x) override { cpu::gelu_tanh(x); }
@@ -39,6 +42,9 @@ class CpuBackend final : public Backend {
     return cpu::attention(q, k, v, heads, seq_lens, scale, bias);
   }
   void rope(Tensor& x, int heads, const Tensor& rope_table) override { cpu::rope(x, heads, rope_table); }
+  void rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, const Tensor& rope_table) override {
+    cpu::rms_norm_rope(x, scale, eps, heads, rope_table);
+  }
   Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, ops::Padding pad) override {
     return cpu::conv2d(x, w, b, stride, pad);
   }

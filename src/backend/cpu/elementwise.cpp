@@ -1,4 +1,4 @@
-// Elementwise ops, broadcasts, rotary embedding and nearest upsampling.
+// Elementwise ops, broadcasts and nearest upsampling (RoPE is in norm.cpp, with the QK-norm).
 #include <algorithm>
 #include <cmath>
 
@@ -97,28 +97,6 @@ void silu(Tensor& x) {
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i += kChunk) silu_span(x.ptr() + i, std::min(kChunk, n - i));
-}
-
-void rope(Tensor& x, int heads, const Tensor& rope_table) {
-  if (x.rank() != 2 || heads <= 0 || x.dim(1) % (2 * heads) != 0)
-    throw Error("rope: input " + shape_str(x.shape) + " cannot be split into " + std::to_string(heads) +
-                " heads of even width");
-  const int64_t L = x.dim(0), C = x.dim(1), D = C / heads, P = D / 2;
-  if (rope_table.numel() != L * P * 2 || rope_table.dim(-1) != 2)
-    throw Error("rope: table " + shape_str(rope_table.shape) + " does not match [" + std::to_string(L) + ", " +
-                std::to_string(P) + ", 2] for input " + shape_str(x.shape));
-#pragma omp parallel for schedule(static)
-  for (int64_t l = 0; l < L; ++l) {
-    const float* t = rope_table.ptr() + l * P * 2;  // (cos, sin) per pair
-    for (int64_t h = 0; h < heads; ++h) {
-      float* xh = x.ptr() + l * C + h * D;
-      for (int64_t p = 0; p < P; ++p) {
-        const float c = t[2 * p], s = t[2 * p + 1], x0 = xh[2 * p], x1 = xh[2 * p + 1];
-        xh[2 * p] = c * x0 - s * x1;
-        xh[2 * p + 1] = s * x0 + c * x1;
-      }
-    }
-  }
 }
 
 Tensor upsample_nearest2x(const Tensor& x) {

@@ -25,9 +25,12 @@ Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, cons
 
 // norm.cpp
 Tensor layer_norm(const Tensor& x, float eps);
+Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
 Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps);
 Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);
 void group_norm_silu(Tensor& x, int groups, const TensorView& weight, const TensorView& bias, float eps);  // in place
+void rope(Tensor& x, int heads, const Tensor& rope_table);                                                 // in place
+void rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, const Tensor& rope_table);    // in place
 
 // elementwise.cpp
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
@@ -35,7 +38,6 @@ void add_gated(Tensor& x, const Tensor& gate, const Tensor& y);
 void add(Tensor& x, const Tensor& y);
 void gelu_tanh(Tensor& x);
 void silu(Tensor& x);
-void rope(Tensor& x, int heads, const Tensor& rope_table);
 Tensor upsample_nearest2x(const Tensor& x);
 
 // attention.cpp

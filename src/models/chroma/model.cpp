@@ -55,9 +55,9 @@ FinalModulation final_modulation(const Tensor& mods) {
 
 Tensor linear(const Tensor& x, const LinearWeights& l) { return ops::linear(x, l.weight, l.bias); }
 
-// (1 + scale) ⊙ LayerNorm(x) + shift — LayerNorm without affine (spec §3.7)
+// (1 + scale) ⊙ LayerNorm(x) + shift — LayerNorm without affine (spec §3.7), in one pass
 Tensor norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, const ChromaConfig& c) {
-  return ops::modulate(ops::layer_norm(x, c.eps), shift, scale);
+  return ops::layer_norm_modulate(x, shift, scale, c.eps);
 }
 
 // fc2(GELU_tanh(fc1(x))) — {img,txt}_mlp (spec §3.7 step 4)
@@ -67,19 +67,16 @@ struct Qkv {
   Tensor q, k, v;  // each [L, C] = [L, (H D)]
 };
 
-// RMSNorm over each head's D values (flow `QKNorm`): a [L, (H D)] tensor is [L·H, D] row-major.
-Tensor head_rms_norm(Tensor x, const TensorView& scale, const ChromaConfig& c) {
-  const int64_t L = x.dim(0);
-  x.reshape({L * c.heads, c.head_dim});
-  Tensor y = ops::rms_norm(x, scale, c.eps);
-  y.reshape({L, c.hidden});
-  return y;
-}
-
-// Q, K, V of already modulated tokens x [L, C], with QK-norm (spec §3.7 step 1).
-Qkv project_qkv(const Tensor& x, const QkvWeights& w, const ChromaConfig& c) {
-  return {head_rms_norm(linear(x, w.q), w.query_norm, c), head_rms_norm(linear(x, w.k), w.key_norm, c),
-          linear(x, w.v)};
+// Q, K, V of already modulated tokens x [L, C] (spec §3.7 step 1), Q and K with their QK-norm
+// (flow `QKNorm`: RMSNorm over each head's D values) and RoPE (step 3, `apply_rope`) applied in
+// one pass. rope: the tokens' rows of the RoPE table [L, D/2, 2]. RoPE acts on each token alone,
+// so applying it per stream before the streams are joined gives what the flow's rope on the joint
+// sequence gives.
+Qkv project_qkv(const Tensor& x, const QkvWeights& w, const Tensor& rope, const ChromaConfig& c) {
+  Tensor q = linear(x, w.q), k = linear(x, w.k);
+  ops::rms_norm_rope(q, w.query_norm, c.eps, c.heads, rope);
+  ops::rms_norm_rope(k, w.key_norm, c.eps, c.heads, rope);
+  return {std::move(q), std::move(k), linear(x, w.v)};
 }
 
 // ---- Packed sequences (model.h forward_packed) ------------------------------------------------
@@ -138,22 +135,31 @@ Tensor img_rows(const Tensor& joint, const Packing& p) {
   return img;
 }
 
-// The RoPE tables of the S sequences, stacked in joint layout: [Σ L_s, D/2, 2].
-Tensor packed_rope_table(const Packing& p, int64_t grid_h, int64_t grid_w, const ChromaConfig& c) {
-  Tensor table({p.txt_begin(p.sequences()) + p.sequences() * p.image_tokens, c.head_dim / 2, 2});
-  auto out = table.data.begin();
+// The RoPE tables of the S sequences, each token's row [D/2, 2] in the three layouts: the joint
+// sequences (single blocks) and the two streams (double blocks project Q and K per stream).
+struct RopeTables {
+  Tensor joint;     // [Σ L_s, D/2, 2]
+  Tensor txt, img;  // [Σ Lt_s, D/2, 2], [S·Li, D/2, 2]
+};
+
+RopeTables packed_rope_tables(const Packing& p, int64_t grid_h, int64_t grid_w, const ChromaConfig& c) {
+  const int64_t D = c.head_dim;
+  Tensor joint({p.txt_begin(p.sequences()) + p.sequences() * p.image_tokens, D});  // [Σ L_s, (D/2 2)]
+  auto out = joint.data.begin();
   for (int64_t s = 0; s < p.sequences(); ++s) {
     const Tensor t = rope_table(p.txt_lens[size_t(s)], grid_h, grid_w, c);  // [L_s, D/2, 2]
     out = std::copy(t.data.begin(), t.data.end(), out);
   }
-  return table;
+  Tensor txt = txt_rows(joint, p), img = img_rows(joint, p);
+  joint.reshape({joint.dim(0), D / 2, 2});
+  txt.reshape({txt.dim(0), D / 2, 2});
+  img.reshape({img.dim(0), D / 2, 2});
+  return {std::move(joint), std::move(txt), std::move(img)};
 }
 
-// RoPE on Q and K, then unmasked softmax(QKᵀ/√D)·V within each joint sequence (spec §3.7 step 3).
-// qkv and rope in joint layout: [Σ L_s, C] and [Σ L_s, D/2, 2]. Returns [Σ L_s, C] with heads merged.
-Tensor joint_attention(Qkv qkv, const Tensor& rope, const Packing& p, const ChromaConfig& c) {
-  ops::rope(qkv.q, c.heads, rope);
-  ops::rope(qkv.k, c.heads, rope);
+// Unmasked softmax(QKᵀ/√D)·V within each joint sequence (spec §3.7 step 3), Q and K already rotated.
+// qkv in joint layout [Σ L_s, C]. Returns [Σ L_s, C] with heads merged.
+Tensor joint_attention(const Qkv& qkv, const Packing& p, const ChromaConfig& c) {
   return ops::attention(qkv.q, qkv.k, qkv.v, c.heads, p.seq_lens(), 1.0f / std::sqrt(float(c.head_dim)));
 }
 
@@ -172,12 +178,14 @@ Tensor approximator(const Tensor& input, const ApproximatorWeights& w, const Chr
 // img [S·Li, C], txt [Σ Lt_s, C], updated in place. Each stream's weights multiply all S sequences'
 // rows at once; the attention runs per joint sequence [txt_s; img_s], text first.
 void double_block(Tensor& img, Tensor& txt, const DoubleBlockWeights& w, const DoubleBlockModulation& m,
-                  const Tensor& rope, const Packing& p, const ChromaConfig& c) {
-  const Qkv img_qkv = project_qkv(norm_modulate(img, m.img_attn.shift, m.img_attn.scale, c), w.img_attn.qkv, c);
-  const Qkv txt_qkv = project_qkv(norm_modulate(txt, m.txt_attn.shift, m.txt_attn.scale, c), w.txt_attn.qkv, c);
+                  const RopeTables& rope, const Packing& p, const ChromaConfig& c) {
+  const Qkv img_qkv =
+      project_qkv(norm_modulate(img, m.img_attn.shift, m.img_attn.scale, c), w.img_attn.qkv, rope.img, c);
+  const Qkv txt_qkv =
+      project_qkv(norm_modulate(txt, m.txt_attn.shift, m.txt_attn.scale, c), w.txt_attn.qkv, rope.txt, c);
   const Tensor attn = joint_attention({join_streams(txt_qkv.q, img_qkv.q, p), join_streams(txt_qkv.k, img_qkv.k, p),
                                        join_streams(txt_qkv.v, img_qkv.v, p)},
-                                      rope, p, c);  // [Σ L_s, C] joint layout
+                                      p, c);  // [Σ L_s, C] joint layout
 
   ops::add_gated(img, m.img_attn.gate, linear(img_rows(attn, p), w.img_attn.proj));
   ops::add_gated(img, m.img_mlp.gate, mlp(norm_modulate(img, m.img_mlp.shift, m.img_mlp.scale, c), w.img_mlp));
@@ -186,11 +194,11 @@ void double_block(Tensor& img, Tensor& txt, const DoubleBlockWeights& w, const D
 }
 
 // chroma-spec.md §3.8 — flow `SingleStreamBlock.forward`. x [Σ L_s, C] in joint layout, updated in place.
-void single_block(Tensor& x, const SingleBlockWeights& w, const Modulation& m, const Tensor& rope,
+void single_block(Tensor& x, const SingleBlockWeights& w, const Modulation& m, const RopeTables& rope,
                   const Packing& p, const ChromaConfig& c) {
   const Tensor x_mod = norm_modulate(x, m.shift, m.scale, c);
-  const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, c), rope, p, c);   // [Σ L_s, C]
-  const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                   // [Σ L_s, M]
+  const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, rope.joint, c), p, c);  // [Σ L_s, C]
+  const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                        // [Σ L_s, M]
   // linear2 on [attn | hidden]: [C + M] → [C], without building the concatenation
   ops::add_gated(x, m.gate, ops::linear_concat(attn, hidden, w.linear2.weight, w.linear2.bias));
 }
@@ -293,12 +301,12 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
 
   const int64_t h = latent.dim(2), w = latent.dim(3), S = int64_t(txts.size());
 
-  // §3.1, §3.6 embeddings and the RoPE tables of the joint sequences.
+  // §3.1, §3.6 embeddings and the RoPE tables (joint sequences and streams).
   const Tensor packed = patchify(latent, c.patch);  // [Li, 64]
   Packing p{{}, packed.dim(0)};
   for (const TextInput& in : txts) p.txt_lens.push_back(in.txt.dim(0));
   trace_sequences("img_packed", packed, Layout::Image, p, txts);
-  const Tensor rope = packed_rope_table(p, h / c.patch, w / c.patch, c);  // [Σ L_s, D/2, 2]
+  const RopeTables rope = packed_rope_tables(p, h / c.patch, w / c.patch, c);
 
   // The image embedding is the same for every sequence: computed once, then repeated.
   const Tensor img_in = linear(packed, weights_.img_in);  // [Li, C]
