@@ -23,6 +23,8 @@ if ((${#missing[@]})); then
 fi
 [ "${1:-}" = "--deps" ] && exit 0
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHROMA_NATIVE=ON >/dev/null
+# A portable build: the hot kernels pick AVX-512 / AVX2 / baseline code at run time. -march=native
+# (CHROMA_NATIVE) measured slower on this Zen 4 VM (gelu 5.5×, attention 1.6×; docs/PERFORMANCE.md).
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHROMA_NATIVE=OFF >/dev/null
 cmake --build build --target chromacpp
 echo "setup: built ./build/chromacpp"
