@@ -51,5 +51,8 @@ void set_num_threads(int n);
 int num_threads();
 
 std::unique_ptr<Backend> make_cpu_backend();
+// Bytes of widened weight panel each CPU worker thread keeps for linear layers with K input
+// columns (reused across calls; for memory planning).
+size_t cpu_linear_scratch_bytes(int64_t K);
 
 }  // namespace chroma

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "backend/backend.h"
 #include "models/chroma/config.h"
 #include "models/t5/t5.h"
 #include "models/vae/vae.h"
@@ -63,6 +64,11 @@ size_t t5_activations(const t5::T5Config& c, const std::vector<int64_t>& text_ro
   return kF32 * size_t(n) * size_t(8 * c.d_model + 3 * c.d_ff) + 2 * kF32 * size_t(c.heads) * size_t(m * m);
 }
 
+// The CPU backend's widened weight panels, one per worker thread, for the widest linear layer (K).
+size_t gemm_scratch(int64_t widest_k) {
+  return size_t(std::max(1, num_threads())) * cpu_linear_scratch_bytes(widest_k);
+}
+
 // DiT on R = Σ_s (Li + Lt_s) packed rows. The largest live set is a double block's MLP: the
 // streams (C), the Q, K, V kept for the block (3C), the attention output (C), the modulated input
 // (C), fc1 and GELU outputs (2M) — 6C + 2M per row; a single block (x, x_mod, attention, fc1,
@@ -114,7 +120,7 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
 
   const t5::T5Config t5c = t5::T5Config::from_weights(t5);
   PhaseEstimate text = weights_estimate("text encoding", sum_blocks(t5, {"encoder.block."}, {}));
-  text.activation_bytes = t5_activations(t5c, run.text_rows);
+  text.activation_bytes = t5_activations(t5c, run.text_rows) + gemm_scratch(t5c.d_ff);
   plan.phases.push_back(text);
 
   const dit::ChromaConfig ditc = dit::ChromaConfig::from_weights(dit);
@@ -124,7 +130,7 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
   const int64_t image_tokens = int64_t(run.height / 16) * (run.width / 16);
   int64_t rows = 0;
   for (int64_t lt : run.text_rows) rows += image_tokens + lt;
-  denoise.activation_bytes = dit_activations(ditc, rows);
+  denoise.activation_bytes = dit_activations(ditc, rows) + gemm_scratch(ditc.hidden + ditc.mlp_hidden);
   plan.phases.push_back(denoise);
 
   PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));

@@ -17,13 +17,13 @@ namespace chroma::cpu {
 namespace {
 
 // Weight rows per panel. Each sgemm call re-packs its whole block of x (M·K floats) for the panel's
-// rows·K weights, so x traffic per flop is ∝ 1/rows: thin panels (as kPanelBytes alone would give
-// for K = 12288 or 15360: 85 or 68 rows) made fc2 / linear2 run ~20 % slower than K = 3072 shapes.
-// Panels are therefore at least kMinPanelRows rows (when x has that many rows: the widened panel
-// is then written and read back once per M rows of x, also cheap); for small K they grow to
-// kPanelBytes of widened floats, which stays in L2/L3.
-constexpr int64_t kPanelBytes = 4 << 20;
-constexpr int64_t kMinPanelRows = 256;
+// rows·K weights, so x traffic per flop is ∝ 1/rows. Measured with chroma_bench (bf16, 2 threads,
+// DiT shapes): 4 MiB / ≥ 256-row panels 150–168 GFLOP/s, 16 MiB / ≥ 512 rows 156–185, 32 MiB /
+// ≥ 1024 rows 152–191. Panels are therefore at least kMinPanelRows rows (when x has that many
+// rows) and grow to kPanelBytes of widened floats for small K: at most 1024 · 15360 floats
+// (63 MB) per thread, reused across calls (linear_scratch_bytes).
+constexpr int64_t kPanelBytes = 32 << 20;
+constexpr int64_t kMinPanelRows = 1024;
 constexpr int64_t kRowAlign = 16;  // panel rows are a multiple of this
 constexpr int64_t kMinChunkRows = 32;  // smallest block of x rows worth a task of its own
 
@@ -123,3 +123,7 @@ Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, cons
 }
 
 }  // namespace chroma::cpu
+
+namespace chroma {
+size_t cpu_linear_scratch_bytes(int64_t K) { return size_t(std::max(cpu::kPanelBytes, 4 * cpu::kMinPanelRows * K)); }
+}  // namespace chroma
