@@ -9,12 +9,12 @@ namespace chroma::net {
 
 namespace fs = std::filesystem;
 
-namespace {
 std::string env(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
 }
 
+namespace {
 // A repository name part: letters, digits, '-', '_', '.', and not "." or ".." (it becomes a folder name).
 bool is_safe_name(const std::string& s) {
   if (s.empty() || s == "." || s == "..") return false;

@@ -8,6 +8,9 @@
 
 namespace chroma::net {
 
+// The environment variable `name`, or "" when it is unset (cache and Hub settings).
+std::string env(const char* name);
+
 // The repository `chromacpp pull` downloads by default, and the one `generate` looks for in the cache.
 inline constexpr const char* kDefaultRepo = "lodestones/Chroma1-HD";
 // Written last by a successful pull: the revision and each file with its size and checksum.

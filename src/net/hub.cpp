@@ -27,11 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 // "3.21 GiB", "12.5 MiB", "800 bytes"
 std::string human_size(uint64_t bytes) {
   char s[32];
