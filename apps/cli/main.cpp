@@ -1,16 +1,18 @@
-// chromacpp — the command line front end.
-//   chromacpp generate   text to image
-//   chromacpp tokenize   print T5 token ids as JSON
-//   chromacpp compare    dump-and-compare two safetensors files
-//   chromacpp bench      time a full run (docs/PERFORMANCE.md)
+// chromacpp — the command line front end, over the library's programmatic interfaces:
+//   chromacpp generate   text to image (pipeline::Pipeline; flags from pipeline::request_options())
+//   chromacpp bench      time opening the models and a full run (pipeline/bench.h, docs/PERFORMANCE.md)
+//   chromacpp tokenize   print T5 token ids as JSON (text/tokenizer.h)
+//   chromacpp compare    dump-and-compare two safetensors files (io/compare.h)
 //   chromacpp quantize   write a DiT or T5 checkpoint as GGUF (io/quantize.h)
-//   chromacpp info       what a weight file holds: model, configuration, tensor types, size
+//   chromacpp info       what a weight file holds: model, configuration, tensor types, size (io/formats.h)
 //   chromacpp pull       download a model from a Hugging Face repository into the cache (net/hub.h)
-// Knows the pipeline's API only; every error is one line on stderr and a non-zero exit.
+// What is here is only the terminal's part: flags, the progress display and the output files. Every
+// error is one line on stderr and a non-zero exit.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -28,7 +30,7 @@
 #include "io/safetensors.h"
 #include "pipeline/bench.h"
 #include "pipeline/model_files.h"
-#include "pipeline/txt2img.h"
+#include "pipeline/pipeline.h"
 #include "models/chroma/config.h"
 #include "models/t5/t5.h"
 #include "net/cache.h"
@@ -55,67 +57,148 @@ std::string human_bytes(size_t b) {
   return s;
 }
 
-// One line that redraws itself: [#####.....] 3/28  12.3 s/step
-class ProgressBar {
+std::string minutes_seconds(double s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%dm%02ds", int(s) / 60, int(s) % 60);
+  return b;
+}
+
+// Denoising progress: on a terminal one line that redraws itself,
+//   [#########.....................] 3/28  12.3 s/step  ETA 5m07s
+// elsewhere (a log, a pipe) one plain line per step with -v, nothing without.
+class ProgressDisplay {
  public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled), start_(std::chrono::steady_clock::now()) {}
-  void update(int done, int total) {
-    if (!enabled_) return;
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const int width = 30, filled = total ? done * width / total : width;
-    std::fprintf(stderr, "\r[%s%s] %d/%d  %.1f s/step", std::string(size_t(filled), '#').c_str(),
-                 std::string(size_t(width - filled), '.').c_str(), done, total, done ? s / done : 0.0);
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
+  ProgressDisplay(bool tty, bool verbose) : tty_(tty), verbose_(verbose) {}
+  bool operator()(const pipeline::Progress& p) {
+    if (p.phase != pipeline::Progress::Phase::Denoising || p.step == 0) return true;
+    const double s_per_step = p.step_seconds;
+    if (tty_) {
+      const int width = 30, filled = p.steps ? p.step * width / p.steps : width;
+      std::fprintf(stderr, "\r\033[K[%s%s] %d/%d  %.1f s/step  ETA %s", std::string(size_t(filled), '#').c_str(),
+                   std::string(size_t(width - filled), '.').c_str(), p.step, p.steps, s_per_step,
+                   minutes_seconds(std::max(0.0, p.eta_seconds)).c_str());
+      if (p.step == p.steps) std::fputc('\n', stderr);
+      std::fflush(stderr);
+    } else if (verbose_) {
+      std::fprintf(stderr, "chromacpp: step %d/%d  %.1f s/step  ETA %s\n", p.step, p.steps, s_per_step,
+                   minutes_seconds(std::max(0.0, p.eta_seconds)).c_str());
+    }
+    return true;
   }
 
  private:
-  bool enabled_;
-  std::chrono::steady_clock::time_point start_;
+  bool tty_, verbose_;
 };
 
-int run_generate(pipeline::ModelFiles files, const std::string& models_dir, pipeline::GenerateOptions o,
-                 std::optional<uint64_t> seed,
-                 const std::string& output, const std::string& save_latent, const std::string& dump_dir,
-                 const std::string& sampler_dtype, int threads, bool verbose) {
-  pipeline::validate(o);
-  if (sampler_dtype == "bf16") o.sampler_dtype = pipeline::SamplerDtype::BF16;
+// ---- options shared by generate, bench (and the server) ----
+
+// The model set: --models DIR or the four files, and how the pipeline runs them.
+struct ModelOptions {
+  std::string models_dir;
+  pipeline::PipelineConfig config;
+};
+
+void add_model_options(CLI::App* cmd, ModelOptions& m) {
+  cmd->add_option("--models", m.models_dir,
+                  "Folder with the models: the diffusers layout of lodestones/Chroma1-HD, or single files "
+                  "(recognised by content; default: $CHROMA_MODELS, then ./models)");
+  cmd->add_option("--dit", m.config.files.dit, "Chroma DiT: safetensors file or folder (original, diffusers or fp8 scaled), or GGUF");
+  cmd->add_option("--t5", m.config.files.t5, "T5-XXL: safetensors file, index.json or folder (bf16/f16 or fp8 scaled), or GGUF");
+  cmd->add_option("--vae", m.config.files.vae, "Flux VAE: ae.safetensors or diffusers vae/ folder");
+  cmd->add_option("--tokenizer", m.config.files.tokenizer, "T5 spiece.model");
+  cmd->add_option("--threads", m.config.threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--low-memory", m.config.low_memory,
+                "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
+  cmd->add_flag_callback("--no-memory-check", [&m] { m.config.memory_check = false; },
+                         "Run even when the estimated peak memory exceeds the memory available");
+}
+
+// Every option of pipeline::request_options() as a flag; each value goes through the table's own
+// parser, so the CLI accepts exactly what the server and --from-png accept.
+void add_request_options(CLI::App* cmd, pipeline::GenerationRequest& request, bool prompt_required) {
+  const nlohmann::json defaults = pipeline::request_to_json(request);
+  for (const pipeline::RequestOption& o : pipeline::request_options()) {
+    auto apply = [&request, &o](const std::string& text) {
+      try {
+        o.set(request, text);
+      } catch (const Error& e) {
+        throw CLI::ValidationError(e.what());
+      }
+    };
+    if (o.flag_value) {
+      cmd->add_flag_callback(o.flags, [apply, &o] { apply(o.flag_value); }, o.help);
+      continue;
+    }
+    CLI::Option* opt = cmd->add_option_function<std::string>(o.flags, apply, o.help);
+    const nlohmann::json& d = defaults.at(o.key);
+    if (!d.is_null() && d != "") opt->default_str(d.is_string() ? d.get<std::string>() : d.dump());
+    if (prompt_required && std::string(o.key) == "prompt") opt->required();
+  }
+}
+
+bool resolve(ModelOptions& m) { return resolve_model_files(m.config.files, m.models_dir); }
+
+struct OutputOptions {
+  std::string output = "chroma.png", save_latent, dump_dir;
+  bool verbose = false;
+};
+
+int run_generate(ModelOptions m, pipeline::GenerationRequest request, const OutputOptions& out) {
+  pipeline::validate(request);
   // Fail on unwritable outputs now, not after the run.
-  io::check_writable(output);
-  if (!save_latent.empty()) io::check_writable(save_latent);
-  if (!resolve_model_files(files, models_dir)) return 2;
-  if (threads > 0) set_num_threads(threads);
-  o.seed = seed ? *seed : uint64_t(std::random_device{}());
-  if (o.init_noise.empty())
-    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, seed %" PRIu64 "\n", o.width, o.height, o.steps,
-                 double(o.cfg), o.seed);
+  io::check_writable(out.output);
+  if (!out.save_latent.empty()) io::check_writable(out.save_latent);
+  if (!resolve(m)) return 2;
+  if (!request.seed && request.init_noise.empty()) request.seed = pipeline::random_seed();
+  if (request.init_noise.empty())
+    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, seed %" PRIu64 "\n", request.width, request.height,
+                 request.steps, double(request.cfg), *request.seed);
   else
-    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, initial noise from %s\n", o.width, o.height, o.steps,
-                 double(o.cfg), o.init_noise.c_str());
+    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, initial noise from %s\n", request.width,
+                 request.height, request.steps, double(request.cfg), request.init_noise.c_str());
 
+  pipeline::Pipeline pipeline(m.config);
   std::unique_ptr<pipeline::Dump> dump;
-  if (!dump_dir.empty()) dump = std::make_unique<pipeline::Dump>(dump_dir);
-  ProgressBar bar(isatty(STDERR_FILENO));
-  pipeline::GenerateResult r =
-      pipeline::generate(files, o, [&](int done, int total) { bar.update(done, total); }, dump.get());
+  if (!out.dump_dir.empty()) dump = std::make_unique<pipeline::Dump>(out.dump_dir);
+  pipeline::RunHooks hooks;
+  hooks.progress = ProgressDisplay(isatty(STDERR_FILENO), out.verbose);
+  hooks.dump = dump.get();
+  const pipeline::GenerationResult r = pipeline.generate(request, hooks);
+  const pipeline::GeneratedImage& img = r.images.at(0);
 
-  nlohmann::json params = {{"prompt", o.prompt},           {"negative_prompt", o.negative_prompt},
-                           {"width", o.width},             {"height", o.height},
-                           {"steps", o.steps},             {"cfg", o.cfg},
-                           {"skip_cfg_steps", o.skip_cfg_steps},
-                           {"seed", o.init_noise.empty() ? nlohmann::json(o.seed) : nlohmann::json(nullptr)},
-                           {"shift", o.shift},             {"sampler", "euler"},
-                           {"sampler_dtype", sampler_dtype}, {"init_noise", o.init_noise},
-                           {"dit", fs::path(files.dit).filename().string()}};
-  if (!save_latent.empty()) io::write_safetensors(save_latent, {{"latent", &r.latent}}, {{"parameters", params.dump()}});
+  if (!out.save_latent.empty())
+    io::write_safetensors(out.save_latent, {{"latent", &img.latent}}, {{"parameters", img.parameters.dump()}});
   if (dump) std::fprintf(stderr, "chromacpp: dumped intermediates to %s\n", dump->write().c_str());
-  io::write_png(output, pipeline::to_rgb8(r.image), o.width, o.height,
-                {{"parameters", params.dump()}, {"Software", "chroma.cpp"}});
-  std::fprintf(stderr, "chromacpp: wrote %s\n", output.c_str());
-  if (verbose)
-    for (const auto& p : r.phases)
+  io::write_png(out.output, img.rgb, img.width, img.height, img.png_text());
+  std::fprintf(stderr, "chromacpp: wrote %s\n", out.output.c_str());
+  if (out.verbose) {
+    std::vector<pipeline::PhaseStats> phases = pipeline.open_phases();
+    phases.insert(phases.end(), r.phases.begin(), r.phases.end());
+    for (const auto& p : phases)
       std::fprintf(stderr, "  %-14s %9.2f s   peak RSS %s\n", p.name.c_str(), p.seconds,
                    human_bytes(p.peak_rss_bytes).c_str());
+  }
+  return 0;
+}
+
+int run_bench(ModelOptions m, const pipeline::GenerationRequest& request, const std::string& json_path) {
+  pipeline::validate(request);
+  if (!json_path.empty()) io::check_writable(json_path);
+  if (!resolve(m)) return 2;
+  std::fprintf(stderr, "chromacpp: benchmarking %dx%d, %d steps, cfg %g\n", request.width, request.height,
+               request.steps, double(request.cfg));
+  const pipeline::BenchResult r = pipeline::run_benchmark(m.config, request, [](const pipeline::Progress& p) {
+    if (p.phase == pipeline::Progress::Phase::Denoising && p.step > 0)
+      std::fprintf(stderr, "chromacpp: step %d/%d done\n", p.step, p.steps);
+    return true;
+  });
+  std::fputs(pipeline::bench_table(r).c_str(), stdout);
+  if (!json_path.empty())
+    io::write_atomically(json_path, [&](const std::string& tmp) {
+      std::ofstream f(tmp);
+      f << pipeline::bench_json(r).dump(2) << "\n";
+      if (!f) throw Error(json_path + ": cannot write the benchmark JSON");
+    });
   return 0;
 }
 
@@ -263,71 +346,30 @@ int main(int argc, char** argv) {
   app.failure_message(
       [](const CLI::App*, const CLI::Error& e) { return "chromacpp: error: " + std::string(e.what()) + " (see --help)\n"; });
 
-  pipeline::ModelFiles files;
-  std::string models_dir;
-  pipeline::GenerateOptions o;
-  std::optional<uint64_t> seed;
-  std::string output = "chroma.png", save_latent, dump_dir, sampler_dtype = "f32";
-  int threads = 0;
-  bool verbose = false, no_shift = false;
+  ModelOptions gen_models;
+  pipeline::GenerationRequest gen_request;
+  OutputOptions gen_out;
   CLI::App* gen = app.add_subcommand("generate", "Generate an image from a prompt");
-  gen->add_option("--models", models_dir,
-                  "Folder with the models: the diffusers layout of lodestones/Chroma1-HD, or single files "
-                  "(recognised by content; default: $CHROMA_MODELS, then ./models)");
-  gen->add_option("--dit", files.dit, "Chroma DiT: safetensors file or folder (original, diffusers or fp8 scaled)");
-  gen->add_option("--t5", files.t5, "T5-XXL: safetensors file, index.json or folder (bf16/f16 or fp8 scaled)");
-  gen->add_option("--vae", files.vae, "Flux VAE: ae.safetensors or diffusers vae/ folder");
-  gen->add_option("--tokenizer", files.tokenizer, "T5 spiece.model");
-  gen->add_option("-p,--prompt", o.prompt, "Prompt")->required();
-  gen->add_option("-n,--negative-prompt", o.negative_prompt, "Negative prompt")->capture_default_str();
-  gen->add_option("-W,--width", o.width, "Width in pixels (multiple of 16)")->capture_default_str();
-  gen->add_option("-H,--height", o.height, "Height in pixels (multiple of 16)")->capture_default_str();
-  gen->add_option("--steps", o.steps, "Denoising steps")->capture_default_str();
-  gen->add_option("--cfg", o.cfg, "Classifier-free guidance scale (1 = no negative pass)")->capture_default_str();
-  gen->add_option("--skip-cfg-steps", o.skip_cfg_steps, "First N steps without the negative pass (-1 = never CFG)")
-      ->capture_default_str();
-  gen->add_option("--seed", seed, "Seed (random when absent; printed and stored in the PNG)");
-  gen->add_flag("--no-shift", no_shift, "Plain linear schedule instead of the resolution-dependent shift");
-  gen->add_option("--init-noise", o.init_noise, "Initial noise: safetensors with one F32 [1,16,H/8,W/8] tensor");
-  gen->add_option("--sampler-dtype", sampler_dtype, "Sampler state precision: f32, or bf16 as the reference sampler")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
-  gen->add_option("--save-latent", save_latent, "Also write the final latent (F32 [1,16,H/8,W/8] safetensors)");
-  gen->add_option("--dump", dump_dir, "Write intermediate tensors to DIR/dump.safetensors");
-  gen->add_option("-o,--output", output, "Output PNG")->capture_default_str();
-  gen->add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
-  gen->add_flag("-v,--verbose", verbose, "Print time and peak memory of each phase");
-  gen->add_flag("--low-memory", o.low_memory,
-                "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
-  gen->add_flag("--no-memory-check", [&o](int64_t) { o.memory_check = false; },
-                "Run even when the estimated peak memory exceeds the memory available");
+  add_model_options(gen, gen_models);
+  add_request_options(gen, gen_request, /*prompt_required=*/true);
+  gen->add_option("--save-latent", gen_out.save_latent, "Also write the final latent (F32 [1,16,H/8,W/8] safetensors)");
+  gen->add_option("--dump", gen_out.dump_dir, "Write intermediate tensors to DIR/dump.safetensors");
+  gen->add_option("-o,--output", gen_out.output, "Output PNG")->capture_default_str();
+  gen->add_flag("-v,--verbose", gen_out.verbose, "Print each step (when not on a terminal) and each phase's time and peak memory");
 
-  // ---- bench ----
-  pipeline::ModelFiles bench_files;
-  pipeline::GenerateOptions bench_o;
-  bench_o.width = bench_o.height = 256;  // the configuration docs/PERFORMANCE.md compares
-  bench_o.steps = 2;
-  bench_o.prompt = "a photograph of a red fox sitting in fresh snow at golden hour, detailed fur";
-  bench_o.negative_prompt = "blurry, low quality, deformed";
-  bench_o.seed = 42;
-  int bench_threads = 0;
+  // ---- bench: the configuration docs/PERFORMANCE.md compares ----
+  ModelOptions bench_models;
+  pipeline::GenerationRequest bench_request;
+  bench_request.width = bench_request.height = 256;
+  bench_request.steps = 2;
+  bench_request.prompt = "a photograph of a red fox sitting in fresh snow at golden hour, detailed fur";
+  bench_request.negative_prompt = "blurry, low quality, deformed";
+  bench_request.seed = 42;
   std::string bench_json_path;
   CLI::App* bench = app.add_subcommand("bench", "Time a full run: phases, steps, peak memory, per-operator throughput");
-  bench->add_option("--dit", bench_files.dit, "Chroma DiT safetensors");
-  bench->add_option("--t5", bench_files.t5, "T5-XXL safetensors (file, index.json or folder)");
-  bench->add_option("--vae", bench_files.vae, "Flux VAE ae.safetensors");
-  bench->add_option("--tokenizer", bench_files.tokenizer, "T5 spiece.model");
-  bench->add_option("-p,--prompt", bench_o.prompt, "Prompt")->capture_default_str();
-  bench->add_option("-n,--negative-prompt", bench_o.negative_prompt, "Negative prompt")->capture_default_str();
-  bench->add_option("-W,--width", bench_o.width, "Width in pixels (multiple of 16)")->capture_default_str();
-  bench->add_option("-H,--height", bench_o.height, "Height in pixels (multiple of 16)")->capture_default_str();
-  bench->add_option("--steps", bench_o.steps, "Denoising steps")->capture_default_str();
-  bench->add_option("--cfg", bench_o.cfg, "Classifier-free guidance scale (1 = no negative pass)")->capture_default_str();
-  bench->add_option("--threads", bench_threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  add_model_options(bench, bench_models);
+  add_request_options(bench, bench_request, /*prompt_required=*/false);
   bench->add_option("--json", bench_json_path, "Also write the results as JSON to FILE");
-  bench->add_flag("--low-memory", bench_o.low_memory, "Keep one model block's weights resident at a time");
-  bench->add_flag("--no-memory-check", [&bench_o](int64_t) { bench_o.memory_check = false; },
-                  "Run even when the estimated peak memory exceeds the memory available");
 
   std::string tok_path, tok_text;
   CLI::App* tok = app.add_subcommand("tokenize", "Print the T5 token ids of a text as a JSON array");
@@ -339,7 +381,14 @@ int main(int argc, char** argv) {
   CLI::App* cmp = app.add_subcommand("compare", "Per common tensor: shape, mean/max absolute and relative error");
   cmp->add_option("a", cmp_a, "safetensors file (e.g. a --dump)")->required();
   cmp->add_option("b", cmp_b, "reference safetensors file")->required();
-  cmp->add_option("--threshold", threshold, "Exit non-zero if a relative error exceeds this");
+  cmp->add_option("--threshold", threshold, "Exit non-zero if a relative error exceeds this")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            return end != v.c_str() && *end == 0 && std::isfinite(x) ? std::string() : "must be a finite number";
+          },
+          "FINITE"));
   cmp->add_option("--a-prefix", a_prefix, "Only tensors of A with this prefix, matched without it");
   cmp->add_option("--b-prefix", b_prefix, "Only tensors of B with this prefix, matched without it");
 
@@ -371,28 +420,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (*gen) {
-      o.shift = !no_shift;
-      return run_generate(files, models_dir, o, seed, output, save_latent, dump_dir, sampler_dtype, threads, verbose);
-    }
-    if (*bench) {
-      pipeline::validate(bench_o);
-      if (!bench_json_path.empty()) io::check_writable(bench_json_path);
-      if (!resolve_model_files(bench_files)) return 2;
-      if (bench_threads > 0) set_num_threads(bench_threads);
-      std::fprintf(stderr, "chromacpp: benchmarking %dx%d, %d steps, cfg %g\n", bench_o.width, bench_o.height,
-                   bench_o.steps, double(bench_o.cfg));
-      const pipeline::BenchResult r = pipeline::run_benchmark(
-          bench_files, bench_o, [](int done, int total) { std::fprintf(stderr, "chromacpp: step %d/%d done\n", done, total); });
-      std::fputs(pipeline::bench_table(r).c_str(), stdout);
-      if (!bench_json_path.empty())
-        io::write_atomically(bench_json_path, [&](const std::string& tmp) {
-          std::ofstream out(tmp);
-          out << pipeline::bench_json(r).dump(2) << "\n";
-          if (!out) throw Error(bench_json_path + ": cannot write the benchmark JSON");
-        });
-      return 0;
-    }
+    if (*gen) return run_generate(gen_models, gen_request, gen_out);
+    if (*bench) return run_bench(bench_models, bench_request, bench_json_path);
     if (*tok) {
       const text::T5Tokenizer t(tok_path);
       std::cout << nlohmann::json(t.encode(tok_text)).dump() << "\n";

@@ -1,18 +1,13 @@
-// The active-backend registry and the worker-thread setting.
+// The calling thread's backend and worker-thread setting.
 #include "backend/backend.h"
 
 #include <cblas.h>
 #include <omp.h>
 
-#include <mutex>
 
 namespace chroma {
 namespace {
-
-std::mutex g_mutex;
-std::unique_ptr<Backend> g_backend;
-int g_threads = 0;  // 0 until set_num_threads is called: OpenMP's and OpenBLAS's own default (all cores)
-
+thread_local Backend* t_backend = nullptr;  // bound by a BackendScope; null: the shared CPU backend
 }  // namespace
 
 Tensor Backend::linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) {
@@ -41,27 +36,32 @@ void Backend::rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int h
 }
 
 Backend& active_backend() {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  if (!g_backend) g_backend = make_cpu_backend();
-  return *g_backend;
+  if (t_backend) return *t_backend;
+  static const std::unique_ptr<Backend> shared_cpu = make_cpu_backend();  // thread-safe initialisation
+  return *shared_cpu;
 }
 
-void set_active_backend(std::unique_ptr<Backend> backend) {
-  if (!backend) throw Error("set_active_backend: null backend");
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_backend = std::move(backend);
+BackendScope::BackendScope(Backend& backend, int threads) : saved_backend_(t_backend), saved_threads_(num_threads()) {
+  set_num_threads(threads);
+  t_backend = &backend;
+}
+
+BackendScope::~BackendScope() {
+  t_backend = saved_backend_;
+  set_num_threads(saved_threads_);
 }
 
 void set_num_threads(int n) {
   if (n < 0) throw Error("set_num_threads: thread count " + std::to_string(n) + " is negative");
-  if (n == 0) n = omp_get_num_procs();
-  g_threads = n;
-  omp_set_num_threads(n);
+  if (n == 0) n = available_cores();
+  omp_set_num_threads(n);  // the calling thread's setting (an OpenMP per-thread variable)
   // OpenBLAS stays single-threaded: the kernels call sgemm from inside their OpenMP loops (one
   // product per thread), and a second busy-waiting pool would fight OpenMP's for the cores.
   openblas_set_num_threads(1);
 }
 
-int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+int num_threads() { return omp_get_max_threads(); }
+
+int available_cores() { return omp_get_num_procs(); }
 
 }  // namespace chroma

@@ -43,12 +43,30 @@ class Backend {
   virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
 };
 
-// The backend ops.h uses (the CPU backend unless another was installed).
+// The backend ops.h uses on the calling thread: the one a BackendScope bound, else the process's
+// shared CPU backend.
 Backend& active_backend();
-void set_active_backend(std::unique_ptr<Backend> backend);
-// Worker threads for the CPU backend (0 = all cores).
+
+// Binds `backend` and a worker-thread count (0 = all cores) to the calling thread for the lifetime
+// of the object, restoring the previous ones after: a run's context (pipeline/run_context.h), so
+// two runs on two threads never share either. Not owned.
+class BackendScope {
+ public:
+  BackendScope(Backend& backend, int threads);
+  ~BackendScope();
+  BackendScope(const BackendScope&) = delete;
+  BackendScope& operator=(const BackendScope&) = delete;
+
+ private:
+  Backend* saved_backend_;
+  int saved_threads_;
+};
+
+// Worker threads of the calling thread's ops (0 = all cores); OpenMP keeps this per thread.
 void set_num_threads(int n);
 int num_threads();
+// The processors this process may run on.
+int available_cores();
 
 std::unique_ptr<Backend> make_cpu_backend();
 // Bytes of widened weight panel each CPU worker thread keeps for linear layers with K input

@@ -2,9 +2,7 @@
 
 namespace chroma::ops::profile {
 namespace {
-bool g_enabled = false;
-std::string g_section = "other";
-Profile g_profile;
+thread_local Profiler* t_profiler = nullptr;
 }  // namespace
 
 const char* op_class_name(OpClass c) {
@@ -19,23 +17,31 @@ const char* op_class_name(OpClass c) {
   return "?";
 }
 
-void enable(bool on) { g_enabled = on; }
-bool enabled() { return g_enabled; }
-void reset() { g_profile.clear(); }
-Profile snapshot() { return g_profile; }
-void set_section(const std::string& name) { g_section = name; }
+Scope::Scope(Profiler* profiler) : saved_(t_profiler) { t_profiler = profiler; }
+Scope::~Scope() { t_profiler = saved_; }
+bool enabled() { return t_profiler != nullptr; }
 
-Section::Section(const std::string& name) : saved_(g_section) { g_section = name; }
-Section::~Section() { g_section = saved_; }
+Section::Section(const std::string& name) : profiler_(t_profiler) {
+  if (!profiler_) return;
+  saved_ = profiler_->section_;
+  profiler_->section_ = name;
+}
+Section::~Section() {
+  if (profiler_) profiler_->section_ = saved_;
+}
 
-void record(OpClass c, const char* op, double seconds, double flops, double bytes) {
-  SectionTotals& section = g_profile[g_section];
+void Profiler::record(OpClass c, const char* op, double seconds, double flops, double bytes) {
+  SectionTotals& section = profile_[section_];
   for (OpTotals* t : {&section.classes[size_t(c)], &section.ops[op]}) {
     t->seconds += seconds;
     t->flops += flops;
     t->bytes += bytes;
     ++t->calls;
   }
+}
+
+void record(OpClass c, const char* op, double seconds, double flops, double bytes) {
+  if (t_profiler) t_profiler->record(c, op, seconds, flops, bytes);
 }
 
 }  // namespace chroma::ops::profile

@@ -1,9 +1,10 @@
-// Optional per-operator-class timing for the benchmark (`chromacpp bench`): while enabled, every
-// call through ops.h adds its wall time, call count and useful work to the accumulator of its class
-// under the current section (e.g. "denoising"). Disabled (the default), an op pays one branch on a
-// global flag and nothing else.
+// Optional per-operator-class timing for the benchmark (`chromacpp bench`): while a Profiler is bound
+// to the calling thread, every call through ops.h adds its wall time, call count and useful work to
+// the accumulator of its class under the current section (e.g. "denoising"). Without one (the
+// default), an op pays one branch on a thread-local pointer and nothing else.
 //
-// Not thread safe: ops are called from one thread (kernels parallelise inside a call).
+// A profiler is used by one thread at a time: ops are called from the run's thread (kernels
+// parallelise inside a call).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -36,17 +37,40 @@ struct SectionTotals {
 };
 using Profile = std::map<std::string, SectionTotals>;  // per section
 
-void enable(bool on);
+// One run's accumulators. A run binds its profiler to the thread that calls the ops (Scope); ops on
+// a thread without one record nothing.
+class Profiler {
+ public:
+  // Clears every accumulator.
+  void reset() { profile_.clear(); }
+  // The totals so far, per section.
+  const Profile& totals() const { return profile_; }
+  void record(OpClass c, const char* op, double seconds, double flops, double bytes);
+
+ private:
+  friend class Section;
+  Profile profile_;
+  std::string section_ = "other";
+};
+
+// Binds `profiler` (may be null: profiling off) to the calling thread for the lifetime of the
+// object, restoring the previous binding after.
+class Scope {
+ public:
+  explicit Scope(Profiler* profiler);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  Profiler* saved_;
+};
+
+// Whether a profiler is bound to the calling thread.
 bool enabled();
-// Clears every accumulator.
-void reset();
-// The totals so far, per section.
-Profile snapshot();
 
-// Ops from now on count under `name` (default section: "other").
-void set_section(const std::string& name);
-
-// Sets the section for the lifetime of the object, then restores the previous one.
+// Ops from now on count under `name` (default section: "other") in the calling thread's profiler,
+// for the lifetime of the object; then the previous section is restored. No-op without a profiler.
 class Section {
  public:
   explicit Section(const std::string& name);
@@ -55,10 +79,11 @@ class Section {
   Section& operator=(const Section&) = delete;
 
  private:
+  Profiler* profiler_;
   std::string saved_;
 };
 
-// Adds one call of op `op` (a string literal) of class c; used by ops.cpp.
+// Adds one call of op `op` (a string literal) of class c to the calling thread's profiler; used by ops.cpp.
 void record(OpClass c, const char* op, double seconds, double flops, double bytes);
 
 }  // namespace chroma::ops::profile

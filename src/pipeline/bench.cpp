@@ -21,15 +21,6 @@ std::string format(const char* fmt, auto... args) {
   return buf;
 }
 
-// Switches op profiling on for one scope, from a clean slate.
-struct ProfilingOn {
-  ProfilingOn() {
-    ops::profile::reset();
-    ops::profile::enable(true);
-  }
-  ~ProfilingOn() { ops::profile::enable(false); }
-};
-
 double phase_seconds(const BenchResult& r, const std::string& name) {
   for (const PhaseStats& p : r.phases)
     if (p.name == name) return p.seconds;
@@ -49,25 +40,33 @@ double cpu_percent(const ProcessCounters& used, double seconds) {
 
 }  // namespace
 
-BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& options, const StepCallback& on_step) {
+BenchResult run_benchmark(const PipelineConfig& config, const GenerationRequest& request,
+                          const ProgressCallback& progress) {
   BenchResult r;
-  r.options = options;
-  r.threads = num_threads();
+  r.request = request;
   std::vector<Clock::time_point> step_ends;
   std::vector<ProcessCounters> step_counters;
-  GenerateResult g;
+  GenerationResult g;
+  ops::profile::Profiler profiler;
   const Clock::time_point start = Clock::now();
   {
-    ProfilingOn on;
-    g = generate(files, options, [&](int done, int total) {
-      step_ends.push_back(Clock::now());
-      step_counters.push_back(ProcessCounters::now());
-      if (on_step) on_step(done, total);
-    });
-    r.ops = ops::profile::snapshot();
+    Pipeline pipeline(config);
+    r.phases = pipeline.open_phases();
+    r.threads = pipeline.threads();
+    RunHooks hooks;
+    hooks.profiler = &profiler;
+    hooks.progress = [&](const Progress& p) {
+      if (p.phase == Progress::Phase::Denoising && p.step > 0) {
+        step_ends.push_back(Clock::now());
+        step_counters.push_back(ProcessCounters::now());
+      }
+      return !progress || progress(p);
+    };
+    g = pipeline.generate(request, hooks);
+    r.ops = profiler.totals();
   }
   r.total_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  r.phases = g.phases;
+  r.phases.insert(r.phases.end(), g.phases.begin(), g.phases.end());
 
   // The callback marks each step's end; the first step starts with the denoising phase, so its time
   // is what the phase has left after the later steps.
@@ -85,12 +84,12 @@ BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& option
     r.step_used.insert(r.step_used.begin(), phase_used(r, "denoising") - later_used);
   }
   for (int i = 0; i < int(r.step_seconds.size()); ++i)
-    r.step_cfg.push_back(sampling::uses_cfg(i, options.skip_cfg_steps, options.cfg));
+    r.step_cfg.push_back(sampling::uses_cfg(i, request.skip_cfg_steps, request.cfg));
   return r;
 }
 
 std::string bench_table(const BenchResult& r) {
-  const GenerateOptions& o = r.options;
+  const GenerationRequest& o = r.request;
   std::string s = format("chromacpp bench: %dx%d, %d steps, cfg %g, %d threads\n", o.width, o.height, o.steps,
                          double(o.cfg), r.threads);
   // CPU % tells how much of the machine the run got (on a shared machine, less than threads × 100);
@@ -135,7 +134,7 @@ std::string bench_table(const BenchResult& r) {
 }
 
 nlohmann::json bench_json(const BenchResult& r) {
-  const GenerateOptions& o = r.options;
+  const GenerationRequest& o = r.request;
   nlohmann::json j = {{"width", o.width},   {"height", o.height},   {"steps", o.steps},
                       {"cfg", o.cfg},       {"threads", r.threads}, {"total_seconds", r.total_seconds},
                       {"step_seconds", r.step_seconds}, {"step_cfg", r.step_cfg}};

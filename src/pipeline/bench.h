@@ -1,4 +1,4 @@
-// `chromacpp bench`: one full text-to-image run (generate()) with per-phase time and peak RSS,
+// `chromacpp bench`: opening the models and one full text-to-image run with per-phase time and peak RSS,
 // per-step denoising time, and per-operator-class time and throughput (backend/op_profile.h).
 // docs/PERFORMANCE.md records the results.
 #pragma once
@@ -8,24 +8,25 @@
 
 #include "backend/op_profile.h"
 #include "pipeline/phase_stats.h"
-#include "pipeline/txt2img.h"
+#include "pipeline/pipeline.h"
 
 namespace chroma::pipeline {
 
 struct BenchResult {
-  GenerateOptions options;
+  GenerationRequest request;
   int threads = 0;
-  double total_seconds = 0;            // the whole generate() call
-  std::vector<PhaseStats> phases;      // load T5, text encoding, load DiT, denoising, load VAE, decoding
+  double total_seconds = 0;            // opening the models and the whole generate() call
+  std::vector<PhaseStats> phases;      // open models, text encoding, denoising, decoding
   std::vector<double> step_seconds;    // each denoising step
   std::vector<bool> step_cfg;          // whether the step ran the negative prompt too
   std::vector<ProcessCounters> step_used;  // each step's CPU time and page faults
   ops::profile::Profile ops;           // per phase ("text encoding", "denoising", "decoding")
 };
 
-// Runs generate() once with op profiling on (it is switched off again afterwards); on_step is
-// passed through (progress display).
-BenchResult run_benchmark(const ModelFiles& files, const GenerateOptions& options, const StepCallback& on_step = {});
+// Opens a Pipeline for `config` and runs `request` once with op profiling; progress is passed
+// through (progress display).
+BenchResult run_benchmark(const PipelineConfig& config, const GenerationRequest& request,
+                          const ProgressCallback& progress = {});
 
 // Human-readable tables: phases, steps, then per phase the op classes (seconds, share, GFLOP/s, GB/s).
 std::string bench_table(const BenchResult& r);

@@ -3,7 +3,7 @@
 // refused with a clear message instead of being killed by the OOM killer halfway through.
 //
 // Phases run one after another and each model is resident only during its own phase
-// (txt2img.h), so the peak is the largest phase:
+// (pipeline.h), so the peak is the largest phase:
 //   phase peak = process base + resident weights + activations
 // Resident weights are the model's whole stored bytes by default (weights are mapped and every page
 // gets touched), and with --low-memory the weights outside the streamed blocks plus the largest

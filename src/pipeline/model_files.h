@@ -7,9 +7,14 @@
 #include <string>
 #include <vector>
 
-#include "pipeline/txt2img.h"
-
 namespace chroma::pipeline {
+
+struct ModelFiles {
+  std::string dit;        // Chroma DiT: safetensors file or folder, or GGUF (io/formats.h)
+  std::string t5;         // T5-XXL: safetensors file, shard index or folder, or GGUF
+  std::string vae;        // Flux VAE: ae.safetensors or a diffusers vae/ folder
+  std::string tokenizer;  // T5 spiece.model
+};
 
 // The folders searched for files not given explicitly: `models_dir` alone when set (chroma::Error if it
 // is not a folder), otherwise $CHROMA_MODELS (when set), ./models, and the cache folder of

@@ -15,7 +15,8 @@ class Tracer {
   virtual void record(const std::string& name, const Tensor& value) = 0;
 };
 
-// Install (or with nullptr remove) the process-wide tracer. Not owned.
+// Install (or with nullptr remove) the calling thread's tracer. Not owned. The tracer and the
+// prefix are per thread: model code traces on the thread that runs it.
 void set_tracer(Tracer* tracer);
 bool tracing();
 // Records `value` under prefix + name if a tracer is installed.
@@ -43,6 +44,20 @@ class TracePrefix {
 
  private:
   std::string saved_;
+};
+
+// Replaces the calling thread's tracer (null: none) and prefix ("") for the lifetime of the object,
+// restoring both after: a run's own observers, whatever an enclosing scope had installed.
+class TraceBinding {
+ public:
+  explicit TraceBinding(Tracer* tracer);
+  ~TraceBinding();
+  TraceBinding(const TraceBinding&) = delete;
+  TraceBinding& operator=(const TraceBinding&) = delete;
+
+ private:
+  Tracer* saved_tracer_;
+  std::string saved_prefix_;
 };
 
 }  // namespace chroma

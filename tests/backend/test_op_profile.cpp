@@ -1,6 +1,9 @@
-// The benchmark's op-timing hook (backend/op_profile.h): off by default, and when on, the useful
-// work it counts per op class is the exact formula of docs/PERFORMANCE.md.
+// The benchmark's op-timing hook (backend/op_profile.h): off by default, and when a profiler is
+// bound, the useful work it counts per op class is the exact formula of docs/PERFORMANCE.md; a
+// profiler sees only the ops of the thread it is bound to.
 #include <gtest/gtest.h>
+
+#include <thread>
 
 #include "backend/op_profile.h"
 #include "backend/ops.h"
@@ -8,31 +11,40 @@
 namespace chroma::ops::profile {
 namespace {
 
-struct ProfilingScope {
-  ProfilingScope() {
-    reset();
-    enable(true);
-  }
-  ~ProfilingScope() {
-    enable(false);
-    reset();
-  }
-};
-
 const OpTotals& totals(const Profile& p, const std::string& section, OpClass c) {
   return p.at(section).classes[size_t(c)];
 }
 
 TEST(OpProfile, OffByDefaultRecordsNothing) {
-  reset();
-  ASSERT_FALSE(enabled());
+  Profiler profiler;
+  {
+    const Scope bound(&profiler);
+    const Scope unbound(nullptr);  // an inner scope without a profiler: off
+    ASSERT_FALSE(enabled());
+    Tensor x({2, 3});
+    ops::add(x, x);
+  }
+  EXPECT_TRUE(profiler.totals().empty());
+}
+
+TEST(OpProfile, SeesOnlyItsOwnThread) {
+  Profiler profiler;
+  const Scope bound(&profiler);
+  std::thread other([] {
+    EXPECT_FALSE(enabled());
+    Tensor x({2, 3});
+    ops::add(x, x);
+  });
+  other.join();
+  EXPECT_TRUE(profiler.totals().empty());
   Tensor x({2, 3});
   ops::add(x, x);
-  EXPECT_TRUE(snapshot().empty());
+  EXPECT_EQ(profiler.totals().at("other").ops.at("add").calls, 1);
 }
 
 TEST(OpProfile, CountsUsefulWorkPerClassAndSection) {
-  ProfilingScope on;
+  Profiler profiler;
+  const Scope on(&profiler);
   Tensor w({5, 4});
   {
     const Section s("denoising");
@@ -45,7 +57,7 @@ TEST(OpProfile, CountsUsefulWorkPerClassAndSection) {
   Tensor k({6, 2, 3, 3});
   ops::conv2d(Tensor({2, 5, 5}), view_of(k), {}, 1, {1, 1, 1, 1});  // 2·O·C·kh·kw·H·W = 2·6·2·9·25
 
-  const Profile p = snapshot();
+  const Profile p = profiler.totals();
   EXPECT_EQ(totals(p, "denoising", OpClass::Linear).flops, 120.0);
   EXPECT_EQ(totals(p, "denoising", OpClass::Linear).calls, 1);
   EXPECT_EQ(totals(p, "denoising", OpClass::Attention).flops, 416.0);

@@ -12,7 +12,7 @@
 #include "checkpoint_conversion.h"
 #include "image_metrics.h"
 #include "io/quantize.h"
-#include "pipeline/txt2img.h"
+#include "pipeline/pipeline.h"
 #include "case_e.h"
 #include "testdata.h"
 
@@ -28,8 +28,8 @@ namespace fs = std::filesystem;
   CHROMA_REQUIRE_FILE(test::reference_path("case-e-txt2img-fp32.safetensors"))
 
 // The original files' run, computed once per test program.
-const GenerateResult& original_run() {
-  static const GenerateResult r = generate(test::mini_models(), test::case_e_options());
+const GeneratedImage& original_run() {
+  static const GeneratedImage r = test::generate_one(test::mini_models(), test::case_e_options());
   return r;
 }
 
@@ -112,7 +112,7 @@ class GgufLossless : public ::testing::TestWithParam<const char*> {};
 TEST_P(GgufLossless, ReproducesTheReference) {
   REQUIRE_CASE_E();
   auto ref = io::SafetensorsFile::open(test::reference_path("case-e-txt2img-fp32.safetensors"));
-  const GenerateResult got = generate(gguf_models(GetParam()), test::case_e_options());
+  const GeneratedImage got = test::generate_one(gguf_models(GetParam()), test::case_e_options());
   EXPECT_EQ(got.latent.data, original_run().latent.data) << "GGUF " << GetParam() << " differs from the original files";
   EXPECT_EQ(got.image.data, original_run().image.data) << "GGUF " << GetParam() << " differs from the original files";
   test::expect_close("output.latent", got.latent, ref->get("firstn0.output.latent").to_f32(), test::kEndToEndTol);
@@ -133,7 +133,7 @@ class GgufLossy : public ::testing::TestWithParam<LossyCase> {};
 TEST_P(GgufLossy, StaysCloseToTheReference) {
   REQUIRE_CASE_E();
   auto ref = io::SafetensorsFile::open(test::reference_path("case-e-txt2img-fp32.safetensors"));
-  const GenerateResult got = generate(gguf_models(GetParam().type), test::case_e_options());
+  const GeneratedImage got = test::generate_one(gguf_models(GetParam().type), test::case_e_options());
   const double psnr = test::psnr_u8(to_rgb8(got.image), ref->get("firstn0.output.image_u8"));
   std::printf("GGUF %s (DiT + T5) case e: 8-bit PSNR %.2f dB vs the reference\n", GetParam().type, psnr);
   EXPECT_GE(psnr, GetParam().min_psnr) << GetParam().type;

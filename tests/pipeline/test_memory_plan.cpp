@@ -9,7 +9,8 @@
 #include "io/safetensors.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/phase_stats.h"
-#include "pipeline/txt2img.h"
+#include "pipeline/pipeline.h"
+#include "case_e.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
@@ -182,15 +183,14 @@ TEST(LowMemory, CaseEGivesTheSameLatentBitForBit) {
   if (::testing::Test::IsSkipped()) return;
   const ModelFiles files{test::reference_path("chroma-mini.safetensors"), test::reference_path("t5-mini.safetensors"),
                          test::reference_path("ae-mini.safetensors"), test::tokenizer_path("spiece.model")};
-  GenerateOptions o;  // README §5 case e
+  GenerationRequest o;  // README §5 case e
   o.prompt = "a red fox sitting in fresh snow, golden hour";
   o.width = o.height = 64;
   o.steps = 4;
   o.cfg = 4.0f;
   o.seed = 42;
-  const GenerateResult normal = generate(files, o);
-  o.low_memory = true;
-  const GenerateResult low = generate(files, o);
+  const GeneratedImage normal = test::generate_one(files, o);
+  const GeneratedImage low = test::generate_one(files, o, nullptr, /*low_memory=*/true);
   ASSERT_EQ(low.latent.shape, normal.latent.shape);
   EXPECT_EQ(low.latent.data, normal.latent.data);
   EXPECT_EQ(low.image.data, normal.image.data);

@@ -7,7 +7,7 @@
 #include "checkpoint_conversion.h"
 #include "image_metrics.h"
 #include "pipeline/model_files.h"
-#include "pipeline/txt2img.h"
+#include "pipeline/pipeline.h"
 #include "case_e.h"
 #include "testdata.h"
 
@@ -140,8 +140,8 @@ TEST(EndToEnd, DiffusersLayoutReproducesTheReference) {
   auto ref = io::SafetensorsFile::open(ref_path);
   ModelFiles files;
   ASSERT_EQ(resolve_model_files(files, model_search_dirs(diffusers_dir().string())), "");
-  const GenerateResult got = generate(files, test::case_e_options());
-  const GenerateResult orig = generate(test::mini_models(), test::case_e_options());
+  const GeneratedImage got = test::generate_one(files, test::case_e_options());
+  const GeneratedImage orig = test::generate_one(test::mini_models(), test::case_e_options());
   EXPECT_EQ(got.latent.data, orig.latent.data) << "diffusers layout differs from the original files";
   EXPECT_EQ(got.image.data, orig.image.data) << "diffusers layout differs from the original files";
   test::expect_close("output.latent", got.latent, ref->get("firstn0.output.latent").to_f32(), test::kEndToEndTol);
@@ -165,7 +165,7 @@ TEST(EndToEnd, Fp8ScaledStaysCloseToTheReference) {
   auto ref = io::SafetensorsFile::open(ref_path);
   ModelFiles files;
   ASSERT_EQ(resolve_model_files(files, model_search_dirs(fp8_dir().string())), "");
-  const GenerateResult got = generate(files, test::case_e_options());
+  const GeneratedImage got = test::generate_one(files, test::case_e_options());
   const double psnr = test::psnr_u8(to_rgb8(got.image), ref->get("firstn0.output.image_u8"));
   std::printf("fp8 scaled (DiT + T5) case e: 8-bit PSNR %.2f dB vs the reference\n", psnr);
   EXPECT_GE(psnr, kMinFp8Psnr);

@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "io/safetensors.h"
-#include "pipeline/txt2img.h"
+#include "pipeline/pipeline.h"
 #include "case_e.h"
 #include "testdata.h"
 
@@ -22,7 +22,7 @@ TEST_P(CaseE, Float32SamplerMatchesReferenceStepByStep) {
   const std::string p = "firstn" + std::to_string(firstn) + ".";
   const fs::path dir = test::temp_path("case-e-" + std::to_string(firstn));
   Dump dump(dir.string());
-  GenerateResult r = generate(test::mini_models(), test::case_e_options(firstn), {}, &dump);
+  GeneratedImage r = test::generate_one(test::mini_models(), test::case_e_options(firstn), &dump);
   const std::string dump_path = dump.write();
   auto got = io::SafetensorsFile::open(dump_path);
 
@@ -62,10 +62,10 @@ TEST(CaseEBf16, Bf16SamplerMatchesReferenceAtBf16Resolution) {
   auto ref = io::SafetensorsFile::open(ref_path);
   for (int firstn : {0, 1}) {
     const std::string p = "firstn" + std::to_string(firstn) + ".";
-    GenerateOptions o = test::case_e_options(firstn);
+    GenerationRequest o = test::case_e_options(firstn);
     o.sampler_dtype = SamplerDtype::BF16;
     Dump dump(test::temp_path("case-e-bf16-" + std::to_string(firstn)).string());
-    GenerateResult r = generate(test::mini_models(), o, {}, &dump);
+    GeneratedImage r = test::generate_one(test::mini_models(), o, &dump);
     auto got = io::SafetensorsFile::open(dump.write());
     for (int n = 0; n < 4; ++n) {
       const std::string s = "step." + std::to_string(n) + ".";
@@ -80,7 +80,7 @@ TEST(CaseEBf16, Bf16SamplerMatchesReferenceAtBf16Resolution) {
 }
 
 TEST(Validate, RejectsImpossibleOptions) {
-  GenerateOptions o = test::case_e_options(0);
+  GenerationRequest o = test::case_e_options(0);
   o.width = 100;
   EXPECT_THROW(validate(o), Error);
   o = test::case_e_options(0);

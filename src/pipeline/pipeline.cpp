@@ -1,0 +1,346 @@
+#include "pipeline/pipeline.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "io/residency.h"
+#include "io/safetensors.h"
+#include "models/chroma/model.h"
+#include "models/t5/t5.h"
+#include "models/vae/vae.h"
+#include "pipeline/heap.h"
+#include "pipeline/memory_plan.h"
+#include "sampling/rng.h"
+#include "sampling/schedule.h"
+#include "text/tokenizer.h"
+
+namespace chroma::pipeline {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kLatentChannels = 16;  // Flux VAE z_channels; the DiT's 64 inputs are 16 × 2 × 2
+
+// Weight files sometimes carry the prefix a UI used to store several models in one file.
+constexpr const char* kT5Prefix = "text_encoders.t5xxl.transformer.";
+constexpr const char* kDitPrefix = "model.diffusion_model.";
+constexpr const char* kVaePrefix = "first_stage_model.";
+
+io::WeightStore open_weights(const std::string& path, const char* prefix) {
+  io::WeightStore w = io::WeightStore::open(path);
+  w.strip_prefix(prefix);
+  return w;
+}
+
+// Runs `open` for the file behind `flag`, naming the flag in any error.
+template <class F>
+auto open_for(const char* flag, const std::string& path, F open) {
+  if (path.empty()) throw Error(std::string(flag) + ": no file given");
+  try {
+    return open(path);
+  } catch (const Error& e) {
+    throw Error(std::string(flag) + " " + e.what());
+  }
+}
+
+// NaN/Inf from a model means corrupt weights or an overflow: stop rather than write a wrong image.
+void require_finite(const Tensor& t, const char* what) {
+  for (float x : t.data)
+    if (!std::isfinite(x)) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
+}
+
+sampling::SamplerPrecision precision_of(const GenerationRequest& r) {
+  return r.sampler_dtype == SamplerDtype::BF16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
+}
+
+bool any_cfg(const GenerationRequest& r) {
+  for (int i = 0; i < r.steps; ++i)
+    if (sampling::uses_cfg(i, r.skip_cfg_steps, r.cfg)) return true;
+  return false;
+}
+
+}  // namespace
+
+const char* phase_name(Progress::Phase phase) {
+  switch (phase) {
+    case Progress::Phase::TextEncoding: return "text encoding";
+    case Progress::Phase::Denoising: return "denoising";
+    case Progress::Phase::Decoding: return "decoding";
+    case Progress::Phase::Done: return "done";
+  }
+  return "?";
+}
+
+// Reports progress to the hooks' callback and turns a "stop" answer into Cancelled.
+class ProgressReporter {
+ public:
+  explicit ProgressReporter(const ProgressCallback& callback) : callback_(callback), start_(Clock::now()) {}
+
+  void phase(Progress::Phase phase, int steps = 0) {
+    phase_start_ = Clock::now();
+    report({phase, 0, steps, elapsed(), 0, -1});
+  }
+  void step_done(int done, int steps) {
+    const double per_step = std::chrono::duration<double>(Clock::now() - phase_start_).count() / done;
+    report({Progress::Phase::Denoising, done, steps, elapsed(), per_step, per_step * (steps - done)});
+  }
+
+ private:
+  double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  void report(const Progress& p) {
+    const bool go_on = !callback_ || callback_(p);
+    if (!go_on && p.phase != Progress::Phase::Done)  // nothing is left to cancel once done
+      throw Cancelled(std::string("cancelled during ") + phase_name(p.phase) +
+                      (p.phase == Progress::Phase::Denoising ? " after step " + std::to_string(p.step) + " of " +
+                                                                   std::to_string(p.steps)
+                                                             : std::string()));
+  }
+
+  const ProgressCallback& callback_;
+  Clock::time_point start_, phase_start_;
+};
+
+struct Pipeline::Models {
+  std::optional<text::T5Tokenizer> tokenizer;
+  io::WeightStore t5_weights, dit_weights, vae_weights;
+  std::optional<t5::T5Encoder> t5;
+  std::optional<dit::ChromaModel> dit;
+  std::optional<vae::Decoder> vae;  // borrows vae_weights
+};
+
+Pipeline::Pipeline(PipelineConfig config)
+    : config_(std::move(config)), context_(config_.threads), models_(std::make_unique<Models>()) {
+  const ModelFiles& f = config_.files;
+  const io::Residency residency = config_.low_memory ? io::Residency::ReleaseAfterUse : io::Residency::Keep;
+  Models& m = *models_;
+  // Every file is opened and every tensor checked now, so a wrong --vae fails in a second rather
+  // than after the denoising; the weights are only mapped.
+  PhaseTimer open(&open_phases_, "open models");
+  open_for("--tokenizer", f.tokenizer, [&](const std::string& p) { m.tokenizer.emplace(p); });
+  open_for("--t5", f.t5, [&](const std::string& p) {
+    m.t5_weights = open_weights(p, kT5Prefix);
+    m.t5.emplace(m.t5_weights, residency);
+  });
+  open_for("--dit", f.dit, [&](const std::string& p) {
+    m.dit_weights = open_weights(p, kDitPrefix);
+    m.dit.emplace(m.dit_weights, residency);
+  });
+  open_for("--vae", f.vae, [&](const std::string& p) {
+    m.vae_weights = open_weights(p, kVaePrefix);
+    m.vae.emplace(m.vae_weights);
+  });
+}
+
+Pipeline::~Pipeline() = default;
+
+TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
+                                       const RunHooks& hooks) const {
+  ProgressReporter progress(hooks.progress);
+  return encode_text(prompt, negative_prompt, hooks, progress);
+}
+
+Tensor Pipeline::denoise(const Tensor& noise, std::span<const float> schedule, int first_step,
+                         const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks) const {
+  ProgressReporter progress(hooks.progress);
+  return denoise(noise, schedule, first_step, text, r, hooks, progress);
+}
+
+Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks) const {
+  ProgressReporter progress(hooks.progress);
+  return decode(latent, hooks, progress);
+}
+
+TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
+                                       const RunHooks& hooks, ProgressReporter& progress) const {
+  progress.phase(Progress::Phase::TextEncoding);
+  const RunContext::Bind bind(context_, hooks.dump, hooks.profiler);
+  const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark profiles
+  // Both prompts go through T5 in one pass, so its weights are read once (t5.h encode_batch).
+  const std::vector<int32_t> pos_ids = models_->tokenizer->encode(prompt);
+  const std::vector<int32_t> neg_ids = negative_prompt ? models_->tokenizer->encode(*negative_prompt) : std::vector<int32_t>{};
+  std::vector<t5::T5Encoder::Prompt> prompts = {{pos_ids, "pos."}};
+  if (negative_prompt) prompts.push_back({neg_ids, "neg."});
+  TextConditioning text;
+  {
+    TracePrefix p("t5.");
+    std::vector<Tensor> txt = models_->t5->encode_batch(prompts);
+    text.positive = std::move(txt[0]);
+    if (negative_prompt) text.negative = std::move(txt[1]);
+  }
+  io::release_pages(models_->t5_weights, "");  // one model resident at a time; the file stays open
+  release_free_heap();
+  if (hooks.dump) {
+    hooks.dump->put("input.pos_txt", text.positive);
+    if (negative_prompt) hooks.dump->put("input.neg_txt", text.negative);
+  }
+  return text;
+}
+
+Tensor Pipeline::denoise(const Tensor& noise, std::span<const float> schedule, int first_step,
+                         const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks,
+                         ProgressReporter& progress) const {
+  // The tracer is bound for the first step's DiT pass only (below).
+  const RunContext::Bind bind(context_, nullptr, hooks.profiler);
+  const ops::profile::Section ops_section("denoising");
+  const dit::ChromaModel& model = *models_->dit;
+  const std::unique_ptr<sampling::Sampler> sampler = sampling::make_sampler(r.sampler, precision_of(r));
+  const sampling::SamplerPrecision prec = sampler->precision();
+  const dit::TimestepPrecision tprec =
+      prec == sampling::SamplerPrecision::BF16 ? dit::TimestepPrecision::BF16 : dit::TimestepPrecision::F32;
+  Dump* dump = hooks.dump;
+
+  // The velocity the sampler integrates: modulations for t, one packed DiT pass for the prompts the
+  // step needs, CFG. The network outputs enter the sampler in its precision.
+  const sampling::VelocityFn velocity = [&](const Tensor& x, float t, int i) {
+    const std::string step = "step." + std::to_string(i) + ".";
+    // The modulation vectors depend only on t: computed once, shared by both passes (spec §3.4).
+    const Tensor mods = model.modulations(t, tprec);
+    const bool cfg = sampling::uses_cfg(i, r.skip_cfg_steps, r.cfg);
+    if (cfg && text.negative.numel() == 0) throw Error("denoise: step " + std::to_string(i) + " needs the negative prompt");
+    std::vector<Tensor> velocities;
+    {
+      // The first step's DiT intermediates go to the dump (every step's would be hundreds of GB at 1024²).
+      const TraceBinding only_first_step(i == first_step ? dump : nullptr);
+      TracePrefix p(step);
+      // CFG steps run both prompts in one packed DiT pass: each weight is read once for both (model.h).
+      if (cfg)
+        velocities = model.forward_packed(x, {{text.positive, "pos."}, {text.negative, "neg."}}, mods);
+      else
+        velocities = model.forward_packed(x, {{text.positive, "pos."}}, mods);
+    }
+    const Tensor v_pos = sampling::round_state(velocities[0], prec);
+    Tensor v = v_pos, v_neg;
+    if (cfg) {
+      v_neg = sampling::round_state(velocities[1], prec);
+      v = sampling::cfg_combine(v_pos, v_neg, r.cfg, prec);
+    }
+    if (dump) {
+      dump->put(step + "latent_in", x);
+      dump->put(step + "t", Tensor({1}, {t}));
+      dump->put(step + "mod_vectors", mods);
+      dump->put(step + "v_pos", v_pos);
+      if (v_neg.numel()) dump->put(step + "v_neg", v_neg);
+      dump->put(step + "v_cfg", v);
+    }
+    return v;
+  };
+
+  progress.phase(Progress::Phase::Denoising, first_step + int(schedule.size()) - 1);
+  Tensor latent = sampling::denoise(*sampler, noise, schedule, velocity, [&](int step, int total, Tensor&) {
+    progress.step_done(step + 1, total);  // throws Cancelled when asked to stop
+    return true;
+  }, first_step);
+  io::release_pages(models_->dit_weights, "");
+  release_free_heap();
+  require_finite(latent, "denoising");
+  return latent;
+}
+
+Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const {
+  progress.phase(Progress::Phase::Decoding);
+  const RunContext::Bind bind(context_, nullptr, hooks.profiler);  // the dump keeps the decoder's output only
+  const ops::profile::Section ops_section("decoding");
+  Tensor image = models_->vae->decode(latent);
+  io::release_pages(models_->vae_weights, "");
+  release_free_heap();
+  require_finite(image, "VAE decoding");
+  return image;
+}
+
+GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& hooks) {
+  validate(r);
+  const bool cfg = any_cfg(r);
+  const uint64_t seed = r.seed ? *r.seed : random_seed();
+  // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
+  if (config_.memory_check) {
+    auto rows = [&](const std::string& prompt) { return int64_t(models_->tokenizer->encode(prompt).size()) + 1; };
+    RunShape shape{r.width, r.height, {rows(r.prompt)}};
+    if (cfg) shape.text_rows.push_back(rows(r.negative_prompt));
+    const BackendScope threads(context_.backend(), context_.threads());  // the plan counts per-thread scratch
+    check_memory(plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape),
+                 config_.low_memory, available_memory_bytes());
+  }
+  const std::vector<float> schedule = request_schedule(r);
+  const Tensor noise = sampling::round_state(initial_noise(r, seed), precision_of(r));
+  if (hooks.dump) hooks.dump->put("input.noise", noise);
+
+  GenerationResult result;
+  ProgressReporter progress(hooks.progress);
+  TextConditioning text;
+  {
+    PhaseTimer t(&result.phases, "text encoding");
+    text = encode_text(r.prompt, cfg ? std::optional<std::string>(r.negative_prompt) : std::nullopt, hooks, progress);
+  }
+  GeneratedImage img;
+  {
+    PhaseTimer t(&result.phases, "denoising");
+    img.latent = denoise(noise, schedule, 0, text, r, hooks, progress);
+  }
+  if (hooks.dump) {
+    hooks.dump->put("output.latent", img.latent);
+    hooks.dump->put("output.timesteps", Tensor({int64_t(schedule.size())}, schedule));
+  }
+  {
+    PhaseTimer t(&result.phases, "decoding");
+    img.image = decode(img.latent, hooks, progress);
+  }
+  if (hooks.dump) hooks.dump->put("output.image", img.image);
+  img.rgb = to_rgb8(img.image);
+  img.width = r.width;
+  img.height = r.height;
+  GenerationRequest used = r;
+  if (r.init_noise.empty()) used.seed = seed;
+  img.seed = used.seed;
+  img.parameters = request_to_json(used);
+  if (!r.init_noise.empty()) img.parameters["seed"] = nullptr;  // the noise came from the file
+  img.parameters["dit"] = std::filesystem::path(config_.files.dit).filename().string();
+  result.images.push_back(std::move(img));
+  progress.phase(Progress::Phase::Done);
+  return result;
+}
+
+std::vector<std::pair<std::string, std::string>> GeneratedImage::png_text() const {
+  return {{"parameters", parameters.dump()}, {"Software", "chroma.cpp"}};
+}
+
+uint64_t random_seed() {
+  std::random_device source;
+  return uint64_t(source()) << 32 | source();
+}
+
+std::vector<float> request_schedule(const GenerationRequest& r) {
+  const int64_t image_tokens = int64_t(r.height / 16) * (r.width / 16);
+  return sampling::flow_schedule(r.steps, image_tokens, r.shift);
+}
+
+Tensor initial_noise(const GenerationRequest& r, uint64_t seed) {
+  const Shape shape = {1, kLatentChannels, r.height / 8, r.width / 8};
+  if (r.init_noise.empty()) return sampling::torch_randn(seed, shape);
+  auto f = io::SafetensorsFile::open(r.init_noise);
+  if (f->tensors().size() != 1)
+    throw Error(r.init_noise + ": --init-noise needs exactly one tensor, found " + std::to_string(f->tensors().size()));
+  const TensorView& v = f->tensors().begin()->second;
+  if (v.dtype != DType::F32 || v.shape != shape)
+    throw Error(r.init_noise + ": tensor '" + v.name + "' is " + dtype_name(v.dtype) + " " + shape_str(v.shape) +
+                ", --init-noise needs F32 " + shape_str(shape) + " for " + std::to_string(r.width) + "×" +
+                std::to_string(r.height));
+  return v.to_f32();
+}
+
+std::vector<uint8_t> to_rgb8(const Tensor& image) {
+  if (image.rank() != 4 || image.dim(0) != 1 || image.dim(1) != 3)
+    throw Error("to_rgb8: expected an image [1, 3, H, W], got " + shape_str(image.shape));
+  const int64_t H = image.dim(2), W = image.dim(3), plane = H * W;
+  std::vector<uint8_t> rgb(size_t(plane * 3));
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < plane; ++i) {
+      float x = image.data[size_t(c * plane + i)];
+      x = std::isnan(x) ? 0.0f : std::fmin(1.0f, std::fmax(-1.0f, x));
+      rgb[size_t(i * 3 + c)] = uint8_t(127.5f * (x + 1.0f));  // float32 like the reference; truncation
+    }
+  return rgb;
+}
+
+}  // namespace chroma::pipeline

@@ -1,0 +1,147 @@
+// The text-to-image pipeline as an object (chroma-spec.md §2–§5): it opens and checks the four model
+// files once, then runs any number of requests — tokenize → T5 → the sampler over the Chroma DiT
+// with real CFG → Flux VAE decode — each as three phases that can also be called alone. Every front
+// end (CLI, bench, server) drives this class.
+//
+// Memory: weights are mapped, not read (io/safetensors.h); after each phase the model's pages leave
+// the process (they stay in the page cache), so one model is resident at a time, as the memory plan
+// assumes, while the files stay open and checked for the next request.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pipeline/dump.h"
+#include "pipeline/model_files.h"
+#include "pipeline/phase_stats.h"
+#include "pipeline/request.h"
+#include "pipeline/run_context.h"
+#include "sampling/denoise.h"
+#include "tensor/error.h"
+#include "tensor/tensor.h"
+
+namespace chroma::pipeline {
+
+// Settings of a loaded model set, fixed for the Pipeline's lifetime.
+struct PipelineConfig {
+  ModelFiles files;
+  int threads = 0;           // worker threads (0 = all cores)
+  bool low_memory = false;   // --low-memory: models release each block's weight pages after use (memory_plan.h)
+  bool memory_check = true;  // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
+};
+
+// Where a run is, for progress displays and the server's job status.
+struct Progress {
+  enum class Phase { TextEncoding, Denoising, Decoding, Done };
+  Phase phase = Phase::TextEncoding;
+  int step = 0, steps = 0;      // denoising steps done, of steps
+  double elapsed_seconds = 0;   // since the request started
+  double step_seconds = 0;      // mean time of the steps done so far
+  double eta_seconds = -1;      // estimated time to the end of denoising; −1 until a step has run
+};
+const char* phase_name(Progress::Phase phase);
+
+// Called at each phase start and after each denoising step; returning false cancels the run at that
+// point (the request then throws Cancelled).
+using ProgressCallback = std::function<bool(const Progress&)>;
+
+// The run was cancelled by its progress callback.
+class Cancelled : public Error {
+ public:
+  using Error::Error;
+};
+
+class ProgressReporter;  // pipeline.cpp
+
+// Optional observers of one run.
+struct RunHooks {
+  ProgressCallback progress;
+  Dump* dump = nullptr;                        // --dump: the reference data's names (dump.h)
+  ops::profile::Profiler* profiler = nullptr;  // bench: per-op timing
+};
+
+struct GeneratedImage {
+  Tensor latent;                  // final latent [1, 16, H/8, W/8]
+  Tensor image;                   // VAE output [1, 3, H, W], unclamped
+  std::vector<uint8_t> rgb;       // to_rgb8(image): H·W·3 bytes
+  int width = 0, height = 0;
+  std::optional<uint64_t> seed;   // the seed used (absent when the noise came from init_noise)
+  nlohmann::json parameters;      // everything that made this image: request_to_json + model file names
+  // The PNG text chunks: "parameters" (the JSON) and "Software".
+  std::vector<std::pair<std::string, std::string>> png_text() const;
+};
+
+struct GenerationResult {
+  std::vector<GeneratedImage> images;
+  std::vector<PhaseStats> phases;  // text encoding, denoising, decoding
+};
+
+// The text conditions of a request: T5 features of the prompt and, when some step runs CFG, of the
+// negative prompt ([n + 1, 4096]: n valid rows + the one visible padding row, spec §2.3).
+struct TextConditioning {
+  Tensor positive;
+  Tensor negative;  // empty when no step uses CFG
+};
+
+class Pipeline {
+ public:
+  // Opens every file and checks every tensor (mapped, not read); throws chroma::Error naming the
+  // flag and the problem. Phase stats of the opening are in open_phases().
+  explicit Pipeline(PipelineConfig config);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  const PipelineConfig& config() const { return config_; }
+  int threads() const { return context_.threads(); }  // worker threads of its runs (0 resolved to the cores)
+  const std::vector<PhaseStats>& open_phases() const { return open_phases_; }
+
+  // One request, end to end: validate, memory check, noise, the three phases. Throws chroma::Error
+  // (Cancelled when the progress callback asked).
+  GenerationResult generate(const GenerationRequest& request, const RunHooks& hooks = {});
+
+  // The phases, for callers that reuse or replace one of them. Each binds the pipeline's run
+  // context (run_context.h) with the hooks' observers.
+  TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
+                               const RunHooks& hooks = {}) const;
+  // The sampler over schedule (a slice of the full schedule starting at index first_step) with
+  // real CFG where request.cfg/skip_cfg_steps say. Returns the final latent; throws Cancelled.
+  Tensor denoise(const Tensor& noise, std::span<const float> schedule, int first_step, const TextConditioning& text,
+                 const GenerationRequest& request, const RunHooks& hooks = {}) const;
+  Tensor decode(const Tensor& latent, const RunHooks& hooks = {}) const;
+
+ private:
+  // The phases, reporting to a request-wide progress reporter.
+  TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
+                               const RunHooks& hooks, ProgressReporter& progress) const;
+  Tensor denoise(const Tensor& noise, std::span<const float> schedule, int first_step, const TextConditioning& text,
+                 const GenerationRequest& request, const RunHooks& hooks, ProgressReporter& progress) const;
+  Tensor decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const;
+
+  struct Models;  // tokenizer, T5, DiT, VAE and their weight stores (pipeline.cpp)
+  PipelineConfig config_;
+  RunContext context_;
+  std::unique_ptr<Models> models_;
+  std::vector<PhaseStats> open_phases_;
+};
+
+// A seed from the system's random source, for requests that leave it to chance.
+uint64_t random_seed();
+
+// The flow schedule of a request (spec §4.2): steps + 1 times from 1 to 0.
+std::vector<float> request_schedule(const GenerationRequest& request);
+
+// The initial latent: PyTorch CPU randn for `seed`, or the request's init_noise file.
+Tensor initial_noise(const GenerationRequest& request, uint64_t seed);
+
+// The reference's 8-bit conversion (bfl save_image): clamp to [−1, 1], then trunc(127.5·(x + 1)).
+// image [1, 3, H, W] → H·W·3 interleaved RGB bytes.
+std::vector<uint8_t> to_rgb8(const Tensor& image);
+
+}  // namespace chroma::pipeline

@@ -1,0 +1,193 @@
+#include "pipeline/request.h"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+
+#include "sampling/denoise.h"
+#include "tensor/tensor.h"
+
+namespace chroma::pipeline {
+namespace {
+
+constexpr int kMaxSide = 8192;    // beyond this the attention over (side/16)² tokens is impractical
+constexpr int kMaxSteps = 10000;
+
+// "width (-W/--width)": how errors name an option, for JSON and command-line users alike.
+std::string option_label(const RequestOption& o) {
+  std::string flags = o.flags;
+  for (char& c : flags)
+    if (c == ',') c = '/';
+  return std::string(o.key) + " (" + flags + ")";
+}
+
+const RequestOption& find_option(const std::string& key) {
+  for (const RequestOption& o : request_options())
+    if (key == o.key) return o;
+  throw Error("unknown option '" + key + "'");
+}
+
+[[noreturn]] void bad_value(const char* key, const std::string& text, const std::string& why) {
+  throw Error(option_label(find_option(key)) + " " + text + ": " + why);
+}
+
+// The whole text must be a number of type T (no sign on unsigned types, no spaces, no trailing text).
+template <class T>
+bool parse_number(const std::string& text, T& out) {
+  if (text.empty() || text[0] == '+' || (std::is_unsigned_v<T> && text[0] == '-')) return false;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, out);
+  return ec == std::errc() && ptr == end;
+}
+
+int parse_int(const char* key, const std::string& text, int lo, int hi, const std::string& range) {
+  int v = 0;
+  if (!parse_number(text, v)) bad_value(key, text, "not an integer");
+  if (v < lo || v > hi) bad_value(key, text, range);
+  return v;
+}
+
+float parse_finite(const char* key, const std::string& text) {
+  float v = 0;
+  if (!parse_number(text, v)) bad_value(key, text, "not a number");
+  if (!std::isfinite(v)) bad_value(key, text, "must be a finite number");
+  return v;
+}
+
+bool parse_bool(const char* key, const std::string& text) {
+  if (text == "true" || text == "1") return true;
+  if (text == "false" || text == "0") return false;
+  bad_value(key, text, "must be true or false");
+}
+
+std::string side_range() { return "must be a positive multiple of 16, at most " + std::to_string(kMaxSide); }
+
+const RequestOption kOptions[] = {
+    {"prompt", "-p,--prompt", "Prompt", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.prompt = t; },
+     [](const GenerationRequest& r) { return nlohmann::json(r.prompt); }},
+    {"negative_prompt", "-n,--negative-prompt", "Negative prompt", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.negative_prompt = t; },
+     [](const GenerationRequest& r) { return nlohmann::json(r.negative_prompt); }},
+    {"width", "-W,--width", "Width in pixels (multiple of 16)", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.width = parse_int("width", t, 16, kMaxSide, side_range()); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.width); }},
+    {"height", "-H,--height", "Height in pixels (multiple of 16)", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.height = parse_int("height", t, 16, kMaxSide, side_range()); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.height); }},
+    {"steps", "--steps", "Denoising steps", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       r.steps = parse_int("steps", t, 1, kMaxSteps, "must be between 1 and " + std::to_string(kMaxSteps));
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.steps); }},
+    {"cfg", "--cfg", "Classifier-free guidance scale (1 = no negative pass)", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.cfg = parse_finite("cfg", t); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.cfg); }},
+    {"skip_cfg_steps", "--skip-cfg-steps", "First N steps without the negative pass (-1 = never CFG)", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       r.skip_cfg_steps = parse_int("skip_cfg_steps", t, -1, std::numeric_limits<int>::max(), "must be -1 or more");
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.skip_cfg_steps); }},
+    {"seed", "--seed", "Seed, 0 to 2^64-1; -1 or absent: random (printed and stored in the PNG)", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       uint64_t v = 0;
+       if (t == "-1") r.seed.reset();  // A1111's and ComfyUI's "random"
+       else if (parse_number(t, v)) r.seed = v;
+       else bad_value("seed", t, "must be an integer from 0 to 18446744073709551615, or -1 for a random seed");
+     },
+     [](const GenerationRequest& r) { return r.seed ? nlohmann::json(*r.seed) : nlohmann::json(nullptr); }},
+    {"shift", "--no-shift", "Plain linear schedule instead of the resolution-dependent shift", "false",
+     [](GenerationRequest& r, const std::string& t) { r.shift = parse_bool("shift", t); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.shift); }},
+    {"sampler", "--sampler,--sampling-method", "Sampler: euler", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       if (!sampling::is_sampler_name(t)) bad_value("sampler", t, "unknown sampler (known: " + sampling::sampler_names() + ")");
+       r.sampler = t;
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.sampler); }},
+    {"sampler_dtype", "--sampler-dtype", "Sampler state precision: f32, or bf16 as the reference sampler", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       if (t == "f32") r.sampler_dtype = SamplerDtype::F32;
+       else if (t == "bf16") r.sampler_dtype = SamplerDtype::BF16;
+       else bad_value("sampler_dtype", t, "must be f32 or bf16");
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.sampler_dtype == SamplerDtype::BF16 ? "bf16" : "f32"); }},
+    {"init_noise", "--init-noise", "Initial noise: safetensors with one F32 [1,16,H/8,W/8] tensor", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.init_noise = t; },
+     [](const GenerationRequest& r) { return nlohmann::json(r.init_noise); }},
+};
+
+}  // namespace
+
+std::span<const RequestOption> request_options() { return kOptions; }
+
+void set_option(GenerationRequest& request, const std::string& key, const std::string& text) {
+  find_option(key).set(request, text);
+}
+
+void validate(const GenerationRequest& r) {
+  // The setters check what they parse; this checks the request as a whole, including one built in code.
+  auto check = [](const char* key, auto value, bool ok, const std::string& why) {
+    if (!ok) bad_value(key, nlohmann::json(value).dump(), why);
+  };
+  check("width", r.width, r.width > 0 && r.width % 16 == 0 && r.width <= kMaxSide, side_range());
+  check("height", r.height, r.height > 0 && r.height % 16 == 0 && r.height <= kMaxSide, side_range());
+  check("steps", r.steps, r.steps >= 1 && r.steps <= kMaxSteps, "must be between 1 and " + std::to_string(kMaxSteps));
+  if (!std::isfinite(r.cfg)) throw Error(option_label(find_option("cfg")) + ": must be a finite number");
+  check("skip_cfg_steps", r.skip_cfg_steps, r.skip_cfg_steps >= -1, "must be -1 or more");
+  if (!sampling::is_sampler_name(r.sampler))
+    throw Error(option_label(find_option("sampler")) + " '" + r.sampler + "': unknown sampler");
+  for (const char* key : {"prompt", "negative_prompt", "init_noise"})
+    if (const std::string text = find_option(key).get(r).get<std::string>(); !is_utf8(text))
+      throw Error(option_label(find_option(key)) + ": not valid UTF-8 text");
+}
+
+nlohmann::json request_to_json(const GenerationRequest& r) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const RequestOption& o : kOptions) j[o.key] = o.get(r);
+  return j;
+}
+
+GenerationRequest request_from_json(const nlohmann::json& j, const GenerationRequest& defaults) {
+  if (!j.is_object()) throw Error("a request must be a JSON object");
+  GenerationRequest r = defaults;
+  for (const auto& [key, value] : j.items()) {
+    const RequestOption& o = find_option(key);
+    // Each value goes through the option's own text parser, so both front ends accept the same values;
+    // the JSON type must match the option's (a number for a number, a string for text).
+    const nlohmann::json current = o.get(r);
+    const bool seed = key == "seed";  // a number, or null for random
+    if (value.is_string() && current.is_string()) o.set(r, value.get<std::string>());
+    else if (value.is_boolean() && current.is_boolean()) o.set(r, value.dump());
+    else if (value.is_number() && (current.is_number() || seed)) o.set(r, value.dump());
+    else if (value.is_null() && seed) r.seed.reset();
+    else throw Error(option_label(o) + ": expected " + (seed ? "number" : current.type_name()) + ", got " + value.type_name());
+  }
+  validate(r);
+  return r;
+}
+
+bool is_utf8(const std::string& text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = s[i];
+    int extra = 0;
+    uint32_t cp = 0, min = 0;
+    if (c < 0x80) { ++i; continue; }
+    if ((c & 0xE0) == 0xC0) extra = 1, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) extra = 2, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) extra = 3, cp = c & 0x07, min = 0x10000;
+    else return false;
+    if (n - i <= size_t(extra)) return false;
+    for (int k = 1; k <= extra; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += size_t(extra) + 1;
+  }
+  return true;
+}
+
+}  // namespace chroma::pipeline

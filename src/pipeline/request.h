@@ -1,0 +1,62 @@
+// What one generation asks for, as data: the prompt and every sampling option, checked in one
+// place (validate), and one table of those options (request_options) that every front end reads —
+// `generate` and `bench` build their flags from it, the server its JSON fields, and the PNG
+// metadata is written and read back through it.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+
+namespace chroma::pipeline {
+
+// How the sampler state is kept between steps (sampling/sampler.h).
+enum class SamplerDtype {
+  F32,   // float32 latent, timesteps and CFG/Euler arithmetic (default; ComfyUI's behaviour)
+  BF16,  // the author's reference sampler: bf16 latent and timestep, one bf16 rounding per op
+};
+
+struct GenerationRequest {
+  std::string prompt;
+  std::string negative_prompt;
+  int width = 1024, height = 1024;  // pixels, multiples of 16
+  int steps = 28;
+  float cfg = 4.0f;
+  int skip_cfg_steps = 0;           // first N steps without the negative pass; −1 = never CFG
+  std::optional<uint64_t> seed;     // absent: a random seed, chosen at run time and reported
+  bool shift = true;                // flow's resolution-dependent schedule shift; false = linear
+  std::string sampler = "euler";    // sampling::make_sampler
+  SamplerDtype sampler_dtype = SamplerDtype::F32;
+  std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
+};
+
+// Throws chroma::Error naming the option (by its key and flag) and the bad value: sizes, step
+// counts, a non-finite cfg, an unknown sampler, text that is not UTF-8 (T5 reads UTF-8, and the
+// PNG metadata is JSON).
+void validate(const GenerationRequest& request);
+
+// One option: its JSON key (server, PNG metadata), its command-line flags, help, and how its value
+// is read from text and written back. Parsing is strict: the whole text must be a value in range.
+struct RequestOption {
+  const char* key;         // "negative_prompt"
+  const char* flags;       // CLI11 names: "-n,--negative-prompt"
+  const char* help;
+  const char* flag_value;  // non-null: a flag without a value that sets the option to this text (--no-shift → "false")
+  void (*set)(GenerationRequest& request, const std::string& text);  // throws chroma::Error
+  nlohmann::json (*get)(const GenerationRequest& request);
+};
+std::span<const RequestOption> request_options();
+
+// Sets option `key` from text; throws chroma::Error naming the key for an unknown key or a bad value.
+void set_option(GenerationRequest& request, const std::string& key, const std::string& text);
+
+// The request as JSON (every option by key; seed null when absent), and back. request_from_json
+// starts from `defaults`, rejects unknown keys and values of the wrong type, and validates.
+nlohmann::json request_to_json(const GenerationRequest& request);
+GenerationRequest request_from_json(const nlohmann::json& j, const GenerationRequest& defaults = {});
+
+// Whether `text` is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
+bool is_utf8(const std::string& text);
+
+}  // namespace chroma::pipeline

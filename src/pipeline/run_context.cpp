@@ -1,0 +1,20 @@
+#include "pipeline/run_context.h"
+
+#include "pipeline/heap.h"
+
+namespace chroma::pipeline {
+
+RunContext::RunContext(int threads) : backend_(make_cpu_backend()), threads_(threads ? threads : available_cores()) {
+  const int cores = available_cores(), most = kMaxThreadsPerCore * cores;
+  if (threads < 0 || threads > most)
+    throw Error("--threads " + std::to_string(threads) + ": must be from 0 (all cores) to " + std::to_string(most) +
+                " (" + std::to_string(kMaxThreadsPerCore) + " per core; this machine has " + std::to_string(cores) +
+                "): more threads than cores only contend, and each keeps its own weight panel");
+}
+
+RunContext::Bind::Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler)
+    : backend_(context.backend(), context.threads()), tracer_(tracer), profiler_(profiler) {
+  reuse_freed_activations();
+}
+
+}  // namespace chroma::pipeline

@@ -1,0 +1,44 @@
+// What a run used to take from process-wide state: its compute backend and worker-thread count, its
+// tracer (--dump) and op profiler (bench), and the heap policy. A Pipeline owns one RunContext and
+// binds it to the thread that runs each request (Bind), so two pipelines, or a server's worker and
+// a command-line run, never record into each other's dump or profile or change each other's
+// thread count. Model code is unchanged: trace() and ops reach the bound objects through
+// thread-local scopes (tensor/trace.h, backend/backend.h, backend/op_profile.h).
+#pragma once
+#include <memory>
+
+#include "backend/backend.h"
+#include "backend/op_profile.h"
+#include "tensor/trace.h"
+
+namespace chroma::pipeline {
+
+class RunContext {
+ public:
+  // threads: worker threads of this context's ops (0 = all cores). More than kMaxThreadsPerCore per
+  // core is refused: it only adds contention, and each thread keeps its own GEMM weight panel.
+  explicit RunContext(int threads = 0);
+  static constexpr int kMaxThreadsPerCore = 8;
+
+  Backend& backend() const { return *backend_; }
+  int threads() const { return threads_; }  // resolved: never 0
+
+  // Binds the context to the calling thread for the lifetime of the object; tracer and profiler are
+  // this run's observers (either may be null). The heap policy (heap.h) is set for the process: it
+  // is the same for every run, so setting it again is harmless.
+  class Bind {
+   public:
+    Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler);
+
+   private:
+    BackendScope backend_;
+    TraceBinding tracer_;
+    ops::profile::Scope profiler_;
+  };
+
+ private:
+  std::unique_ptr<Backend> backend_;
+  int threads_;
+};
+
+}  // namespace chroma::pipeline
