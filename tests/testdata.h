@@ -32,12 +32,23 @@ inline std::filesystem::path temp_path(const std::string& name) {
   return std::filesystem::path(::testing::TempDir()) / ("chroma-" + std::to_string(::getpid()) + "-" + name);
 }
 
-// Skips the current test unless the file exists.
+// In CI (CI=true, as GitHub Actions and GitLab set it) the reference data must be there: a missing
+// file fails the test instead of skipping it, so a broken checkout cannot pass by skipping.
+inline bool testdata_required() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
+// Skips the current test unless the file exists (fails instead under CI=true).
 #define CHROMA_REQUIRE_FILE(path)                                                                  \
   do {                                                                                             \
-    if (!std::filesystem::exists(path))                                                            \
+    if (!std::filesystem::exists(path)) {                                                          \
+      if (::chroma::test::testdata_required())                                                     \
+        FAIL() << "reference data not found: " << (path) << " (CI=true requires it; set "          \
+               << "CHROMA_TESTDATA to the folder holding reference/ and tokenizer/)";              \
       GTEST_SKIP() << "reference data not found: " << (path)                                       \
                    << " (set CHROMA_TESTDATA to the folder holding reference/ and tokenizer/)";    \
+    }                                                                                              \
   } while (0)
 
 // Keeps every traced intermediate (the "dump" side of dump-and-compare, in memory).

@@ -455,5 +455,95 @@ TEST_F(CliGenerate, TinyRunWritesPngAndLatent) {
   expect_no_temp_files(dir_);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// generate: the command line itself reproduces the author's reference run (case e)
+
+class CliReference : public CliGenerate {
+ protected:
+  // The case e run: 64×64, 4 steps, cfg 4, seed 42, the case c prompt, negative "" (the default).
+  Flags case_e() const {
+    return {{"-p", "a red fox sitting in fresh snow, golden hour"}, {"--steps", "4"}, {"--seed", "42"}, {"--cfg", "4"}};
+  }
+  std::unique_ptr<io::SafetensorsFile> reference(const char* file) {
+    const std::string path = reference_path(file);
+    if (!fs::exists(path)) return nullptr;
+    return io::SafetensorsFile::open(path);
+  }
+};
+
+TEST_F(CliReference, SeedRunWritesTheReferenceImage) {
+  CHROMA_REQUIRE_FILE(reference_path("case-e-txt2img-fp32.safetensors"));
+  auto ref = reference("case-e-txt2img-fp32.safetensors");
+  const Outcome r = generate(case_e());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  int w = 0, h = 0;
+  const std::vector<uint8_t> rgb = io::read_png(out_, &w, &h);
+  ASSERT_EQ(w * h, 64 * 64);
+  expect_rgb8_close(rgb, ref->get("firstn0.output.image_u8"));
+}
+
+TEST_F(CliReference, Bf16SamplerReproducesTheReferenceLatent) {
+  CHROMA_REQUIRE_FILE(reference_path("case-e-txt2img-bf16latent.safetensors"));
+  auto ref = reference("case-e-txt2img-bf16latent.safetensors");
+  const std::string latent = (dir_ / "latent.safetensors").string();
+  Flags flags = case_e();
+  flags.push_back({"--sampler-dtype", "bf16"});
+  flags.push_back({"--save-latent", latent});
+  const Outcome r = generate(flags);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  // bf16 resolution (tests/pipeline CaseEBf16): one bf16 ulp is 2⁻⁸ relative, a flipped rounding one ulp.
+  expect_close("firstn0.output.latent", io::SafetensorsFile::open(latent)->get("latent").to_f32(),
+               ref->get("firstn0.output.latent").to_f32(), Tolerance{1e-2});
+}
+
+TEST_F(CliReference, NoShiftRunsTheLinearReferenceSchedule) {
+  // flow's unshifted schedule does not depend on the image size: 28 steps at 64×64 follow case b's
+  // s28_n4096_noshift exactly.
+  CHROMA_REQUIRE_FILE(reference_path("case-b-schedule.safetensors"));
+  auto ref = reference("case-b-schedule.safetensors");
+  const std::string dump = (dir_ / "dump").string();
+  Flags flags = case_e();
+  flags.push_back({"--no-shift", ""});
+  flags.push_back({"--dump", dump});
+  flags.push_back({"--steps", "28"});
+  const Outcome r = generate(flags);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Tensor ts = io::SafetensorsFile::open(dump + "/dump.safetensors")->get("output.timesteps").to_f32();
+  EXPECT_EQ(ts.data, ref->get("output.schedule.s28_n4096_noshift").to_f32().data);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// generate: flags checked before any work
+
+TEST_F(CliGenerate, SeedMinusOneIsRandomAndOutOfRangeIsRefused) {
+  const Outcome r = generate({{"--seed", "-1"}});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(r.err.find("seed 18446744073709551615"), std::string::npos) << "-1 became 2^64 − 1: " << r.err;
+  int w = 0, h = 0;
+  std::vector<std::pair<std::string, std::string>> text;
+  io::read_png(out_, &w, &h, &text);
+  auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "parameters"; });
+  ASSERT_NE(it, text.end());
+  const json seed = json::parse(it->second).at("seed");
+  ASSERT_TRUE(seed.is_number_unsigned()) << seed;
+  EXPECT_NE(r.err.find("seed " + seed.dump()), std::string::npos) << "the random seed was not printed: " << r.err;
+  expect_rejected({{"--seed", "18446744073709551616"}}, {"--seed", "18446744073709551616"});
+  expect_rejected({{"--seed", "-2"}}, {"--seed", "-2"});
+}
+
+TEST_F(CliGenerate, TooManyThreadsNamesThreads) {
+  expect_rejected({{"--threads", "10000"}}, {"--threads 10000", "per core"});
+}
+
+TEST_F(CliGenerate, InvalidUtf8PromptIsRefusedBeforeAnyWork) {
+  expect_rejected({{"-p", "a fox \xff\xfe"}}, {"prompt", "UTF-8"});
+  expect_rejected({{"-n", "blurry \xc3"}}, {"negative_prompt", "UTF-8"});
+}
+
+TEST_F(CliCompare, NanThresholdIsRefused) {
+  const Outcome r = run({"compare", a_, b_, "--threshold", "nan"});
+  expect_one_line_error(r, {"--threshold"});
+}
+
 }  // namespace
 }  // namespace chroma::test

@@ -46,7 +46,7 @@ void require_mini() {
 
 TEST(MemoryPlan, WeightBytesAreTheStoredTensorSums) {
   require_mini();
-  if (::testing::Test::IsSkipped()) return;
+  if (::testing::Test::IsSkipped() || ::testing::Test::HasFatalFailure()) return;
   const Mini m;
   ASSERT_EQ(m.plan.phases.size(), 3u);
   const PhaseEstimate &text = m.plan.phases[0], &denoise = m.plan.phases[1], &decode = m.plan.phases[2];
@@ -80,7 +80,7 @@ TEST(MemoryPlan, WeightBytesAreTheStoredTensorSums) {
 
 TEST(MemoryPlan, ActivationsGrowWithTheImageAndTheText) {
   require_mini();
-  if (::testing::Test::IsSkipped()) return;
+  if (::testing::Test::IsSkipped() || ::testing::Test::HasFatalFailure()) return;
   const io::WeightStore t5 = io::WeightStore::open(test::reference_path("t5-mini.safetensors"));
   const io::WeightStore dit = io::WeightStore::open(test::reference_path("chroma-mini.safetensors"));
   const io::WeightStore vae = io::WeightStore::open(test::reference_path("ae-mini.safetensors"));
@@ -180,7 +180,7 @@ TEST(Residency, ActivationViewsAreNotTouched) {
 // --low-memory only changes when pages are mapped, never a value: case e gives the same bits.
 TEST(LowMemory, CaseEGivesTheSameLatentBitForBit) {
   require_mini();
-  if (::testing::Test::IsSkipped()) return;
+  if (::testing::Test::IsSkipped() || ::testing::Test::HasFatalFailure()) return;
   const ModelFiles files{test::reference_path("chroma-mini.safetensors"), test::reference_path("t5-mini.safetensors"),
                          test::reference_path("ae-mini.safetensors"), test::tokenizer_path("spiece.model")};
   GenerationRequest o;  // README §5 case e

@@ -1,7 +1,10 @@
 // End to end against the author's reference run (case e): tokenize → T5 → 4 Euler steps with real
-// CFG → VAE decode, on the mini checkpoints, compared step by step and at the 8-bit image.
+// CFG → VAE decode, on the mini checkpoints, compared step by step and at the 8-bit image; and the
+// Pipeline object's contract: many requests on one set of open files, progress and cancellation,
+// runs on two threads that keep their own observers.
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 
 #include "io/safetensors.h"
 #include "pipeline/pipeline.h"
@@ -101,6 +104,183 @@ TEST(ToRgb8, ClampsAndTruncatesLikeTheReference) {
   Tensor img({1, 3, 1, 2}, {-1, 1, 0, 2, -3, 0.999f});
   const auto rgb = to_rgb8(img);
   EXPECT_EQ(std::vector<int>(rgb.begin(), rgb.end()), (std::vector<int>{0, 127, 0, 255, 255, 254}));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The Pipeline object
+
+class PipelineCaseE : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ref_path_ = test::reference_path("case-e-txt2img-fp32.safetensors");
+    CHROMA_REQUIRE_FILE(ref_path_);
+    for (const std::string& f : {test::mini_models().dit, test::mini_models().t5, test::mini_models().vae})
+      CHROMA_REQUIRE_FILE(f);
+    ref_ = io::SafetensorsFile::open(ref_path_);
+  }
+  // The run's 8-bit image matches the reference run firstn<firstn>.
+  void expect_reference_image(const GeneratedImage& img, int firstn) {
+    test::expect_rgb8_close(img.rgb, ref_->get("firstn" + std::to_string(firstn) + ".output.image_u8"));
+  }
+  PipelineConfig mini_config() const {
+    PipelineConfig c;
+    c.files = test::mini_models();
+    return c;
+  }
+  std::string ref_path_;
+  std::unique_ptr<io::SafetensorsFile> ref_;
+};
+
+TEST_F(PipelineCaseE, RunsManyRequestsOnFilesOpenedOnce) {
+  // Copies of the model files, removed once the Pipeline is built: every later request must run on
+  // what was opened then, never reopen a path.
+  const fs::path dir = test::temp_path("opened-once");
+  fs::create_directories(dir);
+  PipelineConfig c = mini_config();
+  for (std::string* f : {&c.files.dit, &c.files.t5, &c.files.vae, &c.files.tokenizer}) {
+    const fs::path copy = dir / fs::path(*f).filename();
+    fs::copy_file(*f, copy, fs::copy_options::overwrite_existing);
+    *f = copy.string();
+  }
+  Pipeline pipeline(c);
+  fs::remove_all(dir);
+  const GeneratedImage a = std::move(pipeline.generate(test::case_e_options(0)).images.at(0));
+  const GeneratedImage b = std::move(pipeline.generate(test::case_e_options(1)).images.at(0));
+  const GeneratedImage again = std::move(pipeline.generate(test::case_e_options(0)).images.at(0));
+  expect_reference_image(a, 0);
+  expect_reference_image(b, 1);
+  EXPECT_EQ(again.latent.data, a.latent.data) << "a repeated request must give the same latent bit for bit";
+  EXPECT_EQ(again.rgb, a.rgb);
+  EXPECT_EQ(a.seed, std::optional<uint64_t>(42));
+  EXPECT_EQ(a.parameters.at("seed"), 42);
+  EXPECT_EQ(a.parameters.at("prompt"), test::case_e_options().prompt);
+  EXPECT_EQ(a.parameters.at("dit"), "chroma-mini.safetensors");
+}
+
+TEST_F(PipelineCaseE, ReportsPhasesAndStepsInOrder) {
+  Pipeline pipeline(mini_config());
+  std::vector<Progress> seen;
+  RunHooks hooks;
+  hooks.progress = [&](const Progress& p) {
+    seen.push_back(p);
+    return true;
+  };
+  pipeline.generate(test::case_e_options(0), hooks);
+  using P = Progress::Phase;
+  std::vector<std::pair<P, int>> order;
+  for (const Progress& p : seen) order.push_back({p.phase, p.step});
+  EXPECT_EQ(order, (std::vector<std::pair<P, int>>{{P::TextEncoding, 0}, {P::Denoising, 0}, {P::Denoising, 1},
+                                                   {P::Denoising, 2}, {P::Denoising, 3}, {P::Denoising, 4},
+                                                   {P::Decoding, 0}, {P::Done, 0}}));
+  for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i].elapsed_seconds, seen[i - 1].elapsed_seconds) << i;
+  for (const Progress& p : seen)
+    if (p.phase == P::Denoising) {
+      EXPECT_EQ(p.steps, 4);
+      if (p.step > 0) {
+        EXPECT_GE(p.step_seconds, 0);
+        // ETA = mean step time × steps left, exactly.
+        EXPECT_DOUBLE_EQ(p.eta_seconds, p.step_seconds * (p.steps - p.step));
+      }
+    }
+}
+
+TEST_F(PipelineCaseE, CancelsAtTheNextStepAndStaysUsable) {
+  Pipeline pipeline(mini_config());
+  int last_step = 0;
+  RunHooks hooks;
+  hooks.progress = [&](const Progress& p) {
+    if (p.phase == Progress::Phase::Denoising) last_step = p.step;
+    return !(p.phase == Progress::Phase::Denoising && p.step == 2);
+  };
+  EXPECT_THROW(pipeline.generate(test::case_e_options(0), hooks), Cancelled);
+  EXPECT_EQ(last_step, 2) << "no step may run after the one the callback stopped at";
+  // Cancelling before any work: at the text-encoding phase.
+  hooks.progress = [](const Progress&) { return false; };
+  EXPECT_THROW(pipeline.generate(test::case_e_options(0), hooks), Cancelled);
+  expect_reference_image(pipeline.generate(test::case_e_options(0)).images.at(0), 0);
+}
+
+// Two pipelines on two threads at once, one with a dump and a profiler, one without, and a tracer
+// the main thread has installed: each observer sees its own run only.
+TEST_F(PipelineCaseE, RunsOnTwoThreadsKeepTheirOwnObservers) {
+  Dump alone(test::temp_path("dump-alone").string());
+  ops::profile::Profiler alone_profile;
+  {
+    Pipeline p(mini_config());
+    RunHooks h;
+    h.dump = &alone;
+    h.profiler = &alone_profile;
+    p.generate(test::case_e_options(0), h);
+  }
+  test::RecordingTracer bystander;
+  const ScopedTracer installed(&bystander);
+  Dump dump(test::temp_path("dump-a").string());
+  ops::profile::Profiler profile;
+  GeneratedImage a, b;
+  std::thread ta([&] {
+    Pipeline p(mini_config());
+    RunHooks h;
+    h.dump = &dump;
+    h.profiler = &profile;
+    a = std::move(p.generate(test::case_e_options(0), h).images.at(0));
+  });
+  std::thread tb([&] {
+    PipelineConfig c = mini_config();
+    c.threads = 1;
+    Pipeline p(c);
+    b = std::move(p.generate(test::case_e_options(1)).images.at(0));
+  });
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(bystander.values.empty()) << "a run recorded into the main thread's tracer";
+  expect_reference_image(a, 0);
+  expect_reference_image(b, 1);
+  auto got = io::SafetensorsFile::open(dump.write());
+  auto want = io::SafetensorsFile::open(alone.write());
+  ASSERT_EQ(got->tensors().size(), want->tensors().size());
+  for (const auto& [name, view] : want->tensors()) {
+    ASSERT_TRUE(got->has(name)) << name;
+    EXPECT_EQ(got->get(name).to_f32().data, view.to_f32().data) << name;
+  }
+  // The same ops, call for call: nothing of the other thread's run was counted.
+  for (const auto& [section, totals] : alone_profile.totals())
+    for (const auto& [op, t] : totals.ops)
+      EXPECT_EQ(profile.totals().at(section).ops.at(op).calls, t.calls) << section << " " << op;
+}
+
+TEST_F(PipelineCaseE, PhasesCalledAloneGiveTheSameImage) {
+  Pipeline pipeline(mini_config());
+  const GenerationRequest r = test::case_e_options(0);
+  const TextConditioning text = pipeline.encode_text(r.prompt, r.negative_prompt);
+  const std::vector<float> schedule = request_schedule(r);
+  const Tensor latent = pipeline.denoise(initial_noise(r, 42), schedule, 0, text, r);
+  expect_reference_image({Tensor(), Tensor(), to_rgb8(pipeline.decode(latent))}, 0);
+  // The second half of the schedule from the reference's latent entering step 2 ends at the same latent.
+  const Tensor step2 = ref_->get("firstn0.step.2.latent_in").to_f32();
+  const Tensor tail = pipeline.denoise(step2, std::span(schedule).subspan(2), 2, text, r);
+  test::expect_close("output.latent from step 2", tail, ref_->get("firstn0.output.latent").to_f32(),
+                     test::kEndToEndTol);
+}
+
+TEST(PipelineFiles, OpeningNamesTheFlagOfABadFile) {
+  CHROMA_REQUIRE_FILE(test::reference_path("chroma-mini.safetensors"));
+  PipelineConfig c;
+  c.files = test::mini_models();
+  c.files.vae = c.files.dit;  // a DiT where the VAE belongs
+  try {
+    Pipeline p(c);
+    FAIL() << "a DiT given as --vae was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("--vae ", 0), 0u) << e.what();
+  }
+  c.files = test::mini_models();
+  c.threads = 100000;
+  try {
+    Pipeline p(c);
+    FAIL() << "100000 threads accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--threads 100000"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

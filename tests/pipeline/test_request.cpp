@@ -1,0 +1,112 @@
+// GenerationRequest and its option table (pipeline/request.h): strict parsing, one validation for
+// every front end, and the JSON round trip the PNG metadata and the server rely on.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "pipeline/request.h"
+#include "tensor/error.h"
+
+namespace chroma::pipeline {
+namespace {
+
+using nlohmann::json;
+
+// The error of `f`, or "" when it does not throw chroma::Error.
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(RequestOptions, KeysAndFlagsAreUnique) {
+  std::set<std::string> keys, flags;
+  for (const RequestOption& o : request_options()) {
+    EXPECT_TRUE(keys.insert(o.key).second) << o.key;
+    EXPECT_TRUE(flags.insert(o.flags).second) << o.flags;
+  }
+  EXPECT_EQ(keys.size(), json(request_to_json({})).size());
+}
+
+TEST(RequestOptions, ParseWholeValuesInRange) {
+  GenerationRequest r;
+  set_option(r, "width", "512");
+  set_option(r, "cfg", "3.5");
+  set_option(r, "skip_cfg_steps", "-1");
+  set_option(r, "shift", "false");
+  set_option(r, "sampler_dtype", "bf16");
+  EXPECT_EQ(r.width, 512);
+  EXPECT_EQ(r.cfg, 3.5f);
+  EXPECT_EQ(r.skip_cfg_steps, -1);
+  EXPECT_FALSE(r.shift);
+  EXPECT_EQ(r.sampler_dtype, SamplerDtype::BF16);
+  for (const auto& [key, text] : std::vector<std::pair<std::string, std::string>>{
+           {"width", "64.5"}, {"width", "64px"}, {"width", " 64"}, {"width", "+64"}, {"width", "99999999999"},
+           {"steps", "0"}, {"cfg", "nan"}, {"cfg", "inf"}, {"skip_cfg_steps", "-2"}, {"shift", "maybe"},
+           {"sampler", "nope"}, {"sampler_dtype", "f16"}})
+    EXPECT_NE(error_of([&] { set_option(r, key, text); }).find(key), std::string::npos) << key << " = " << text;
+  EXPECT_NE(error_of([&] { set_option(r, "no_such_option", "1"); }).find("no_such_option"), std::string::npos);
+}
+
+TEST(RequestOptions, SeedMinusOneIsRandomAndOutOfRangeIsAnError) {
+  GenerationRequest r;
+  set_option(r, "seed", "18446744073709551615");  // 2^64 − 1: the largest seed
+  EXPECT_EQ(r.seed, std::optional<uint64_t>(18446744073709551615ull));
+  set_option(r, "seed", "-1");
+  EXPECT_FALSE(r.seed.has_value()) << "-1 means random, as in A1111 and ComfyUI";
+  for (const char* bad : {"18446744073709551616", "-2", "1e3", "0x10", ""})
+    EXPECT_NE(error_of([&] { set_option(r, "seed", bad); }).find("seed"), std::string::npos) << bad;
+}
+
+TEST(Validate, RejectsTextThatIsNotUtf8) {
+  EXPECT_TRUE(is_utf8("a red fox — 狐 🦊"));
+  for (const char* bad : {"\xff", "a\xc3", "\xc0\xaf" /* overlong '/' */, "\xed\xa0\x80" /* surrogate */,
+                          "\xf4\x90\x80\x80" /* above U+10FFFF */, "\x80"})
+    EXPECT_FALSE(is_utf8(bad)) << bad;
+  GenerationRequest r;
+  r.prompt = "a fox \xff";
+  EXPECT_NE(error_of([&] { validate(r); }).find("prompt"), std::string::npos);
+  r.prompt = "a fox";
+  r.negative_prompt = "blurry \xc3";
+  EXPECT_NE(error_of([&] { validate(r); }).find("negative_prompt"), std::string::npos);
+}
+
+TEST(RequestJson, RoundTripsEveryOption) {
+  GenerationRequest r;
+  r.prompt = "a fox \"in\" snow";
+  r.negative_prompt = "blurry";
+  r.width = 320;
+  r.height = 192;
+  r.steps = 7;
+  r.cfg = 3.7f;  // not exact in binary: must come back as the same float
+  r.skip_cfg_steps = 2;
+  r.seed = 18446744073709551615ull;
+  r.shift = false;
+  r.sampler_dtype = SamplerDtype::BF16;
+  r.init_noise = "noise.safetensors";
+  const GenerationRequest back = request_from_json(json::parse(request_to_json(r).dump()));
+  EXPECT_EQ(request_to_json(back), request_to_json(r));
+  EXPECT_EQ(back.cfg, r.cfg);
+  EXPECT_EQ(back.seed, r.seed);
+}
+
+TEST(RequestJson, RejectsUnknownKeysWrongTypesAndBadValues) {
+  EXPECT_NE(error_of([] { request_from_json(json{{"prompt", "x"}, {"widht", 64}}); }).find("widht"), std::string::npos);
+  EXPECT_NE(error_of([] { request_from_json(json{{"width", "64"}}); }).find("width"), std::string::npos);
+  EXPECT_NE(error_of([] { request_from_json(json{{"prompt", 5}}); }).find("prompt"), std::string::npos);
+  EXPECT_NE(error_of([] { request_from_json(json{{"width", 100}}); }).find("multiple of 16"), std::string::npos);
+  EXPECT_NE(error_of([] { request_from_json(json::array()); }).find("object"), std::string::npos);
+  const GenerationRequest random = request_from_json(json{{"seed", nullptr}});
+  EXPECT_FALSE(random.seed.has_value());
+  GenerationRequest defaults;
+  defaults.steps = 2;
+  EXPECT_EQ(request_from_json(json{{"prompt", "x"}}, defaults).steps, 2) << "absent keys keep the defaults";
+}
+
+}  // namespace
+}  // namespace chroma::pipeline
