@@ -21,7 +21,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "backend/backend.h"
 #include "io/atomic_file.h"
 #include "io/compare.h"
 #include "io/gguf.h"
@@ -30,9 +29,8 @@
 #include "io/safetensors.h"
 #include "pipeline/bench.h"
 #include "pipeline/model_files.h"
+#include "pipeline/model_info.h"
 #include "pipeline/pipeline.h"
-#include "models/chroma/config.h"
-#include "models/t5/t5.h"
 #include "net/cache.h"
 #include "net/hub.h"
 #include "text/tokenizer.h"
@@ -236,31 +234,6 @@ int run_quantize(const std::string& in, const std::string& out, const std::strin
   return 0;
 }
 
-// The configuration a model's shapes imply (or why none could be inferred).
-std::string inferred_config(const io::WeightStore& store) {
-  char b[320];
-  try {
-    if (store.format().kind == io::ModelKind::DiT) {
-      const dit::ChromaConfig c = dit::ChromaConfig::from_weights(store);
-      std::snprintf(b, sizeof b,
-                    "hidden %d, heads %d × %d, mlp %d, double blocks %d, single blocks %d, context %d, "
-                    "approximator %d → %d × %d layers",
-                    c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
-                    c.approx_in, c.approx_hidden, c.approx_layers);
-      return b;
-    }
-    if (store.format().kind == io::ModelKind::T5) {
-      const t5::T5Config c = t5::T5Config::from_weights(store);
-      std::snprintf(b, sizeof b, "d_model %d, heads %d × %d, d_ff %d, layers %d, vocab %d, buckets %d", c.d_model,
-                    c.heads, c.d_kv, c.d_ff, c.layers, c.vocab, c.buckets);
-      return b;
-    }
-  } catch (const Error& e) {
-    return std::string("not inferable (") + e.what() + ")";
-  }
-  return "-";
-}
-
 int run_info(const std::string& path) {
   const io::WeightStore store = io::WeightStore::open(path);
   const io::WeightSummary s = io::summarize(store);
@@ -269,7 +242,7 @@ int run_info(const std::string& path) {
   std::printf("file:       %s (%s)\n", path.c_str(),
               gguf ? ("GGUF v" + std::to_string(gguf->version())).c_str() : "safetensors");
   std::printf("model:      %s\n", s.format.describe().c_str());
-  std::printf("config:     %s\n", inferred_config(store).c_str());
+  std::printf("config:     %s\n", pipeline::inferred_config(store).c_str());
   std::printf("parameters: %" PRId64 " (%.3f B) in %zu tensors, %s (%zu bytes)\n", s.parameters,
               double(s.parameters) / 1e9, store.tensors().size(), human_bytes(s.bytes).c_str(), s.bytes);
   for (const auto& [type, n] : s.type_counts)

@@ -1,0 +1,34 @@
+#include "pipeline/model_info.h"
+
+#include <cstdio>
+
+#include "models/chroma/config.h"
+#include "models/t5/t5.h"
+
+namespace chroma::pipeline {
+
+std::string inferred_config(const io::WeightStore& store) {
+  char b[320];
+  try {
+    if (store.format().kind == io::ModelKind::DiT) {
+      const dit::ChromaConfig c = dit::ChromaConfig::from_weights(store);
+      std::snprintf(b, sizeof b,
+                    "hidden %d, heads %d × %d, mlp %d, double blocks %d, single blocks %d, context %d, "
+                    "approximator %d → %d × %d layers",
+                    c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
+                    c.approx_in, c.approx_hidden, c.approx_layers);
+      return b;
+    }
+    if (store.format().kind == io::ModelKind::T5) {
+      const t5::T5Config c = t5::T5Config::from_weights(store);
+      std::snprintf(b, sizeof b, "d_model %d, heads %d × %d, d_ff %d, layers %d, vocab %d, buckets %d", c.d_model,
+                    c.heads, c.d_kv, c.d_ff, c.layers, c.vocab, c.buckets);
+      return b;
+    }
+  } catch (const Error& e) {
+    return std::string("not inferable (") + e.what() + ")";
+  }
+  return "-";
+}
+
+}  // namespace chroma::pipeline
