@@ -24,7 +24,7 @@
 #include "io/atomic_file.h"
 #include "io/compare.h"
 #include "io/gguf.h"
-#include "io/png.h"
+#include "io/image.h"
 #include "io/quantize.h"
 #include "io/safetensors.h"
 #include "pipeline/bench.h"
@@ -167,7 +167,7 @@ int run_generate(ModelOptions m, pipeline::GenerationRequest request, const Outp
   if (!out.save_latent.empty())
     io::write_safetensors(out.save_latent, {{"latent", &img.latent}}, {{"parameters", img.parameters.dump()}});
   if (dump) std::fprintf(stderr, "chromacpp: dumped intermediates to %s\n", dump->write().c_str());
-  io::write_png(out.output, img.rgb, img.width, img.height, img.png_text());
+  io::write_image(out.output, {img.width, img.height, img.rgb, img.png_text()}, io::image_format_of_path(out.output));
   std::fprintf(stderr, "chromacpp: wrote %s\n", out.output.c_str());
   if (out.verbose) {
     std::vector<pipeline::PhaseStats> phases = pipeline.open_phases();

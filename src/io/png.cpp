@@ -1,37 +1,118 @@
-#include "io/png.h"
-
+// The PNG codec of io/image.h (libpng).
 #include <png.h>
 
 #include <cstdio>
-#include <memory>
+#include <cstdlib>
+#include <cstring>
 
-#include "io/atomic_file.h"
+#include "io/image.h"
 #include "tensor/error.h"
 
 namespace chroma::io {
 namespace {
 
-struct FileCloser {
-  void operator()(FILE* f) const { if (f) std::fclose(f); }
+// libpng reports errors through longjmp; the message goes into the caller's buffer.
+struct ErrorBuffer {
+  char message[256] = "";
 };
-using File = std::unique_ptr<FILE, FileCloser>;
-
-// libpng reports errors through longjmp; route them into a message we turn into chroma::Error.
 void on_png_error(png_structp png, png_const_charp msg) {
-  auto* out = static_cast<std::string*>(png_get_error_ptr(png));
-  *out = msg;
+  auto* err = static_cast<ErrorBuffer*>(png_get_error_ptr(png));
+  std::snprintf(err->message, sizeof err->message, "%s", msg);
   png_longjmp(png, 1);
 }
 void on_png_warning(png_structp, png_const_charp) {}
 
+// What the C frame below hands back: malloc'ed buffers the caller frees, so that a longjmp out of
+// libpng never skips a destructor.
+struct Decoded {
+  png_uint_32 width = 0, height = 0;
+  unsigned char* rgb = nullptr;
+  png_bytep* rows = nullptr;
+  int n_text = 0;
+  char** keys = nullptr;
+  char** values = nullptr;
+  bool too_large = false;
+};
+
+char* copy_string(const char* s) {
+  const size_t n = std::strlen(s) + 1;
+  char* c = static_cast<char*>(std::malloc(n));
+  if (c) std::memcpy(c, s, n);
+  return c;
+}
+
 // The libpng calls, kept apart from every C++ object with a destructor: libpng reports errors by
 // longjmp back into this frame, which must hold nothing a jump could leave half-built.
-bool encode_png(FILE* f, const uint8_t* rgb, int width, int height, png_text* chunks, int n_chunks, std::string* err) {
+bool decode_frame(FILE* f, Decoded* d, ErrorBuffer* err) {
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, err, on_png_error, on_png_warning);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  if (!info) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    std::snprintf(err->message, sizeof err->message, "libpng initialisation failed");
+    return false;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;
+  }
+  png_init_io(png, f);
+  png_read_info(png, info);
+  d->width = png_get_image_width(png, info);
+  d->height = png_get_image_height(png, info);
+  if (d->width > png_uint_32(kMaxImageSide) || d->height > png_uint_32(kMaxImageSide) ||
+      int64_t(d->width) * int64_t(d->height) > kMaxImagePixels) {  // refused before any pixel is allocated
+    d->too_large = true;
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;
+  }
+  // Any PNG to 8-bit RGB: palette and grey expanded, 16-bit stripped, alpha dropped.
+  png_set_expand(png);
+  png_set_strip_16(png);
+  png_set_strip_alpha(png);
+  png_set_gray_to_rgb(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  const size_t stride = size_t(d->width) * 3;
+  d->rgb = static_cast<unsigned char*>(std::malloc(stride * d->height));
+  d->rows = static_cast<png_bytep*>(std::malloc(sizeof(png_bytep) * d->height));
+  if (!d->rgb || !d->rows) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    std::snprintf(err->message, sizeof err->message, "out of memory");
+    return false;
+  }
+  for (png_uint_32 y = 0; y < d->height; ++y) d->rows[y] = d->rgb + y * stride;
+  png_read_image(png, d->rows);
+  png_read_end(png, info);
+  png_textp chunks = nullptr;
+  const int n = png_get_text(png, info, &chunks, nullptr);
+  d->keys = static_cast<char**>(std::calloc(size_t(n) + 1, sizeof(char*)));
+  d->values = static_cast<char**>(std::calloc(size_t(n) + 1, sizeof(char*)));
+  for (int i = 0; d->keys && d->values && i < n; ++i) {
+    d->keys[i] = copy_string(chunks[i].key);
+    d->values[i] = copy_string(chunks[i].text ? chunks[i].text : "");
+    d->n_text = i + 1;
+  }
+  png_destroy_read_struct(&png, &info, nullptr);
+  return true;
+}
+
+void free_decoded(Decoded& d) {
+  for (int i = 0; i < d.n_text; ++i) {
+    std::free(d.keys[i]);
+    std::free(d.values[i]);
+  }
+  std::free(d.keys);
+  std::free(d.values);
+  std::free(d.rows);
+  std::free(d.rgb);
+}
+
+bool encode_frame(FILE* f, const uint8_t* rgb, int width, int height, png_text* chunks, int n_chunks, ErrorBuffer* err) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, err, on_png_error, on_png_warning);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!info) {
     png_destroy_write_struct(&png, nullptr);
-    *err = "libpng initialisation failed";
+    std::snprintf(err->message, sizeof err->message, "libpng initialisation failed");
     return false;
   }
   if (setjmp(png_jmpbuf(png))) {
@@ -49,65 +130,55 @@ bool encode_png(FILE* f, const uint8_t* rgb, int width, int height, png_text* ch
   return true;
 }
 
-}  // namespace
-
-void write_png(const std::string& path, const std::vector<uint8_t>& rgb, int width, int height,
-               const std::vector<std::pair<std::string, std::string>>& text) {
-  if (width <= 0 || height <= 0 || rgb.size() != size_t(width) * size_t(height) * 3)
-    throw Error(path + ": image buffer does not match " + std::to_string(width) + "×" + std::to_string(height) + " RGB");
-  std::vector<png_text> chunks(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    chunks[i].compression = PNG_TEXT_COMPRESSION_NONE;
-    chunks[i].key = const_cast<char*>(text[i].first.c_str());
-    chunks[i].text = const_cast<char*>(text[i].second.c_str());
-    chunks[i].text_length = text[i].second.size();
-  }
-  write_atomically(path, [&](const std::string& tmp) {
-    File f(std::fopen(tmp.c_str(), "wb"));
-    if (!f) throw Error(path + ": cannot create the output file");
-    std::string err;
-    if (!encode_png(f.get(), rgb.data(), width, height, chunks.data(), int(chunks.size()), &err))
-      throw Error(path + ": PNG write failed: " + err);
-    if (std::fflush(f.get()) != 0 || std::ferror(f.get())) throw Error(path + ": write failed (disk full?)");
-  });
+bool is_ascii(const std::string& s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) return false;
+  return true;
 }
 
-std::vector<uint8_t> read_png(const std::string& path, int* width, int* height,
-                              std::vector<std::pair<std::string, std::string>>* text) {
-  File f(std::fopen(path.c_str(), "rb"));
+}  // namespace
+
+Image decode_png(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error(path + ": cannot open");
-  std::string err;
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, on_png_error, on_png_warning);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!info) {
-    png_destroy_read_struct(&png, nullptr, nullptr);
-    throw Error(path + ": libpng initialisation failed");
+  Decoded d;
+  ErrorBuffer err;
+  const bool ok = decode_frame(f, &d, &err);
+  std::fclose(f);
+  Image img;
+  if (ok) {
+    img.width = int(d.width);
+    img.height = int(d.height);
+    img.rgb.assign(d.rgb, d.rgb + size_t(d.width) * d.height * 3);
+    for (int i = 0; i < d.n_text; ++i) img.text.emplace_back(d.keys[i], d.values[i]);
   }
-  std::vector<uint8_t> rgb;
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_read_struct(&png, &info, nullptr);
-    throw Error(path + ": not a readable PNG: " + err);
+  free_decoded(d);
+  if (d.too_large) check_image_size(path, d.width, d.height);
+  if (!ok) throw Error(path + ": not a readable PNG: " + err.message);
+  check_image_size(path, img.width, img.height);
+  return img;
+}
+
+void encode_png_file(const std::string& tmp_path, const Image& image) {
+  // tEXt holds Latin-1; text with other characters (a UTF-8 prompt) goes into an iTXt chunk.
+  std::vector<png_text> chunks(image.text.size());
+  for (size_t i = 0; i < image.text.size(); ++i) {
+    const auto& [key, value] = image.text[i];
+    chunks[i] = png_text{};
+    chunks[i].compression = is_ascii(value) ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
+    chunks[i].key = const_cast<char*>(key.c_str());
+    chunks[i].text = const_cast<char*>(value.c_str());
+    if (is_ascii(value)) chunks[i].text_length = value.size();
+    else chunks[i].itxt_length = value.size();
   }
-  png_init_io(png, f.get());
-  png_read_png(png, info, PNG_TRANSFORM_STRIP_16 | PNG_TRANSFORM_PACKING | PNG_TRANSFORM_EXPAND | PNG_TRANSFORM_STRIP_ALPHA,
-               nullptr);
-  const int w = int(png_get_image_width(png, info)), h = int(png_get_image_height(png, info));
-  const int channels = png_get_channels(png, info);
-  png_bytepp rows = png_get_rows(png, info);
-  rgb.resize(size_t(w) * size_t(h) * 3);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c)
-        rgb[(size_t(y) * size_t(w) + size_t(x)) * 3 + size_t(c)] = rows[y][x * channels + (channels >= 3 ? c : 0)];
-  if (text) {
-    png_textp chunks = nullptr;
-    int n = png_get_text(png, info, &chunks, nullptr);
-    for (int i = 0; i < n; ++i) text->emplace_back(chunks[i].key, std::string(chunks[i].text, chunks[i].text_length));
-  }
-  png_destroy_read_struct(&png, &info, nullptr);
-  *width = w;
-  *height = h;
-  return rgb;
+  std::FILE* f = std::fopen(tmp_path.c_str(), "wb");
+  if (!f) throw Error("cannot create the output file");
+  ErrorBuffer err;
+  const bool ok = encode_frame(f, image.rgb.data(), image.width, image.height, chunks.data(), int(chunks.size()), &err);
+  const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
+  std::fclose(f);
+  if (!ok) throw Error(std::string("PNG write failed: ") + err.message);
+  if (!flushed) throw Error("write failed (disk full?)");
 }
 
 }  // namespace chroma::io

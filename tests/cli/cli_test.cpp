@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "cli_fixture.h"
-#include "io/png.h"
+#include "io/image.h"
 #include "io/safetensors.h"
 #include "testdata.h"
 
@@ -431,9 +431,10 @@ TEST_F(CliGenerate, TinyRunWritesPngAndLatent) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_NE(r.err.find("seed 1"), std::string::npos) << r.err;
 
-  int w = 0, h = 0;
-  std::vector<std::pair<std::string, std::string>> text;
-  const std::vector<uint8_t> rgb = io::read_png(out_, &w, &h, &text);
+  const io::Image png = io::read_image(out_);
+  const int w = png.width, h = png.height;
+  const std::vector<uint8_t>& rgb = png.rgb;
+  const io::TextChunks& text = png.text;
   EXPECT_EQ(w, 64);
   EXPECT_EQ(h, 64);
   EXPECT_EQ(rgb.size(), size_t(64 * 64 * 3));
@@ -476,10 +477,9 @@ TEST_F(CliReference, SeedRunWritesTheReferenceImage) {
   auto ref = reference("case-e-txt2img-fp32.safetensors");
   const Outcome r = generate(case_e());
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  int w = 0, h = 0;
-  const std::vector<uint8_t> rgb = io::read_png(out_, &w, &h);
-  ASSERT_EQ(w * h, 64 * 64);
-  expect_rgb8_close(rgb, ref->get("firstn0.output.image_u8"));
+  const io::Image png = io::read_image(out_);
+  ASSERT_EQ(png.width * png.height, 64 * 64);
+  expect_rgb8_close(png.rgb, ref->get("firstn0.output.image_u8"));
 }
 
 TEST_F(CliReference, Bf16SamplerReproducesTheReferenceLatent) {
@@ -519,9 +519,7 @@ TEST_F(CliGenerate, SeedMinusOneIsRandomAndOutOfRangeIsRefused) {
   const Outcome r = generate({{"--seed", "-1"}});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_EQ(r.err.find("seed 18446744073709551615"), std::string::npos) << "-1 became 2^64 − 1: " << r.err;
-  int w = 0, h = 0;
-  std::vector<std::pair<std::string, std::string>> text;
-  io::read_png(out_, &w, &h, &text);
+  const io::TextChunks text = io::read_image(out_).text;
   auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "parameters"; });
   ASSERT_NE(it, text.end());
   const json seed = json::parse(it->second).at("seed");

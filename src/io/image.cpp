@@ -1,0 +1,75 @@
+#include "io/image.h"
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "io/atomic_file.h"
+#include "tensor/error.h"
+
+namespace chroma::io {
+
+ImageFormat parse_image_format(const std::string& name) {
+  if (name == "png") return ImageFormat::Png;
+  if (name == "jpeg" || name == "jpg") return ImageFormat::Jpeg;
+  if (name == "webp") return ImageFormat::Webp;
+  throw Error("image format '" + name + "': must be png, jpeg or webp");
+}
+
+const char* image_format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::Png: return "png";
+    case ImageFormat::Jpeg: return "jpeg";
+    case ImageFormat::Webp: return "webp";
+  }
+  return "?";
+}
+
+ImageFormat image_format_of_path(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (ext == ".jpg" || ext == ".jpeg") return ImageFormat::Jpeg;
+  if (ext == ".webp") return ImageFormat::Webp;
+  return ImageFormat::Png;
+}
+
+void check_image_size(const std::string& path, int64_t width, int64_t height) {
+  if (width <= 0 || height <= 0)
+    throw Error(path + ": image is " + std::to_string(width) + "×" + std::to_string(height) + ": empty");
+  if (width > kMaxImageSide || height > kMaxImageSide || width * height > kMaxImagePixels)
+    throw Error(path + ": image is " + std::to_string(width) + "×" + std::to_string(height) +
+                ", larger than the " + std::to_string(kMaxImageSide) + " px side / " +
+                std::to_string(kMaxImagePixels >> 20) + " Mpx this reader accepts");
+}
+
+Image read_image(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open: " + std::strerror(errno));
+  unsigned char magic[12] = {};
+  const size_t n = std::fread(magic, 1, sizeof magic, f);
+  std::fclose(f);
+  if (n >= 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return decode_png(path);
+  if (n >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return decode_jpeg(path);
+  if (n >= 12 && std::memcmp(magic, "RIFF", 4) == 0 && std::memcmp(magic + 8, "WEBP", 4) == 0) return decode_webp(path);
+  throw Error(path + ": not a PNG, JPEG or WebP image");
+}
+
+void write_image(const std::string& path, const Image& image, ImageFormat format, int quality) {
+  if (image.width <= 0 || image.height <= 0 || image.rgb.size() != size_t(image.width) * size_t(image.height) * 3)
+    throw Error(path + ": image buffer does not match " + std::to_string(image.width) + "×" +
+                std::to_string(image.height) + " RGB");
+  if (quality < 1 || quality > 100) throw Error(path + ": quality " + std::to_string(quality) + ": must be 1 to 100");
+  write_atomically(path, [&](const std::string& tmp) {
+    try {
+      switch (format) {
+        case ImageFormat::Png: return encode_png_file(tmp, image);
+        case ImageFormat::Jpeg: return encode_jpeg_file(tmp, image, quality);
+        case ImageFormat::Webp: return encode_webp_file(tmp, image, quality);
+      }
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());  // the codecs only know the temporary name
+    }
+  });
+}
+
+}  // namespace chroma::io
