@@ -11,6 +11,7 @@
 #include "models/t5/t5.h"
 #include "models/vae/vae.h"
 #include "pipeline/heap.h"
+#include "pipeline/image_input.h"
 #include "pipeline/memory_plan.h"
 #include "sampling/rng.h"
 #include "sampling/schedule.h"
@@ -55,8 +56,9 @@ sampling::SamplerPrecision precision_of(const GenerationRequest& r) {
   return r.sampler_dtype == SamplerDtype::BF16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
 }
 
-bool any_cfg(const GenerationRequest& r) {
-  for (int i = 0; i < r.steps; ++i)
+// Whether a step the request runs (from `first` on) uses CFG, i.e. needs the negative prompt.
+bool any_cfg(const GenerationRequest& r, int first) {
+  for (int i = first; i < r.steps; ++i)
     if (sampling::uses_cfg(i, r.skip_cfg_steps, r.cfg)) return true;
   return false;
 }
@@ -65,6 +67,7 @@ bool any_cfg(const GenerationRequest& r) {
 
 const char* phase_name(Progress::Phase phase) {
   switch (phase) {
+    case Progress::Phase::ImageEncoding: return "image encoding";
     case Progress::Phase::TextEncoding: return "text encoding";
     case Progress::Phase::Denoising: return "denoising";
     case Progress::Phase::Decoding: return "decoding";
@@ -108,6 +111,7 @@ struct Pipeline::Models {
   std::optional<t5::T5Encoder> t5;
   std::optional<dit::ChromaModel> dit;
   std::optional<vae::Decoder> vae;  // borrows vae_weights
+  std::optional<vae::Encoder> vae_encoder;  // img2img; absent when the VAE file holds only the decoder
 };
 
 Pipeline::Pipeline(PipelineConfig config)
@@ -130,6 +134,7 @@ Pipeline::Pipeline(PipelineConfig config)
   open_for("--vae", f.vae, [&](const std::string& p) {
     m.vae_weights = open_weights(p, kVaePrefix);
     m.vae.emplace(m.vae_weights);
+    if (m.vae_weights.has("encoder.conv_in.weight")) m.vae_encoder.emplace(m.vae_weights);
   });
 }
 
@@ -141,10 +146,16 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
   return encode_text(prompt, negative_prompt, hooks, progress);
 }
 
-Tensor Pipeline::denoise(const Tensor& noise, std::span<const float> schedule, int first_step,
-                         const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks) const {
+Tensor Pipeline::denoise(const Tensor& x, std::span<const float> schedule, int first_step,
+                         const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks,
+                         const LatentBlend* blend) const {
   ProgressReporter progress(hooks.progress);
-  return denoise(noise, schedule, first_step, text, r, hooks, progress);
+  return denoise(x, schedule, first_step, text, r, hooks, blend, progress);
+}
+
+Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks) const {
+  ProgressReporter progress(hooks.progress);
+  return encode_image(image, hooks, progress);
 }
 
 Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks) const {
@@ -178,9 +189,9 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
   return text;
 }
 
-Tensor Pipeline::denoise(const Tensor& noise, std::span<const float> schedule, int first_step,
+Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int first_step,
                          const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks,
-                         ProgressReporter& progress) const {
+                         const LatentBlend* blend, ProgressReporter& progress) const {
   // The tracer is bound for the first step's DiT pass only (below).
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
   const ops::profile::Section ops_section("denoising");
@@ -228,7 +239,18 @@ Tensor Pipeline::denoise(const Tensor& noise, std::span<const float> schedule, i
   };
 
   progress.phase(Progress::Phase::Denoising, first_step + int(schedule.size()) - 1);
-  Tensor latent = sampling::denoise(*sampler, noise, schedule, velocity, [&](int step, int total, Tensor&) {
+  Tensor latent = sampling::denoise(*sampler, x0, schedule, velocity, [&](int step, int total, Tensor& x) {
+    if (blend) {  // inpainting: the unmasked latent back on the original's path at t_next
+      const Tensor kept = sampling::flow_noised(blend->original, blend->noise, schedule[size_t(step - first_step + 1)], prec);
+      const int64_t plane = blend->mask.numel(), channels = x.numel() / plane;
+      for (int64_t c = 0; c < channels; ++c)
+        for (int64_t i = 0; i < plane; ++i) {
+          const size_t k = size_t(c * plane + i);
+          const float m = blend->mask.data[size_t(i)];
+          x.data[k] = m * x.data[k] + (1.0f - m) * kept.data[k];
+        }
+      x = sampling::round_state(x, prec);
+    }
     progress.step_done(step + 1, total);  // throws Cancelled when asked to stop
     return true;
   }, first_step);
@@ -249,9 +271,22 @@ Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, ProgressRep
   return image;
 }
 
+Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const {
+  if (!models_->vae_encoder)
+    throw Error("--vae " + config_.files.vae + ": holds no encoder (encoder.* tensors): img2img needs the full VAE");
+  progress.phase(Progress::Phase::ImageEncoding);
+  const RunContext::Bind bind(context_, nullptr, hooks.profiler);
+  const ops::profile::Section ops_section("image encoding");
+  Tensor latent = models_->vae_encoder->encode(image);
+  io::release_pages(models_->vae_weights, "");
+  release_free_heap();
+  require_finite(latent, "VAE encoding");
+  return latent;
+}
+
 GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& hooks) {
   validate(r);
-  const bool cfg = any_cfg(r);
+  const bool cfg = any_cfg(r, first_step(r));
   const uint64_t seed = r.seed ? *r.seed : random_seed();
   // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
   if (config_.memory_check) {
@@ -262,12 +297,41 @@ GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& 
     check_memory(plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape),
                  config_.low_memory, available_memory_bytes());
   }
+  // Everything a request reads from files, before any computing: the init image and mask.
+  io::Image init, mask;
+  if (r.has_init_image()) init = r.init_pixels.width ? r.init_pixels : io::read_image(r.init_image);
+  if (r.has_mask()) {
+    mask = r.mask_pixels.width ? r.mask_pixels : io::read_image(r.mask);
+    // Fitted alike, the two stay aligned only when they have the same size to begin with.
+    if (mask.width != init.width || mask.height != init.height)
+      throw Error("mask " + r.mask + " is " + std::to_string(mask.width) + "×" + std::to_string(mask.height) +
+                  " but the init image is " + std::to_string(init.width) + "×" + std::to_string(init.height) +
+                  ": they must be the same size");
+    mask = fit_image(mask, r.width, r.height);
+  }
+  if (r.has_init_image()) init = fit_image(init, r.width, r.height);
   const std::vector<float> schedule = request_schedule(r);
-  const Tensor noise = sampling::round_state(initial_noise(r, seed), precision_of(r));
+  const int first = first_step(r);
+  const sampling::SamplerPrecision prec = precision_of(r);
+  const Tensor noise = sampling::round_state(initial_noise(r, seed), prec);
   if (hooks.dump) hooks.dump->put("input.noise", noise);
 
   GenerationResult result;
   ProgressReporter progress(hooks.progress);
+  // img2img: the init image's latent, noised to the first step's t (x_t = (1 − t)·x0 + t·ε).
+  Tensor start = noise;
+  std::optional<LatentBlend> blend;
+  Tensor pixel_mask;
+  if (r.has_init_image()) {
+    PhaseTimer t(&result.phases, "image encoding");
+    Tensor original = encode_image(image_to_tensor(init), hooks, progress);
+    if (hooks.dump) hooks.dump->put("input.init_latent", original);
+    start = sampling::flow_noised(original, noise, schedule[size_t(first)], prec);
+    if (r.has_mask()) {
+      pixel_mask = mask_weights(mask, r.mask_blur);
+      blend = LatentBlend{std::move(original), noise, latent_mask(pixel_mask)};
+    }
+  }
   TextConditioning text;
   {
     PhaseTimer t(&result.phases, "text encoding");
@@ -276,7 +340,10 @@ GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& 
   GeneratedImage img;
   {
     PhaseTimer t(&result.phases, "denoising");
-    img.latent = denoise(noise, schedule, 0, text, r, hooks, progress);
+    img.latent = first < r.steps
+                     ? denoise(start, std::span(schedule).subspan(size_t(first)), first, text, r, hooks,
+                               blend ? &*blend : nullptr, progress)
+                     : start;  // strength 0: no step runs
   }
   if (hooks.dump) {
     hooks.dump->put("output.latent", img.latent);
@@ -288,6 +355,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& 
   }
   if (hooks.dump) hooks.dump->put("output.image", img.image);
   img.rgb = to_rgb8(img.image);
+  if (r.has_mask()) img.rgb = paste_back(img.rgb, init.rgb, pixel_mask);  // unmasked pixels exactly the original
   img.width = r.width;
   img.height = r.height;
   GenerationRequest used = r;
@@ -308,6 +376,11 @@ std::vector<std::pair<std::string, std::string>> GeneratedImage::png_text() cons
 uint64_t random_seed() {
   std::random_device source;
   return uint64_t(source()) << 32 | source();
+}
+
+int first_step(const GenerationRequest& r) {
+  if (!r.has_init_image()) return 0;
+  return r.steps - int(std::floor(double(r.strength) * r.steps));
 }
 
 std::vector<float> request_schedule(const GenerationRequest& r) {

@@ -38,7 +38,7 @@ struct PipelineConfig {
 
 // Where a run is, for progress displays and the server's job status.
 struct Progress {
-  enum class Phase { TextEncoding, Denoising, Decoding, Done };
+  enum class Phase { ImageEncoding, TextEncoding, Denoising, Decoding, Done };
   Phase phase = Phase::TextEncoding;
   int step = 0, steps = 0;      // denoising steps done, of steps
   double elapsed_seconds = 0;   // since the request started
@@ -79,7 +79,16 @@ struct GeneratedImage {
 
 struct GenerationResult {
   std::vector<GeneratedImage> images;
-  std::vector<PhaseStats> phases;  // text encoding, denoising, decoding
+  std::vector<PhaseStats> phases;  // (image encoding,) text encoding, denoising, decoding
+};
+
+// Inpainting's per-step blend: after each step the latent outside the mask is put back at that
+// step's noise level, flow_noised(original, noise, t_next) (sampling/sampler.h), so the unmasked part
+// follows the original image's path and the masked part is generated around it.
+struct LatentBlend {
+  Tensor original;  // the init image's latent [1, 16, h, w]
+  Tensor noise;     // the request's noise, same shape
+  Tensor mask;      // [1, 1, h, w] in [0, 1], 1 = repaint
 };
 
 // The text conditions of a request: T5 features of the prompt and, when some step runs CFG, of the
@@ -110,19 +119,25 @@ class Pipeline {
   // context (run_context.h) with the hooks' observers.
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
                                const RunHooks& hooks = {}) const;
-  // The sampler over schedule (a slice of the full schedule starting at index first_step) with
-  // real CFG where request.cfg/skip_cfg_steps say. Returns the final latent; throws Cancelled.
-  Tensor denoise(const Tensor& noise, std::span<const float> schedule, int first_step, const TextConditioning& text,
-                 const GenerationRequest& request, const RunHooks& hooks = {}) const;
+  // The sampler from state x over schedule (a slice of the full schedule starting at index
+  // first_step) with real CFG where request.cfg/skip_cfg_steps say, and the inpainting blend after
+  // each step when given. Returns the final latent; throws Cancelled.
+  Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
+                 const GenerationRequest& request, const RunHooks& hooks = {}, const LatentBlend* blend = nullptr) const;
   Tensor decode(const Tensor& latent, const RunHooks& hooks = {}) const;
+  // image [1, 3, H, W] in [−1, 1] → latent (the posterior mean, scaled and shifted; vae.h Encoder).
+  // Throws chroma::Error when the VAE file has no encoder.
+  Tensor encode_image(const Tensor& image, const RunHooks& hooks = {}) const;
 
  private:
   // The phases, reporting to a request-wide progress reporter.
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
                                const RunHooks& hooks, ProgressReporter& progress) const;
-  Tensor denoise(const Tensor& noise, std::span<const float> schedule, int first_step, const TextConditioning& text,
-                 const GenerationRequest& request, const RunHooks& hooks, ProgressReporter& progress) const;
+  Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
+                 const GenerationRequest& request, const RunHooks& hooks, const LatentBlend* blend,
+                 ProgressReporter& progress) const;
   Tensor decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const;
+  Tensor encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const;
 
   struct Models;  // tokenizer, T5, DiT, VAE and their weight stores (pipeline.cpp)
   PipelineConfig config_;
@@ -136,6 +151,9 @@ uint64_t random_seed();
 
 // The flow schedule of a request (spec §4.2): steps + 1 times from 1 to 0.
 std::vector<float> request_schedule(const GenerationRequest& request);
+// The index of the first step a request runs: 0 for text to image; steps − floor(strength·steps) with
+// an init image (the rule of diffusers and stable-diffusion.cpp), so strength 0 runs no step.
+int first_step(const GenerationRequest& request);
 
 // The initial latent: PyTorch CPU randn for `seed`, or the request's init_noise file.
 Tensor initial_noise(const GenerationRequest& request, uint64_t seed);

@@ -115,6 +115,21 @@ const RequestOption kOptions[] = {
     {"init_noise", "--init-noise", "Initial noise: safetensors with one F32 [1,16,H/8,W/8] tensor", nullptr,
      [](GenerationRequest& r, const std::string& t) { r.init_noise = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.init_noise); }},
+    {"init_image", "-i,--init-img", "img2img: start from this PNG/JPEG/WebP (fitted to WxH: cover, centre crop)", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.init_image = t; },
+     [](const GenerationRequest& r) { return nlohmann::json(r.init_image); }},
+    {"strength", "--strength", "img2img: 0..1, how much of the schedule runs (1 = from pure noise)", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       r.strength = parse_finite("strength", t);
+       if (r.strength < 0 || r.strength > 1) bad_value("strength", t, "must be from 0 to 1");
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.strength); }},
+    {"mask", "--mask", "Inpainting: mask image, white = repaint (needs --init-img)", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.mask = t; },
+     [](const GenerationRequest& r) { return nlohmann::json(r.mask); }},
+    {"mask_blur", "--mask-blur", "Inpainting: blur of the mask edge in pixels", nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.mask_blur = parse_int("mask_blur", t, 0, 256, "must be from 0 to 256"); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.mask_blur); }},
 };
 
 }  // namespace
@@ -137,7 +152,12 @@ void validate(const GenerationRequest& r) {
   check("skip_cfg_steps", r.skip_cfg_steps, r.skip_cfg_steps >= -1, "must be -1 or more");
   if (!sampling::is_sampler_name(r.sampler))
     throw Error(option_label(find_option("sampler")) + " '" + r.sampler + "': unknown sampler");
-  for (const char* key : {"prompt", "negative_prompt", "init_noise"})
+  if (!(r.strength >= 0 && r.strength <= 1))
+    throw Error(option_label(find_option("strength")) + " " + std::to_string(r.strength) + ": must be from 0 to 1");
+  check("mask_blur", r.mask_blur, r.mask_blur >= 0 && r.mask_blur <= 256, "must be from 0 to 256");
+  if (r.has_mask() && !r.has_init_image())
+    throw Error(option_label(find_option("mask")) + ": a mask needs an init image (init_image, -i/--init-img)");
+  for (const char* key : {"prompt", "negative_prompt", "init_noise", "init_image", "mask"})
     if (const std::string text = find_option(key).get(r).get<std::string>(); !is_utf8(text))
       throw Error(option_label(find_option(key)) + ": not valid UTF-8 text");
 }

@@ -9,6 +9,8 @@
 #include <span>
 #include <string>
 
+#include "io/image.h"
+
 namespace chroma::pipeline {
 
 // How the sampler state is kept between steps (sampling/sampler.h).
@@ -29,11 +31,22 @@ struct GenerationRequest {
   std::string sampler = "euler";    // sampling::make_sampler
   SamplerDtype sampler_dtype = SamplerDtype::F32;
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
+
+  // img2img and inpainting (pipeline/image_input.h for the fitting rule).
+  std::string init_image;           // PNG/JPEG/WebP file to start from; "" = text to image
+  float strength = 0.75f;           // 0..1: the last floor(strength·steps) steps run; 1 = from pure noise
+  std::string mask;                 // image file, white = repaint (needs an init image)
+  int mask_blur = 4;                // Gaussian blur of the mask in pixels (σ = blur/2)
+  // The same images as pixels, used instead of the files when set (a server has no files).
+  io::Image init_pixels, mask_pixels;
+
+  bool has_init_image() const { return !init_image.empty() || init_pixels.width > 0; }
+  bool has_mask() const { return !mask.empty() || mask_pixels.width > 0; }
 };
 
 // Throws chroma::Error naming the option (by its key and flag) and the bad value: sizes, step
-// counts, a non-finite cfg, an unknown sampler, text that is not UTF-8 (T5 reads UTF-8, and the
-// PNG metadata is JSON).
+// counts, a non-finite cfg, an unknown sampler, strength outside 0..1, a mask without an init image,
+// text that is not UTF-8 (T5 reads UTF-8, and the PNG metadata is JSON).
 void validate(const GenerationRequest& request);
 
 // One option: its JSON key (server, PNG metadata), its command-line flags, help, and how its value

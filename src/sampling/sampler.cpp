@@ -79,4 +79,12 @@ Tensor euler_step(const Tensor& latent, const Tensor& v, float t, float t_next, 
   return out;
 }
 
+Tensor flow_noised(const Tensor& x0, const Tensor& noise, float t, SamplerPrecision precision) {
+  check_same_shape("flow_noised", "x0", x0, "noise", noise);
+  Tensor out(x0.shape);
+  const float keep = 1.0f - t;
+  for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = keep * x0.data[i] + t * noise.data[i];
+  return round_state(out, precision);
+}
+
 }  // namespace chroma::sampling

@@ -46,4 +46,10 @@ Tensor cfg_combine(const Tensor& v_pos, const Tensor& v_neg, float cfg,
 Tensor euler_step(const Tensor& latent, const Tensor& v, float t, float t_next,
                   SamplerPrecision precision = SamplerPrecision::F32);
 
+// The flow model's noised state at time t (spec §4.1): x_t = (1 − t)·x0 + t·noise, in float32 with
+// this operation order, then in the sampler's precision. img2img starts from it mid-schedule;
+// inpainting puts the unmasked latent back at each step's t with it. t = 1 gives `noise` exactly,
+// t = 0 gives x0 exactly. Throws chroma::Error when the shapes differ.
+Tensor flow_noised(const Tensor& x0, const Tensor& noise, float t, SamplerPrecision precision = SamplerPrecision::F32);
+
 }  // namespace chroma::sampling
