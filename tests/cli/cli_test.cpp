@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli_fixture.h"
+#include "image_fixtures.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "testdata.h"
@@ -541,6 +542,45 @@ TEST_F(CliGenerate, InvalidUtf8PromptIsRefusedBeforeAnyWork) {
 TEST_F(CliCompare, NanThresholdIsRefused) {
   const Outcome r = run({"compare", a_, b_, "--threshold", "nan"});
   expect_one_line_error(r, {"--threshold"});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// generate: img2img and inpainting at the command line
+
+TEST_F(CliGenerate, Img2ImgRunsAndBadImagesAreRefused) {
+  // A valid run first: the init image is the mini run's own output.
+  ASSERT_EQ(generate({}).exit_code, 0);
+  const std::string init = (dir_ / "init.png").string(), mask = (dir_ / "mask.png").string();
+  fs::rename(out_, init);
+  io::Image m = io::read_image(init);
+  std::fill(m.rgb.begin(), m.rgb.end(), uint8_t(255));
+  io::write_image(mask, m, io::ImageFormat::Png);
+  const Outcome ok = generate({{"-i", init}, {"--strength", "0.5"}, {"--mask", mask}});
+  ASSERT_EQ(ok.exit_code, 0) << describe(ok);
+  const json params = json::parse(io::read_image(out_).text.at(0).second);
+  EXPECT_EQ(params.at("init_image"), init);
+  EXPECT_EQ(params.at("strength"), 0.5);
+
+  const std::string bytes = read_file(init);
+  write_file(dir_ / "huge.png", png_with_size(bytes, 50000, 50000));
+  write_file(dir_ / "zero.png", png_with_size(bytes, 0, 0));
+  write_file(dir_ / "cut.png", bytes.substr(0, bytes.size() / 2));
+  write_file(dir_ / "text.png", "not an image");
+  io::Image small = m;
+  small.width = small.height = 32;
+  small.rgb.resize(32 * 32 * 3);
+  io::write_image((dir_ / "small.png").string(), small, io::ImageFormat::Png);
+  const std::string huge = (dir_ / "huge.png").string(), zero = (dir_ / "zero.png").string();
+  expect_rejected({{"-i", huge}}, {huge, "50000×50000"});
+  expect_rejected({{"-i", zero}}, {zero});
+  expect_rejected({{"-i", (dir_ / "cut.png").string()}}, {"cut.png", "not a readable PNG"});
+  expect_rejected({{"-i", (dir_ / "text.png").string()}}, {"text.png", "not a PNG"});
+  expect_rejected({{"-i", (dir_ / "none.png").string()}}, {"none.png", "cannot open"});
+  expect_rejected({{"-i", init}, {"--mask", (dir_ / "small.png").string()}}, {"32×32", "same size"});
+  expect_rejected({{"-i", init}, {"--mask", huge}}, {huge, "50000×50000"});
+  expect_rejected({{"--mask", mask}}, {"--mask", "init image"});
+  expect_rejected({{"-i", init}, {"--strength", "1.5"}}, {"--strength", "1.5", "0 to 1"});
+  expect_rejected({{"-i", init}, {"--strength", "-0.1"}}, {"--strength", "-0.1"});
 }
 
 }  // namespace

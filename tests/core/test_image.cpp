@@ -1,11 +1,10 @@
 // Image codecs (io/image.h): exact PNG round trip with text (UTF-8 in iTXt), JPEG and WebP close to
 // the original (lossy), grey/alpha PNGs as RGB, and the refusals: not an image, truncated, 0×0,
 // and a small file whose header claims a huge image (refused before any pixel is allocated).
-#include <zlib.h>
-
 #include <cmath>
 #include <fstream>
 
+#include "image_fixtures.h"
 #include "io/image.h"
 #include "testdata.h"
 
@@ -90,17 +89,7 @@ TEST(Image, FormatsByNameAndExtension) {
   EXPECT_NE(error_of([] { parse_image_format("gif"); }).find("gif"), std::string::npos);
 }
 
-// Rewrites the IHDR size of a PNG and fixes the chunk's CRC (zlib's crc32, the PNG definition).
-std::string png_with_size(std::string png, uint32_t w, uint32_t h) {
-  const size_t ihdr = 8 + 4;  // signature, chunk length
-  for (int i = 0; i < 4; ++i) {
-    png[ihdr + 4 + size_t(i)] = char(w >> (24 - 8 * i));
-    png[ihdr + 8 + size_t(i)] = char(h >> (24 - 8 * i));
-  }
-  const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(png.data() + ihdr), 4 + 13);
-  for (int i = 0; i < 4; ++i) png[ihdr + 17 + size_t(i)] = char(crc >> (24 - 8 * i));
-  return png;
-}
+using test::png_with_size;
 
 TEST(Image, HugeHeadersAreRefusedBeforeDecoding) {
   const fs::path small = test::temp_path("small.png"), huge = test::temp_path("huge.png");
