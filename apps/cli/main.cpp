@@ -8,6 +8,7 @@
 //   chromacpp pull       download a model from a Hugging Face repository into the cache (net/hub.h)
 // What is here is only the terminal's part: flags, the progress display and the output files. Every
 // error is one line on stderr and a non-zero exit.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -30,6 +31,7 @@
 #include "pipeline/bench.h"
 #include "pipeline/model_files.h"
 #include "pipeline/model_info.h"
+#include "pipeline/output.h"
 #include "pipeline/pipeline.h"
 #include "net/cache.h"
 #include "net/hub.h"
@@ -111,46 +113,89 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
                          "Run even when the estimated peak memory exceeds the memory available");
 }
 
-// Every option of pipeline::request_options() as a flag; each value goes through the table's own
-// parser, so the CLI accepts exactly what the server and --from-png accept.
-void add_request_options(CLI::App* cmd, pipeline::GenerationRequest& request, bool prompt_required) {
-  const nlohmann::json defaults = pipeline::request_to_json(request);
+// Every option of pipeline::request_options() as a flag. The texts are collected during parsing and
+// applied afterwards (apply_request_flags) through the table's own parser, so the CLI accepts exactly
+// what the server and --from-png accept, and flags can override a request read from an image.
+using RequestFlags = std::vector<std::pair<std::string, std::string>>;  // (key, text) in command-line order
+
+void add_request_options(CLI::App* cmd, const pipeline::GenerationRequest& defaults, RequestFlags& flags,
+                         bool prompt_required) {
+  const nlohmann::json shown = pipeline::request_to_json(defaults);
   for (const pipeline::RequestOption& o : pipeline::request_options()) {
-    auto apply = [&request, &o](const std::string& text) {
-      try {
-        o.set(request, text);
-      } catch (const Error& e) {
-        throw CLI::ValidationError(e.what());
-      }
-    };
     if (o.flag_value) {
-      cmd->add_flag_callback(o.flags, [apply, &o] { apply(o.flag_value); }, o.help);
+      cmd->add_flag_callback(o.flags, [&flags, &o] { flags.push_back({o.key, o.flag_value}); }, o.help);
       continue;
     }
-    CLI::Option* opt = cmd->add_option_function<std::string>(o.flags, apply, o.help);
-    const nlohmann::json& d = defaults.at(o.key);
+    CLI::Option* opt = cmd->add_option_function<std::string>(
+        o.flags, [&flags, &o](const std::string& text) { flags.push_back({o.key, text}); }, o.help);
+    const nlohmann::json& d = shown.at(o.key);
+    opt->type_name(d.is_number_float() ? "NUMBER" : d.is_number() || std::string(o.key) == "seed" ? "INT" : "TEXT");
     if (!d.is_null() && d != "") opt->default_str(d.is_string() ? d.get<std::string>() : d.dump());
     if (prompt_required && std::string(o.key) == "prompt") opt->required();
   }
 }
 
+pipeline::GenerationRequest apply_request_flags(pipeline::GenerationRequest request, const RequestFlags& flags) {
+  for (const auto& [key, text] : flags) pipeline::set_option(request, key, text);
+  pipeline::validate(request);
+  return request;
+}
+
 bool resolve(ModelOptions& m) { return resolve_model_files(m.config.files, m.models_dir); }
 
 struct OutputOptions {
-  std::string output = "chroma.png", save_latent, dump_dir;
-  bool verbose = false;
+  std::string output = "chroma.png", output_format, save_latent, dump_dir, from_png;
+  bool grid = false, verbose = false;
 };
 
-int run_generate(ModelOptions m, pipeline::GenerationRequest request, const OutputOptions& out) {
-  pipeline::validate(request);
-  // Fail on unwritable outputs now, not after the run.
-  io::check_writable(out.output);
-  if (!out.save_latent.empty()) io::check_writable(out.save_latent);
+// Same file (device and inode) — how an output is caught naming an input, whatever the spelling.
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+// Every file a run reads: the model files (each file of a model folder) and the request's inputs.
+std::vector<std::string> input_files(const pipeline::ModelFiles& f, const pipeline::GenerationRequest& r,
+                                     const std::string& from_png) {
+  std::vector<std::string> inputs = {r.init_image, r.mask, r.init_noise, from_png};
+  for (const std::string& p : {f.dit, f.t5, f.vae, f.tokenizer}) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec))
+      for (const auto& e : fs::recursive_directory_iterator(p, ec)) inputs.push_back(e.path().string());
+    else
+      inputs.push_back(p);
+  }
+  return inputs;
+}
+
+void refuse_overwriting_inputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs) {
+  for (const std::string& out : outputs)
+    for (const std::string& in : inputs)
+      if (!in.empty() && same_file(out, in)) throw Error("-o " + out + ": is an input of this run (" + in + "); choose another output name");
+}
+
+int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions& out) {
+  pipeline::GenerationRequest request;
+  if (!out.from_png.empty())  // what the image's metadata says, then the flags given here
+    request = pipeline::request_from_metadata(pipeline::read_metadata(io::read_image(out.from_png), out.from_png));
+  request = apply_request_flags(request, flags);
+  const io::ImageFormat format =
+      out.output_format.empty() ? io::image_format_of_path(out.output) : io::parse_image_format(out.output_format);
+  // Every output name is known, checked writable and checked against the inputs before any work.
+  const std::vector<std::string> images = pipeline::output_paths(out.output, request.batch_count);
+  std::vector<std::string> outputs = images;
+  if (out.grid) outputs.push_back(pipeline::grid_path(out.output));
+  const std::vector<std::string> latents =
+      out.save_latent.empty() ? std::vector<std::string>{} : pipeline::output_paths(out.save_latent, request.batch_count);
+  outputs.insert(outputs.end(), latents.begin(), latents.end());
+  for (const std::string& path : outputs) io::check_writable(path);
   if (!resolve(m)) return 2;
+  refuse_overwriting_inputs(outputs, input_files(m.config.files, request, out.from_png));
   if (!request.seed && request.init_noise.empty()) request.seed = pipeline::random_seed();
   if (request.init_noise.empty())
-    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, seed %" PRIu64 "\n", request.width, request.height,
-                 request.steps, double(request.cfg), *request.seed);
+    std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, seed %" PRIu64 "%s\n", request.width, request.height,
+                 request.steps, double(request.cfg), *request.seed,
+                 request.batch_count > 1 ? (", " + std::to_string(request.batch_count) + " images").c_str() : "");
   else
     std::fprintf(stderr, "chromacpp: %dx%d, %d steps, cfg %g, initial noise from %s\n", request.width,
                  request.height, request.steps, double(request.cfg), request.init_noise.c_str());
@@ -162,13 +207,21 @@ int run_generate(ModelOptions m, pipeline::GenerationRequest request, const Outp
   hooks.progress = ProgressDisplay(isatty(STDERR_FILENO), out.verbose);
   hooks.dump = dump.get();
   const pipeline::GenerationResult r = pipeline.generate(request, hooks);
-  const pipeline::GeneratedImage& img = r.images.at(0);
 
-  if (!out.save_latent.empty())
-    io::write_safetensors(out.save_latent, {{"latent", &img.latent}}, {{"parameters", img.parameters.dump()}});
+  std::vector<io::Image> written;
+  for (size_t i = 0; i < r.images.size(); ++i) {
+    const pipeline::GeneratedImage& img = r.images[i];
+    if (!latents.empty())
+      io::write_safetensors(latents[i], {{"latent", &img.latent}}, {{pipeline::kMetadataKey, img.parameters.dump()}});
+    written.push_back(img.to_image());
+    io::write_image(images[i], written.back(), format);
+    std::fprintf(stderr, "chromacpp: wrote %s\n", images[i].c_str());
+  }
+  if (out.grid) {
+    io::write_image(outputs[images.size()], pipeline::contact_sheet(written), format);
+    std::fprintf(stderr, "chromacpp: wrote %s\n", outputs[images.size()].c_str());
+  }
   if (dump) std::fprintf(stderr, "chromacpp: dumped intermediates to %s\n", dump->write().c_str());
-  io::write_image(out.output, {img.width, img.height, img.rgb, img.png_text()}, io::image_format_of_path(out.output));
-  std::fprintf(stderr, "chromacpp: wrote %s\n", out.output.c_str());
   if (out.verbose) {
     std::vector<pipeline::PhaseStats> phases = pipeline.open_phases();
     phases.insert(phases.end(), r.phases.begin(), r.phases.end());
@@ -179,8 +232,18 @@ int run_generate(ModelOptions m, pipeline::GenerationRequest request, const Outp
   return 0;
 }
 
-int run_bench(ModelOptions m, const pipeline::GenerationRequest& request, const std::string& json_path) {
-  pipeline::validate(request);
+// `info IMG`: the generation metadata an image carries.
+int run_image_info(const std::string& path) {
+  const io::Image img = io::read_image(path);
+  std::printf("file:       %s (%dx%d image)\n", path.c_str(), img.width, img.height);
+  const nlohmann::json params = pipeline::read_metadata(img, path);
+  std::printf("%s\n\n%s\n", pipeline::infotext(params).c_str(), params.dump(2).c_str());
+  return 0;
+}
+
+int run_bench(ModelOptions m, const pipeline::GenerationRequest& defaults, const RequestFlags& flags,
+              const std::string& json_path) {
+  const pipeline::GenerationRequest request = apply_request_flags(defaults, flags);
   if (!json_path.empty()) io::check_writable(json_path);
   if (!resolve(m)) return 2;
   std::fprintf(stderr, "chromacpp: benchmarking %dx%d, %d steps, cfg %g\n", request.width, request.height,
@@ -320,14 +383,19 @@ int main(int argc, char** argv) {
       [](const CLI::App*, const CLI::Error& e) { return "chromacpp: error: " + std::string(e.what()) + " (see --help)\n"; });
 
   ModelOptions gen_models;
-  pipeline::GenerationRequest gen_request;
+  RequestFlags gen_flags;
   OutputOptions gen_out;
-  CLI::App* gen = app.add_subcommand("generate", "Generate an image from a prompt");
+  CLI::App* gen = app.add_subcommand("generate", "Generate images from a prompt (text to image, img2img, inpainting)");
   add_model_options(gen, gen_models);
-  add_request_options(gen, gen_request, /*prompt_required=*/true);
+  add_request_options(gen, pipeline::GenerationRequest{}, gen_flags, /*prompt_required=*/false);
+  gen->add_option("--from-png", gen_out.from_png,
+                  "Make again what an image's chroma.cpp metadata says (flags given here override it)");
+  gen->add_option("-o,--output", gen_out.output, "Output image; with -b, %d / %03d is the image number (1..N)")
+      ->capture_default_str();
+  gen->add_option("--output-format", gen_out.output_format, "png, jpeg or webp (default: from the -o extension)");
+  gen->add_flag("--grid", gen_out.grid, "Also write a contact sheet of the batch (NAME_grid.EXT)");
   gen->add_option("--save-latent", gen_out.save_latent, "Also write the final latent (F32 [1,16,H/8,W/8] safetensors)");
   gen->add_option("--dump", gen_out.dump_dir, "Write intermediate tensors to DIR/dump.safetensors");
-  gen->add_option("-o,--output", gen_out.output, "Output PNG")->capture_default_str();
   gen->add_flag("-v,--verbose", gen_out.verbose, "Print each step (when not on a terminal) and each phase's time and peak memory");
 
   // ---- bench: the configuration docs/PERFORMANCE.md compares ----
@@ -338,10 +406,11 @@ int main(int argc, char** argv) {
   bench_request.prompt = "a photograph of a red fox sitting in fresh snow at golden hour, detailed fur";
   bench_request.negative_prompt = "blurry, low quality, deformed";
   bench_request.seed = 42;
+  RequestFlags bench_flags;
   std::string bench_json_path;
   CLI::App* bench = app.add_subcommand("bench", "Time a full run: phases, steps, peak memory, per-operator throughput");
   add_model_options(bench, bench_models);
-  add_request_options(bench, bench_request, /*prompt_required=*/false);
+  add_request_options(bench, bench_request, bench_flags, /*prompt_required=*/false);
   bench->add_option("--json", bench_json_path, "Also write the results as JSON to FILE");
 
   std::string tok_path, tok_text;
@@ -393,8 +462,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (*gen) return run_generate(gen_models, gen_request, gen_out);
-    if (*bench) return run_bench(bench_models, bench_request, bench_json_path);
+    if (*gen) {
+      const bool has_prompt = std::any_of(gen_flags.begin(), gen_flags.end(), [](const auto& f) { return f.first == "prompt"; });
+      if (!has_prompt && gen_out.from_png.empty()) throw Error("generate: --prompt is required (or --from-png IMAGE)");
+      return run_generate(gen_models, gen_flags, gen_out);
+    }
+    if (*bench) return run_bench(bench_models, bench_request, bench_flags, bench_json_path);
     if (*tok) {
       const text::T5Tokenizer t(tok_path);
       std::cout << nlohmann::json(t.encode(tok_text)).dump() << "\n";
@@ -402,7 +475,7 @@ int main(int argc, char** argv) {
     }
     if (*cmp) return run_compare(cmp_a, cmp_b, a_prefix, b_prefix, threshold);
     if (*quant) return run_quantize(q_in, q_out, q_type);
-    if (*info) return run_info(info_path);
+    if (*info) return io::is_image_file(info_path) ? run_image_info(info_path) : run_info(info_path);
     if (*pull_cmd) return run_pull(pull_repo, pull_revision, pull_include, pull_cache);
   } catch (const chroma::Error& e) {
     std::fprintf(stderr, "chromacpp: error: %s\n", e.what());

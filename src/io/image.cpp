@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "io/atomic_file.h"
 #include "tensor/error.h"
@@ -42,16 +43,35 @@ void check_image_size(const std::string& path, int64_t width, int64_t height) {
                 std::to_string(kMaxImagePixels >> 20) + " Mpx this reader accepts");
 }
 
-Image read_image(const std::string& path) {
+namespace {
+// The format the first bytes announce, or nothing.
+std::optional<ImageFormat> sniff(const std::string& path, bool must_open) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open: " + std::strerror(errno));
+  if (!f) {
+    if (must_open) throw Error(path + ": cannot open: " + std::strerror(errno));
+    return std::nullopt;
+  }
   unsigned char magic[12] = {};
   const size_t n = std::fread(magic, 1, sizeof magic, f);
   std::fclose(f);
-  if (n >= 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return decode_png(path);
-  if (n >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return decode_jpeg(path);
-  if (n >= 12 && std::memcmp(magic, "RIFF", 4) == 0 && std::memcmp(magic + 8, "WEBP", 4) == 0) return decode_webp(path);
-  throw Error(path + ": not a PNG, JPEG or WebP image");
+  if (n >= 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
+  if (n >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return ImageFormat::Jpeg;
+  if (n >= 12 && std::memcmp(magic, "RIFF", 4) == 0 && std::memcmp(magic + 8, "WEBP", 4) == 0) return ImageFormat::Webp;
+  return std::nullopt;
+}
+}  // namespace
+
+bool is_image_file(const std::string& path) { return sniff(path, false).has_value(); }
+
+Image read_image(const std::string& path) {
+  const std::optional<ImageFormat> format = sniff(path, true);
+  if (!format) throw Error(path + ": not a PNG, JPEG or WebP image");
+  switch (*format) {
+    case ImageFormat::Png: return decode_png(path);
+    case ImageFormat::Jpeg: return decode_jpeg(path);
+    case ImageFormat::Webp: return decode_webp(path);
+  }
+  return {};
 }
 
 void write_image(const std::string& path, const Image& image, ImageFormat format, int quality) {

@@ -15,7 +15,7 @@ using TextChunks = std::vector<std::pair<std::string, std::string>>;
 struct Image {
   int width = 0, height = 0;
   std::vector<uint8_t> rgb;  // height × width × 3, row-major
-  TextChunks text;           // PNG tEXt/iTXt chunks, or the JPEG comment as {"comment", …}
+  TextChunks text;           // PNG tEXt/iTXt chunks; JPEG COM markers (ours "key\0value", others {"comment", …})
 };
 
 // The largest image read: a side of 16384 px and 64 Mpx (192 MiB of RGB), far above any size the
@@ -30,13 +30,17 @@ const char* image_format_name(ImageFormat format);
 // The format a file name's extension implies (".jpg" → Jpeg), or Png for any other name.
 ImageFormat image_format_of_path(const std::string& path);
 
+// Whether the file starts like a PNG, JPEG or WebP (false for a missing file).
+bool is_image_file(const std::string& path);
+
 // Reads a PNG, JPEG or WebP file (grey, palette and alpha converted to RGB; alpha dropped).
 // Throws chroma::Error naming the file: missing, not an image, corrupt or truncated, 0×0, or larger
 // than the limits above.
 Image read_image(const std::string& path);
 
-// Writes the image atomically. Text chunks: PNG tEXt (iTXt for non-Latin-1 text); JPEG: the
-// "parameters" chunk as a COM marker; WebP: none (libwebp's simple encoder has no metadata).
+// Writes the image atomically. Text chunks: PNG tEXt (iTXt for non-ASCII text); JPEG: one COM
+// marker "key\0value" each, read back as the same chunks; WebP: none (libwebp's simple encoder has
+// no metadata).
 // quality: JPEG/WebP 1..100 (ignored for PNG).
 void write_image(const std::string& path, const Image& image, ImageFormat format, int quality = 90);
 

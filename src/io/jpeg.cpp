@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include <jpeglib.h>  // after <cstdio>: it uses FILE and size_t without including them
 
@@ -25,10 +27,14 @@ void on_jpeg_error(j_common_ptr cinfo) {
   std::longjmp(err->jump, 1);
 }
 
+constexpr int kMaxComments = 16;
+
 struct Decoded {
   JDIMENSION width = 0, height = 0;
   unsigned char* rgb = nullptr;  // malloc'ed, freed by the caller
-  char* comment = nullptr;       // malloc'ed COM marker text, or null
+  char* comments[kMaxComments] = {};  // malloc'ed COM marker bytes
+  unsigned comment_lengths[kMaxComments] = {};
+  int n_comments = 0;
   bool too_large = false;
 };
 
@@ -53,11 +59,14 @@ bool decode_frame(FILE* f, Decoded* d, ErrorManager* err) {
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
-  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
-    if (m->marker == JPEG_COM && !d->comment && (d->comment = static_cast<char*>(std::malloc(m->data_length + 1)))) {
-      std::memcpy(d->comment, m->data, m->data_length);
-      d->comment[m->data_length] = 0;
-    }
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m && d->n_comments < kMaxComments; m = m->next) {
+    if (m->marker != JPEG_COM) continue;
+    char* c = static_cast<char*>(std::malloc(m->data_length + 1));
+    if (!c) break;
+    std::memcpy(c, m->data, m->data_length);
+    d->comments[d->n_comments] = c;
+    d->comment_lengths[d->n_comments++] = m->data_length;
+  }
   cinfo.out_color_space = JCS_RGB;  // grey converted; CMYK is refused by libjpeg with a message
   jpeg_start_decompress(&cinfo);
   const size_t stride = size_t(cinfo.output_width) * 3;
@@ -76,8 +85,8 @@ bool decode_frame(FILE* f, Decoded* d, ErrorManager* err) {
   return true;
 }
 
-bool encode_frame(FILE* f, const unsigned char* rgb, int width, int height, int quality, const char* comment,
-                  size_t comment_len, ErrorManager* err) {
+bool encode_frame(FILE* f, const unsigned char* rgb, int width, int height, int quality, const char* const* comments,
+                  const unsigned* lengths, int n_comments, ErrorManager* err) {
   jpeg_compress_struct cinfo;
   cinfo.err = jpeg_std_error(&err->base);
   err->base.error_exit = on_jpeg_error;
@@ -94,7 +103,8 @@ bool encode_frame(FILE* f, const unsigned char* rgb, int width, int height, int 
   jpeg_set_defaults(&cinfo);
   jpeg_set_quality(&cinfo, quality, TRUE);
   jpeg_start_compress(&cinfo, TRUE);
-  if (comment) jpeg_write_marker(&cinfo, JPEG_COM, reinterpret_cast<const JOCTET*>(comment), unsigned(comment_len));
+  for (int i = 0; i < n_comments; ++i)
+    jpeg_write_marker(&cinfo, JPEG_COM, reinterpret_cast<const JOCTET*>(comments[i]), lengths[i]);
   while (cinfo.next_scanline < cinfo.image_height) {
     JSAMPROW row = const_cast<JSAMPROW>(rgb + size_t(cinfo.next_scanline) * size_t(width) * 3);
     jpeg_write_scanlines(&cinfo, &row, 1);
@@ -118,25 +128,40 @@ Image decode_jpeg(const std::string& path) {
     img.width = int(d.width);
     img.height = int(d.height);
     img.rgb.assign(d.rgb, d.rgb + size_t(d.width) * d.height * 3);
-    if (d.comment) img.text.emplace_back("comment", d.comment);
+    // "key\0value" is a text chunk this writer stored; any other comment is {"comment", text}.
+    for (int i = 0; i < d.n_comments; ++i) {
+      const std::string c(d.comments[i], d.comment_lengths[i]);
+      const size_t nul = c.find('\0');
+      if (nul == std::string::npos) img.text.emplace_back("comment", c);
+      else img.text.emplace_back(c.substr(0, nul), c.substr(nul + 1));
+    }
   }
   std::free(d.rgb);
-  std::free(d.comment);
+  for (int i = 0; i < d.n_comments; ++i) std::free(d.comments[i]);
   if (d.too_large) check_image_size(path, d.width, d.height);
   if (!ok) throw Error(path + ": not a readable JPEG: " + err.message);
   return img;
 }
 
 void encode_jpeg_file(const std::string& tmp_path, const Image& image, int quality) {
-  // The generation parameters as a COM marker (a JPEG has no text chunks); 65533 bytes at most.
-  const std::string* comment = nullptr;
-  for (const auto& [key, value] : image.text)
-    if (key == "parameters" && value.size() <= 65533) comment = &value;
+  // A JPEG has no text chunks: each goes into a COM marker as "key\0value" (65533 bytes at most each).
+  std::vector<std::string> comments;
+  for (const auto& [key, value] : image.text) {
+    comments.push_back(key + '\0' + value);
+    if (comments.back().size() > 65533 || comments.size() > size_t(kMaxComments))
+      throw Error("JPEG write failed: text chunk '" + key + "' does not fit a JPEG comment");
+  }
+  std::vector<const char*> ptrs;
+  std::vector<unsigned> lengths;
+  for (const std::string& c : comments) {
+    ptrs.push_back(c.data());
+    lengths.push_back(unsigned(c.size()));
+  }
   std::FILE* f = std::fopen(tmp_path.c_str(), "wb");
   if (!f) throw Error("cannot create the output file");
   ErrorManager err;
-  const bool ok = encode_frame(f, image.rgb.data(), image.width, image.height, quality,
-                               comment ? comment->c_str() : nullptr, comment ? comment->size() : 0, &err);
+  const bool ok = encode_frame(f, image.rgb.data(), image.width, image.height, quality, ptrs.data(), lengths.data(),
+                               int(ptrs.size()), &err);
   const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
   std::fclose(f);
   if (!ok) throw Error(std::string("JPEG write failed: ") + err.message);

@@ -12,6 +12,7 @@
 #include "models/vae/vae.h"
 #include "pipeline/heap.h"
 #include "pipeline/image_input.h"
+#include "pipeline/output.h"
 #include "pipeline/memory_plan.h"
 #include "sampling/rng.h"
 #include "sampling/schedule.h"
@@ -81,13 +82,18 @@ class ProgressReporter {
  public:
   explicit ProgressReporter(const ProgressCallback& callback) : callback_(callback), start_(Clock::now()) {}
 
+  void set_image(int image, int images) {
+    image_ = image;
+    images_ = images;
+  }
   void phase(Progress::Phase phase, int steps = 0) {
     phase_start_ = Clock::now();
-    report({phase, 0, steps, elapsed(), 0, -1});
+    report({phase, image_, images_, 0, steps, elapsed(), 0, -1});
   }
   void step_done(int done, int steps) {
     const double per_step = std::chrono::duration<double>(Clock::now() - phase_start_).count() / done;
-    report({Progress::Phase::Denoising, done, steps, elapsed(), per_step, per_step * (steps - done)});
+    const int left = steps - done + (images_ - image_) * steps;  // this image's steps, then the later images'
+    report({Progress::Phase::Denoising, image_, images_, done, steps, elapsed(), per_step, per_step * left});
   }
 
  private:
@@ -103,6 +109,7 @@ class ProgressReporter {
 
   const ProgressCallback& callback_;
   Clock::time_point start_, phase_start_;
+  int image_ = 1, images_ = 1;
 };
 
 struct Pipeline::Models {
@@ -313,65 +320,71 @@ GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& 
   const std::vector<float> schedule = request_schedule(r);
   const int first = first_step(r);
   const sampling::SamplerPrecision prec = precision_of(r);
-  const Tensor noise = sampling::round_state(initial_noise(r, seed), prec);
-  if (hooks.dump) hooks.dump->put("input.noise", noise);
 
   GenerationResult result;
   ProgressReporter progress(hooks.progress);
-  // img2img: the init image's latent, noised to the first step's t (x_t = (1 − t)·x0 + t·ε).
-  Tensor start = noise;
-  std::optional<LatentBlend> blend;
-  Tensor pixel_mask;
+  // img2img: the init image's latent, encoded once for the batch.
+  Tensor original, pixel_mask;
   if (r.has_init_image()) {
     PhaseTimer t(&result.phases, "image encoding");
-    Tensor original = encode_image(image_to_tensor(init), hooks, progress);
+    original = encode_image(image_to_tensor(init), hooks, progress);
     if (hooks.dump) hooks.dump->put("input.init_latent", original);
-    start = sampling::flow_noised(original, noise, schedule[size_t(first)], prec);
-    if (r.has_mask()) {
-      pixel_mask = mask_weights(mask, r.mask_blur);
-      blend = LatentBlend{std::move(original), noise, latent_mask(pixel_mask)};
-    }
+    if (r.has_mask()) pixel_mask = mask_weights(mask, r.mask_blur);
   }
   TextConditioning text;
   {
     PhaseTimer t(&result.phases, "text encoding");
     text = encode_text(r.prompt, cfg ? std::optional<std::string>(r.negative_prompt) : std::nullopt, hooks, progress);
   }
-  GeneratedImage img;
-  {
-    PhaseTimer t(&result.phases, "denoising");
-    img.latent = first < r.steps
-                     ? denoise(start, std::span(schedule).subspan(size_t(first)), first, text, r, hooks,
-                               blend ? &*blend : nullptr, progress)
-                     : start;  // strength 0: no step runs
+  nlohmann::json models = nlohmann::json::object();
+  for (const auto& [key, path] : {std::pair{"dit", config_.files.dit}, {"t5", config_.files.t5}, {"vae", config_.files.vae}})
+    models[key] = std::filesystem::path(path).filename().string();
+
+  // The images of the batch: seed, seed + 1, … (wrapping at 2^64), everything else shared.
+  for (int i = 0; i < r.batch_count; ++i) {
+    progress.set_image(i + 1, r.batch_count);
+    const uint64_t image_seed = seed + uint64_t(i);
+    const Tensor noise = sampling::round_state(initial_noise(r, image_seed), prec);
+    if (hooks.dump) hooks.dump->put("input.noise", noise);
+    // img2img starts from the init latent noised to the first step's t: x_t = (1 − t)·x0 + t·ε.
+    const Tensor start = r.has_init_image() ? sampling::flow_noised(original, noise, schedule[size_t(first)], prec) : noise;
+    std::optional<LatentBlend> blend;
+    if (r.has_mask()) blend = LatentBlend{original, noise, latent_mask(pixel_mask)};
+    GeneratedImage img;
+    {
+      PhaseTimer t(&result.phases, "denoising");
+      img.latent = first < r.steps ? denoise(start, std::span(schedule).subspan(size_t(first)), first, text, r, hooks,
+                                             blend ? &*blend : nullptr, progress)
+                                   : start;  // strength 0: no step runs
+    }
+    if (hooks.dump) {
+      hooks.dump->put("output.latent", img.latent);
+      hooks.dump->put("output.timesteps", Tensor({int64_t(schedule.size())}, schedule));
+    }
+    {
+      PhaseTimer t(&result.phases, "decoding");
+      img.image = decode(img.latent, hooks, progress);
+    }
+    if (hooks.dump) hooks.dump->put("output.image", img.image);
+    img.rgb = to_rgb8(img.image);
+    if (r.has_mask()) img.rgb = paste_back(img.rgb, init.rgb, pixel_mask);  // unmasked pixels exactly the original
+    img.width = r.width;
+    img.height = r.height;
+    // What made this image alone: its own seed, one image.
+    GenerationRequest used = r;
+    used.batch_count = 1;
+    if (r.init_noise.empty()) used.seed = image_seed;
+    img.seed = used.seed;
+    img.parameters = request_to_json(used);
+    if (!r.init_noise.empty()) img.parameters["seed"] = nullptr;  // the noise came from the file
+    img.parameters["models"] = models;
+    result.images.push_back(std::move(img));
   }
-  if (hooks.dump) {
-    hooks.dump->put("output.latent", img.latent);
-    hooks.dump->put("output.timesteps", Tensor({int64_t(schedule.size())}, schedule));
-  }
-  {
-    PhaseTimer t(&result.phases, "decoding");
-    img.image = decode(img.latent, hooks, progress);
-  }
-  if (hooks.dump) hooks.dump->put("output.image", img.image);
-  img.rgb = to_rgb8(img.image);
-  if (r.has_mask()) img.rgb = paste_back(img.rgb, init.rgb, pixel_mask);  // unmasked pixels exactly the original
-  img.width = r.width;
-  img.height = r.height;
-  GenerationRequest used = r;
-  if (r.init_noise.empty()) used.seed = seed;
-  img.seed = used.seed;
-  img.parameters = request_to_json(used);
-  if (!r.init_noise.empty()) img.parameters["seed"] = nullptr;  // the noise came from the file
-  img.parameters["dit"] = std::filesystem::path(config_.files.dit).filename().string();
-  result.images.push_back(std::move(img));
   progress.phase(Progress::Phase::Done);
   return result;
 }
 
-std::vector<std::pair<std::string, std::string>> GeneratedImage::png_text() const {
-  return {{"parameters", parameters.dump()}, {"Software", "chroma.cpp"}};
-}
+io::Image GeneratedImage::to_image() const { return {width, height, rgb, metadata_chunks(parameters)}; }
 
 uint64_t random_seed() {
   std::random_device source;

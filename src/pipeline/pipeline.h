@@ -40,10 +40,11 @@ struct PipelineConfig {
 struct Progress {
   enum class Phase { ImageEncoding, TextEncoding, Denoising, Decoding, Done };
   Phase phase = Phase::TextEncoding;
+  int image = 1, images = 1;    // which image of the batch (1-based), of images
   int step = 0, steps = 0;      // denoising steps done, of steps
   double elapsed_seconds = 0;   // since the request started
   double step_seconds = 0;      // mean time of the steps done so far
-  double eta_seconds = -1;      // estimated time to the end of denoising; −1 until a step has run
+  double eta_seconds = -1;      // estimated time to the end of the batch's denoising; −1 until a step has run
 };
 const char* phase_name(Progress::Phase phase);
 
@@ -72,13 +73,15 @@ struct GeneratedImage {
   std::vector<uint8_t> rgb;       // to_rgb8(image): H·W·3 bytes
   int width = 0, height = 0;
   std::optional<uint64_t> seed;   // the seed used (absent when the noise came from init_noise)
-  nlohmann::json parameters;      // everything that made this image: request_to_json + model file names
-  // The PNG text chunks: "parameters" (the JSON) and "Software".
-  std::vector<std::pair<std::string, std::string>> png_text() const;
+  // Everything that made this image: request_to_json with this image's seed and batch_count 1, and
+  // "models" (the model file names); output.h stores it with the image.
+  nlohmann::json parameters;
+  // The image as io::Image with its metadata chunks (output.h metadata_chunks).
+  io::Image to_image() const;
 };
 
 struct GenerationResult {
-  std::vector<GeneratedImage> images;
+  std::vector<GeneratedImage> images;  // batch_count of them
   std::vector<PhaseStats> phases;  // (image encoding,) text encoding, denoising, decoding
 };
 

@@ -12,6 +12,7 @@ namespace {
 
 constexpr int kMaxSide = 8192;    // beyond this the attention over (side/16)² tokens is impractical
 constexpr int kMaxSteps = 10000;
+constexpr int kMaxBatch = 1000;
 
 // "width (-W/--width)": how errors name an option, for JSON and command-line users alike.
 std::string option_label(const RequestOption& o) {
@@ -96,6 +97,11 @@ const RequestOption kOptions[] = {
        else bad_value("seed", t, "must be an integer from 0 to 18446744073709551615, or -1 for a random seed");
      },
      [](const GenerationRequest& r) { return r.seed ? nlohmann::json(*r.seed) : nlohmann::json(nullptr); }},
+    {"batch_count", "-b,--batch-count", "Images to make, with seeds seed, seed+1, ...", nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       r.batch_count = parse_int("batch_count", t, 1, kMaxBatch, "must be from 1 to " + std::to_string(kMaxBatch));
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.batch_count); }},
     {"shift", "--no-shift", "Plain linear schedule instead of the resolution-dependent shift", "false",
      [](GenerationRequest& r, const std::string& t) { r.shift = parse_bool("shift", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift); }},
@@ -152,6 +158,11 @@ void validate(const GenerationRequest& r) {
   check("skip_cfg_steps", r.skip_cfg_steps, r.skip_cfg_steps >= -1, "must be -1 or more");
   if (!sampling::is_sampler_name(r.sampler))
     throw Error(option_label(find_option("sampler")) + " '" + r.sampler + "': unknown sampler");
+  check("batch_count", r.batch_count, r.batch_count >= 1 && r.batch_count <= kMaxBatch,
+        "must be from 1 to " + std::to_string(kMaxBatch));
+  if (r.batch_count > 1 && !r.init_noise.empty())
+    throw Error(option_label(find_option("batch_count")) + " " + std::to_string(r.batch_count) +
+                ": init_noise gives every image the same noise; a batch needs seeds");
   if (!(r.strength >= 0 && r.strength <= 1))
     throw Error(option_label(find_option("strength")) + " " + std::to_string(r.strength) + ": must be from 0 to 1");
   check("mask_blur", r.mask_blur, r.mask_blur >= 0 && r.mask_blur <= 256, "must be from 0 to 256");

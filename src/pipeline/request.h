@@ -27,6 +27,7 @@ struct GenerationRequest {
   float cfg = 4.0f;
   int skip_cfg_steps = 0;           // first N steps without the negative pass; −1 = never CFG
   std::optional<uint64_t> seed;     // absent: a random seed, chosen at run time and reported
+  int batch_count = 1;              // images made with seeds seed, seed + 1, … (ComfyUI's and sd.cpp's rule)
   bool shift = true;                // flow's resolution-dependent schedule shift; false = linear
   std::string sampler = "euler";    // sampling::make_sampler
   SamplerDtype sampler_dtype = SamplerDtype::F32;

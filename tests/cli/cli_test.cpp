@@ -14,6 +14,7 @@
 #include "cli_fixture.h"
 #include "image_fixtures.h"
 #include "io/image.h"
+#include "pipeline/output.h"
 #include "io/safetensors.h"
 #include "testdata.h"
 
@@ -439,8 +440,8 @@ TEST_F(CliGenerate, TinyRunWritesPngAndLatent) {
   EXPECT_EQ(w, 64);
   EXPECT_EQ(h, 64);
   EXPECT_EQ(rgb.size(), size_t(64 * 64 * 3));
-  auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "parameters"; });
-  ASSERT_NE(it, text.end()) << "no 'parameters' text chunk";
+  auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "chroma.cpp"; });
+  ASSERT_NE(it, text.end()) << "no 'chroma.cpp' text chunk";
   const json params = json::parse(it->second);
   EXPECT_EQ(params.at("seed"), 1);
   EXPECT_EQ(params.at("width"), 64);
@@ -521,7 +522,7 @@ TEST_F(CliGenerate, SeedMinusOneIsRandomAndOutOfRangeIsRefused) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_EQ(r.err.find("seed 18446744073709551615"), std::string::npos) << "-1 became 2^64 − 1: " << r.err;
   const io::TextChunks text = io::read_image(out_).text;
-  auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "parameters"; });
+  auto it = std::find_if(text.begin(), text.end(), [](const auto& t) { return t.first == "chroma.cpp"; });
   ASSERT_NE(it, text.end());
   const json seed = json::parse(it->second).at("seed");
   ASSERT_TRUE(seed.is_number_unsigned()) << seed;
@@ -557,7 +558,7 @@ TEST_F(CliGenerate, Img2ImgRunsAndBadImagesAreRefused) {
   io::write_image(mask, m, io::ImageFormat::Png);
   const Outcome ok = generate({{"-i", init}, {"--strength", "0.5"}, {"--mask", mask}});
   ASSERT_EQ(ok.exit_code, 0) << describe(ok);
-  const json params = json::parse(io::read_image(out_).text.at(0).second);
+  const json params = pipeline::read_metadata(io::read_image(out_), out_);
   EXPECT_EQ(params.at("init_image"), init);
   EXPECT_EQ(params.at("strength"), 0.5);
 

@@ -154,7 +154,8 @@ TEST_F(PipelineCaseE, RunsManyRequestsOnFilesOpenedOnce) {
   EXPECT_EQ(a.seed, std::optional<uint64_t>(42));
   EXPECT_EQ(a.parameters.at("seed"), 42);
   EXPECT_EQ(a.parameters.at("prompt"), test::case_e_options().prompt);
-  EXPECT_EQ(a.parameters.at("dit"), "chroma-mini.safetensors");
+  EXPECT_EQ(a.parameters.at("models").at("dit"), "chroma-mini.safetensors");
+  EXPECT_EQ(a.parameters.at("batch_count"), 1);
 }
 
 TEST_F(PipelineCaseE, ReportsPhasesAndStepsInOrder) {
