@@ -88,7 +88,13 @@ std::vector<std::string> output_paths(const std::string& pattern, int count) {
   return paths;
 }
 
-std::string grid_path(const std::string& pattern) { return with_suffix(expand(pattern, find_conversion(pattern), ""), "_grid"); }
+std::string grid_path(const std::string& pattern) {
+  // "fox_%03d.png" → "fox_" → "fox" (separators left before the number go too) → "fox_grid.png"
+  const std::filesystem::path p(expand(pattern, find_conversion(pattern), ""));
+  std::string stem = p.stem().string();
+  while (!stem.empty() && std::string("_-. ").find(stem.back()) != std::string::npos) stem.pop_back();
+  return (p.parent_path() / (stem + "_grid" + p.extension().string())).string();
+}
 
 io::Image contact_sheet(const std::vector<io::Image>& images) {
   if (images.empty()) throw Error("contact_sheet: no images");

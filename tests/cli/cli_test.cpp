@@ -584,5 +584,83 @@ TEST_F(CliGenerate, Img2ImgRunsAndBadImagesAreRefused) {
   expect_rejected({{"-i", init}, {"--strength", "-0.1"}}, {"--strength", "-0.1"});
 }
 
+// ---------------------------------------------------------------------------------------------------
+// generate: batches, output names and formats, --from-png, info IMG
+
+TEST_F(CliGenerate, BatchWritesEachImageAndTheGrid) {
+  const std::string pattern = (dir_ / "fox_%02d.png").string();
+  const Outcome r = generate({{"-o", pattern}, {"-b", "2"}, {"--grid", ""}, {"--seed", "42"}});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const io::Image one = io::read_image((dir_ / "fox_01.png").string()), two = io::read_image((dir_ / "fox_02.png").string());
+  EXPECT_EQ(pipeline::read_metadata(one, "1").at("seed"), 42);
+  EXPECT_EQ(pipeline::read_metadata(two, "2").at("seed"), 43);
+  const io::Image grid = io::read_image((dir_ / "fox_grid.png").string());
+  EXPECT_EQ(grid.width, 128);
+  EXPECT_EQ(grid.height, 64);
+  for (int y = 0; y < 64; ++y)  // the right half of the sheet is image 2, pixel for pixel
+    EXPECT_TRUE(std::equal(two.rgb.begin() + y * 64 * 3, two.rgb.begin() + (y + 1) * 64 * 3,
+                           grid.rgb.begin() + (y * 128 + 64) * 3)) << "row " << y;
+  // The A1111 text other tools read.
+  EXPECT_NE(two.text.at(0).second.find("Steps: 2, Sampler: Euler, CFG scale: 4, Seed: 43, Size: 64x64"),
+            std::string::npos) << two.text.at(0).second;
+  expect_no_temp_files(dir_);
+}
+
+TEST_F(CliGenerate, FromPngMakesTheSameFileAgain) {
+  ASSERT_EQ(generate({{"--seed", "7"}, {"--steps", "3"}, {"--cfg", "3.5"}}).exit_code, 0);
+  const std::string again = (dir_ / "again.png").string();
+  const Outcome r = run({"generate", "--dit", reference_abs("chroma-mini.safetensors"), "--t5",
+                         reference_abs("t5-mini.safetensors"), "--vae", reference_abs("ae-mini.safetensors"),
+                         "--tokenizer", spiece_path(), "--from-png", out_, "-o", again});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(read_file(again), read_file(out_)) << "--from-png must reproduce the file byte for byte";
+  // A flag given with --from-png overrides what the metadata says.
+  const Outcome other = generate({{"--from-png", out_}, {"--seed", "8"}, {"-o", again}, {"-p", kDrop}});
+  ASSERT_EQ(other.exit_code, 0) << describe(other);
+  EXPECT_EQ(pipeline::read_metadata(io::read_image(again), again).at("seed"), 8);
+  EXPECT_EQ(pipeline::read_metadata(io::read_image(again), again).at("cfg"), 3.5);
+}
+
+TEST_F(CliGenerate, FromPngWithoutMetadataIsRefused) {
+  const std::string plain = (dir_ / "plain.png").string();
+  io::write_image(plain, {2, 2, std::vector<uint8_t>(12, 9), {}}, io::ImageFormat::Png);
+  expect_rejected({{"--from-png", plain}, {"-p", kDrop}}, {plain, "no chroma.cpp"});
+  expect_rejected({{"--from-png", (dir_ / "none.png").string()}, {"-p", kDrop}}, {"none.png"});
+}
+
+TEST_F(CliGenerate, OutputFormatsAndBadNames) {
+  const std::string jpg = (dir_ / "fox.jpg").string(), webp = (dir_ / "fox.img").string();
+  ASSERT_EQ(generate({{"-o", jpg}}).exit_code, 0);
+  EXPECT_EQ(read_file(jpg).substr(0, 3), "\xff\xd8\xff");
+  EXPECT_EQ(pipeline::read_metadata(io::read_image(jpg), jpg).at("seed"), 42) << "metadata in the JPEG comment";
+  ASSERT_EQ(generate({{"-o", webp}, {"--output-format", "webp"}}).exit_code, 0);
+  EXPECT_EQ(read_file(webp).substr(8, 4), "WEBP");
+  expect_rejected({{"--output-format", "gif"}}, {"gif"});
+  expect_rejected({{"-o", (dir_ / "a_%s.png").string()}}, {"%d"});
+  expect_rejected({{"-b", "0"}}, {"--batch-count", "0"});
+}
+
+TEST_F(CliGenerate, OutputThatIsAnInputIsRefused) {
+  ASSERT_EQ(generate({}).exit_code, 0);
+  const std::string init = (dir_ / "init.png").string();
+  fs::rename(out_, init);
+  const std::string before = read_file(init);
+  expect_one_line_error(generate({{"-i", init}, {"-o", init}}), {init, "input"});
+  // The same file under another name (a hard link) is caught too.
+  const std::string link = (dir_ / "link.png").string();
+  fs::create_hard_link(init, link);
+  expect_one_line_error(generate({{"-i", init}, {"-o", link}}), {link, "input"});
+  expect_one_line_error(generate({{"-o", reference_abs("ae-mini.safetensors")}}), {"ae-mini.safetensors", "input"});
+  EXPECT_EQ(read_file(init), before);
+}
+
+TEST_F(CliGenerate, InfoPrintsAnImagesMetadata) {
+  ASSERT_EQ(generate({{"--seed", "5"}}).exit_code, 0);
+  const Outcome r = run({"info", out_});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("Seed: 5"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"seed\": 5"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace chroma::test
