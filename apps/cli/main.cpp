@@ -126,6 +126,16 @@ void add_request_options(CLI::App* cmd, const pipeline::GenerationRequest& defau
       cmd->add_flag_callback(o.flags, [&flags, &o] { flags.push_back({o.key, o.flag_value}); }, o.help);
       continue;
     }
+    if (o.clear) {  // repeatable
+      cmd->add_option_function<std::vector<std::string>>(
+             o.flags, [&flags, &o](const std::vector<std::string>& texts) {
+               for (const std::string& t : texts) flags.push_back({o.key, t});
+             }, o.help)
+          ->type_name("TEXT")
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+          ->allow_extra_args(false);
+      continue;
+    }
     CLI::Option* opt = cmd->add_option_function<std::string>(
         o.flags, [&flags, &o](const std::string& text) { flags.push_back({o.key, text}); }, o.help);
     const nlohmann::json& d = shown.at(o.key);

@@ -64,32 +64,32 @@ bool parse_bool(const char* key, const std::string& text) {
 std::string side_range() { return "must be a positive multiple of 16, at most " + std::to_string(kMaxSide); }
 
 const RequestOption kOptions[] = {
-    {"prompt", "-p,--prompt", "Prompt", nullptr,
+    {"prompt", "-p,--prompt", "Prompt", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.prompt = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.prompt); }},
-    {"negative_prompt", "-n,--negative-prompt", "Negative prompt", nullptr,
+    {"negative_prompt", "-n,--negative-prompt", "Negative prompt", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.negative_prompt = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.negative_prompt); }},
-    {"width", "-W,--width", "Width in pixels (multiple of 16)", nullptr,
+    {"width", "-W,--width", "Width in pixels (multiple of 16)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.width = parse_int("width", t, 16, kMaxSide, side_range()); },
      [](const GenerationRequest& r) { return nlohmann::json(r.width); }},
-    {"height", "-H,--height", "Height in pixels (multiple of 16)", nullptr,
+    {"height", "-H,--height", "Height in pixels (multiple of 16)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.height = parse_int("height", t, 16, kMaxSide, side_range()); },
      [](const GenerationRequest& r) { return nlohmann::json(r.height); }},
-    {"steps", "--steps", "Denoising steps", nullptr,
+    {"steps", "--steps", "Denoising steps", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        r.steps = parse_int("steps", t, 1, kMaxSteps, "must be between 1 and " + std::to_string(kMaxSteps));
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.steps); }},
-    {"cfg", "--cfg", "Classifier-free guidance scale (1 = no negative pass)", nullptr,
+    {"cfg", "--cfg", "Classifier-free guidance scale (1 = no negative pass)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.cfg = parse_finite("cfg", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.cfg); }},
-    {"skip_cfg_steps", "--skip-cfg-steps", "First N steps without the negative pass (-1 = never CFG)", nullptr,
+    {"skip_cfg_steps", "--skip-cfg-steps", "First N steps without the negative pass (-1 = never CFG)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        r.skip_cfg_steps = parse_int("skip_cfg_steps", t, -1, std::numeric_limits<int>::max(), "must be -1 or more");
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.skip_cfg_steps); }},
-    {"seed", "--seed", "Seed, 0 to 2^64-1; -1 or absent: random (printed and stored in the PNG)", nullptr,
+    {"seed", "--seed", "Seed, 0 to 2^64-1; -1 or absent: random (printed and stored in the PNG)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        uint64_t v = 0;
        if (t == "-1") r.seed.reset();  // A1111's and ComfyUI's "random"
@@ -97,43 +97,51 @@ const RequestOption kOptions[] = {
        else bad_value("seed", t, "must be an integer from 0 to 18446744073709551615, or -1 for a random seed");
      },
      [](const GenerationRequest& r) { return r.seed ? nlohmann::json(*r.seed) : nlohmann::json(nullptr); }},
-    {"batch_count", "-b,--batch-count", "Images to make, with seeds seed, seed+1, ...", nullptr,
+    {"batch_count", "-b,--batch-count", "Images to make, with seeds seed, seed+1, ...", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        r.batch_count = parse_int("batch_count", t, 1, kMaxBatch, "must be from 1 to " + std::to_string(kMaxBatch));
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.batch_count); }},
-    {"shift", "--no-shift", "Plain linear schedule instead of the resolution-dependent shift", "false",
+    {"shift", "--no-shift", "Plain linear schedule instead of the resolution-dependent shift", "false", nullptr,
      [](GenerationRequest& r, const std::string& t) { r.shift = parse_bool("shift", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift); }},
-    {"sampler", "--sampler,--sampling-method", "Sampler: euler", nullptr,
+    {"sampler", "--sampler,--sampling-method", "Sampler: euler", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        if (!sampling::is_sampler_name(t)) bad_value("sampler", t, "unknown sampler (known: " + sampling::sampler_names() + ")");
        r.sampler = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.sampler); }},
-    {"sampler_dtype", "--sampler-dtype", "Sampler state precision: f32, or bf16 as the reference sampler", nullptr,
+    {"sampler_dtype", "--sampler-dtype", "Sampler state precision: f32, or bf16 as the reference sampler", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        if (t == "f32") r.sampler_dtype = SamplerDtype::F32;
        else if (t == "bf16") r.sampler_dtype = SamplerDtype::BF16;
        else bad_value("sampler_dtype", t, "must be f32 or bf16");
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.sampler_dtype == SamplerDtype::BF16 ? "bf16" : "f32"); }},
-    {"init_noise", "--init-noise", "Initial noise: safetensors with one F32 [1,16,H/8,W/8] tensor", nullptr,
+    {"init_noise", "--init-noise", "Initial noise: safetensors with one F32 [1,16,H/8,W/8] tensor", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.init_noise = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.init_noise); }},
-    {"init_image", "-i,--init-img", "img2img: start from this PNG/JPEG/WebP (fitted to WxH: cover, centre crop)", nullptr,
+    {"lora", "--lora", "LoRA FILE[:SCALE] on the DiT (repeatable; also <lora:NAME:SCALE> in the prompt)", nullptr,
+     [](GenerationRequest& r) { r.loras.clear(); },
+     [](GenerationRequest& r, const std::string& t) { r.loras.push_back(parse_lora(t)); },
+     [](const GenerationRequest& r) {
+       nlohmann::json a = nlohmann::json::array();
+       for (const LoraRequest& l : r.loras) a.push_back(lora_text(l));
+       return a;
+     }},
+    {"init_image", "-i,--init-img", "img2img: start from this PNG/JPEG/WebP (fitted to WxH: cover, centre crop)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.init_image = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.init_image); }},
-    {"strength", "--strength", "img2img: 0..1, how much of the schedule runs (1 = from pure noise)", nullptr,
+    {"strength", "--strength", "img2img: 0..1, how much of the schedule runs (1 = from pure noise)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        r.strength = parse_finite("strength", t);
        if (r.strength < 0 || r.strength > 1) bad_value("strength", t, "must be from 0 to 1");
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.strength); }},
-    {"mask", "--mask", "Inpainting: mask image, white = repaint (needs --init-img)", nullptr,
+    {"mask", "--mask", "Inpainting: mask image, white = repaint (needs --init-img)", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.mask = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.mask); }},
-    {"mask_blur", "--mask-blur", "Inpainting: blur of the mask edge in pixels", nullptr,
+    {"mask_blur", "--mask-blur", "Inpainting: blur of the mask edge in pixels", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.mask_blur = parse_int("mask_blur", t, 0, 256, "must be from 0 to 256"); },
      [](const GenerationRequest& r) { return nlohmann::json(r.mask_blur); }},
 };
@@ -188,7 +196,13 @@ GenerationRequest request_from_json(const nlohmann::json& j, const GenerationReq
     // the JSON type must match the option's (a number for a number, a string for text).
     const nlohmann::json current = o.get(r);
     const bool seed = key == "seed";  // a number, or null for random
-    if (value.is_string() && current.is_string()) o.set(r, value.get<std::string>());
+    if (o.clear && value.is_array()) {
+      o.clear(r);  // the array replaces what the defaults hold
+      for (const nlohmann::json& v : value) {
+        if (!v.is_string()) throw Error(option_label(o) + ": expected an array of strings, found " + std::string(v.type_name()));
+        o.set(r, v.get<std::string>());
+      }
+    } else if (value.is_string() && current.is_string()) o.set(r, value.get<std::string>());
     else if (value.is_boolean() && current.is_boolean()) o.set(r, value.dump());
     else if (value.is_number() && (current.is_number() || seed)) o.set(r, value.dump());
     else if (value.is_null() && seed) r.seed.reset();
@@ -196,6 +210,51 @@ GenerationRequest request_from_json(const nlohmann::json& j, const GenerationReq
   }
   validate(r);
   return r;
+}
+
+LoraRequest parse_lora(const std::string& text) {
+  LoraRequest l{text, 1.0f};
+  const size_t colon = text.rfind(':');
+  if (colon != std::string::npos) {
+    float scale = 0;
+    if (parse_number(text.substr(colon + 1), scale)) {
+      if (!std::isfinite(scale)) bad_value("lora", text, "the scale must be a finite number");
+      l = {text.substr(0, colon), scale};
+    }
+  }
+  if (l.name.empty()) bad_value("lora", text, "names no file");
+  return l;
+}
+
+std::string lora_text(const LoraRequest& l) {
+  char scale[32];
+  std::snprintf(scale, sizeof scale, "%.9g", double(l.scale));  // float round trip
+  return l.name + ":" + scale;
+}
+
+std::vector<LoraRequest> take_lora_tags(std::string& prompt) {
+  std::vector<LoraRequest> tags;
+  std::string kept;
+  size_t pos = 0;
+  for (size_t open; (open = prompt.find("<lora:", pos)) != std::string::npos;) {
+    const size_t close = prompt.find('>', open);
+    if (close == std::string::npos) break;  // an unclosed "<lora:" is plain text
+    kept += prompt.substr(pos, open - pos);
+    const std::string body = prompt.substr(open + 6, close - open - 6);
+    if (body.empty()) throw Error("prompt: the tag <lora:> names no LoRA");
+    const size_t colon = body.rfind(':');
+    float scale = 1.0f;
+    if (colon != std::string::npos) {
+      if (!parse_number(body.substr(colon + 1), scale) || !std::isfinite(scale))
+        throw Error("prompt: <lora:" + body + ">: the scale after ':' must be a finite number");
+    }
+    tags.push_back({colon == std::string::npos ? body : body.substr(0, colon), scale});
+    if (tags.back().name.empty()) throw Error("prompt: <lora:" + body + "> names no LoRA");
+    pos = close + 1;
+  }
+  kept += prompt.substr(pos);
+  prompt = kept;
+  return tags;
 }
 
 bool is_utf8(const std::string& text) {

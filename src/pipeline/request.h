@@ -19,6 +19,14 @@ enum class SamplerDtype {
   BF16,  // the author's reference sampler: bf16 latent and timestep, one bf16 rounding per op
 };
 
+// One LoRA for a request: a file, or a name looked up in the pipeline's LoRA folder
+// (PipelineConfig::lora_dir: NAME.safetensors there), at a strength multiplying its alpha/rank.
+struct LoraRequest {
+  std::string name;
+  float scale = 1.0f;
+  bool operator==(const LoraRequest&) const = default;
+};
+
 struct GenerationRequest {
   std::string prompt;
   std::string negative_prompt;
@@ -32,6 +40,9 @@ struct GenerationRequest {
   std::string sampler = "euler";    // sampling::make_sampler
   SamplerDtype sampler_dtype = SamplerDtype::F32;
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
+
+  // LoRAs on the DiT: these plus the <lora:NAME:SCALE> tags of the prompt (take_lora_tags).
+  std::vector<LoraRequest> loras;
 
   // img2img and inpainting (pipeline/image_input.h for the fitting rule).
   std::string init_image;           // PNG/JPEG/WebP file to start from; "" = text to image
@@ -57,6 +68,9 @@ struct RequestOption {
   const char* flags;       // CLI11 names: "-n,--negative-prompt"
   const char* help;
   const char* flag_value;  // non-null: a flag without a value that sets the option to this text (--no-shift → "false")
+  // Non-null for a repeatable option: each occurrence adds a value (--lora A --lora B), JSON gives an
+  // array of texts, and this empties the list first.
+  void (*clear)(GenerationRequest& request);
   void (*set)(GenerationRequest& request, const std::string& text);  // throws chroma::Error
   nlohmann::json (*get)(const GenerationRequest& request);
 };
@@ -69,6 +83,15 @@ void set_option(GenerationRequest& request, const std::string& key, const std::s
 // starts from `defaults`, rejects unknown keys and values of the wrong type, and validates.
 nlohmann::json request_to_json(const GenerationRequest& request);
 GenerationRequest request_from_json(const nlohmann::json& j, const GenerationRequest& defaults = {});
+
+// "FILE[:SCALE]" → a LoraRequest (the scale after the last ':' when it is a number; 1 otherwise).
+LoraRequest parse_lora(const std::string& text);
+std::string lora_text(const LoraRequest& lora);  // the inverse: "FILE:SCALE"
+
+// Removes every <lora:NAME:SCALE> (or <lora:NAME>) tag from `prompt` (sd.cpp's and A1111's
+// convention: the text T5 sees has no tags) and returns them in order. Throws chroma::Error for a
+// tag without a name or with a scale that is not a finite number.
+std::vector<LoraRequest> take_lora_tags(std::string& prompt);
 
 // Whether `text` is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
 bool is_utf8(const std::string& text);

@@ -108,5 +108,34 @@ TEST(RequestJson, RejectsUnknownKeysWrongTypesAndBadValues) {
   EXPECT_EQ(request_from_json(json{{"prompt", "x"}}, defaults).steps, 2) << "absent keys keep the defaults";
 }
 
+TEST(Lora, FlagTextsAndPromptTags) {
+  EXPECT_EQ(parse_lora("style.safetensors:0.8"), (LoraRequest{"style.safetensors", 0.8f}));
+  EXPECT_EQ(parse_lora("style.safetensors"), (LoraRequest{"style.safetensors", 1.0f}));
+  EXPECT_EQ(parse_lora("dir:with:colons/x.safetensors:-0.5"), (LoraRequest{"dir:with:colons/x.safetensors", -0.5f}));
+  EXPECT_EQ(parse_lora(lora_text({"a.safetensors", 0.7f})), (LoraRequest{"a.safetensors", 0.7f})) << "float round trip";
+  EXPECT_NE(error_of([] { parse_lora(":0.5"); }).find("lora"), std::string::npos);
+
+  std::string prompt = "a fox <lora:snow_style:0.6> in the snow, <lora:detail> sharp";
+  EXPECT_EQ(take_lora_tags(prompt), (std::vector<LoraRequest>{{"snow_style", 0.6f}, {"detail", 1.0f}}));
+  EXPECT_EQ(prompt, "a fox  in the snow,  sharp") << "the tags are stripped from what T5 sees";
+  std::string plain = "a <lora:unclosed fox";
+  EXPECT_TRUE(take_lora_tags(plain).empty());
+  EXPECT_EQ(plain, "a <lora:unclosed fox");
+  for (std::string bad : {"<lora:>", "<lora:x:big>", "<lora::1>"})
+    EXPECT_NE(error_of([&] { take_lora_tags(bad); }).find("lora"), std::string::npos) << bad;
+
+  GenerationRequest r;
+  set_option(r, "lora", "a.safetensors:0.5");
+  set_option(r, "lora", "b.safetensors");
+  const json j = request_to_json(r);
+  EXPECT_EQ(j.at("lora"), json::array({"a.safetensors:0.5", "b.safetensors:1"}));
+  EXPECT_EQ(request_from_json(j).loras, r.loras);
+  GenerationRequest defaults;
+  defaults.loras = {{"old.safetensors", 1.0f}};
+  EXPECT_EQ(request_from_json(json{{"lora", json::array({"new.safetensors:2"})}}, defaults).loras,
+            (std::vector<LoraRequest>{{"new.safetensors", 2.0f}})) << "an array replaces the list";
+  EXPECT_NE(error_of([] { request_from_json(json{{"lora", json::array({1})}}); }).find("lora"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace chroma::pipeline
