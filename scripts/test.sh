@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every test: first a Release build, then the same suite under
-# AddressSanitizer + UBSan. Reference data is read from $CHROMA_TESTDATA (default ../shared/testdata).
+# AddressSanitizer + UBSan, then each libFuzzer harness for a minute (scripts/fuzz.sh). Reference data is read from $CHROMA_TESTDATA (default ../shared/testdata).
 #   scripts/test.sh              both builds
 #   scripts/test.sh --fast       Release build only
 set -euo pipefail
@@ -20,5 +20,9 @@ if [ "${1:-}" != "--fast" ]; then
   # halt_on_error: any sanitizer report fails the test that caused it.
   export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   run_suite build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHROMA_SANITIZE=ON
+  # Every fuzz harness (fuzz/) for FUZZ_SECONDS (default 60); a finding fails the run.
+  for harness in $(bash scripts/fuzz.sh --list); do
+    bash scripts/fuzz.sh "$harness" "${FUZZ_SECONDS:-60}"
+  done
 fi
 echo "test: all suites passed"

@@ -28,6 +28,7 @@
 #include "io/image.h"
 #include "io/quantize.h"
 #include "io/safetensors.h"
+#include "io/untrusted.h"
 #include "pipeline/bench.h"
 #include "pipeline/model_files.h"
 #include "pipeline/model_info.h"
@@ -321,7 +322,8 @@ int run_info(const std::string& path) {
   for (const auto& [type, n] : s.type_counts)
     std::printf("  %-8s %6d tensors  %s\n", type.c_str(), n, human_bytes(s.type_bytes.at(type)).c_str());
   if (gguf)
-    for (const auto& [key, v] : gguf->metadata()) std::printf("  %s = %s\n", key.c_str(), v.to_string().c_str());
+    for (const auto& [key, v] : gguf->metadata())
+      std::printf("  %s = %s\n", io::printable(key).c_str(), v.to_string().c_str());  // keys and values escaped
   return 0;
 }
 

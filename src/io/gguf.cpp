@@ -1,13 +1,9 @@
 // GGUF reader (over mmap, validated strictly) and writer; format summary in gguf.h.
 #include "io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -15,6 +11,7 @@
 #include <set>
 
 #include "io/atomic_file.h"
+#include "io/untrusted.h"
 #include "tensor/quant.h"
 
 namespace chroma::io {
@@ -73,9 +70,9 @@ class Cursor {
     pos_ += size_t(n);
     return s;
   }
-  // Reads one value of type t into v (depth: array nesting level).
-  void value(GgufType t, GgufValue& v, const std::string& key, int depth) {
-    const std::string what = "metadata value '" + key + "'";
+  // Reads one value of type t into v (depth: array nesting level). `what` labels errors; built once
+  // per key by the caller, since rebuilding it per array element made reading quadratic.
+  void value(GgufType t, GgufValue& v, const std::string& what, int depth) {
     switch (t) {
       case GgufType::U8: v.integer = read<uint8_t>(what); break;
       case GgufType::I8: v.integer = read<int8_t>(what); break;
@@ -112,7 +109,7 @@ class Cursor {
                           " does not fit in the " + std::to_string(left()) + " bytes left");
         for (uint64_t i = 0; i < v.count; ++i) {
           GgufValue e;
-          value(v.element_type, e, key, depth + 1);
+          value(v.element_type, e, what, depth + 1);
           if (is_integer(v.element_type)) v.integers.push_back(e.integer);
         }
         break;
@@ -129,6 +126,47 @@ class Cursor {
 };
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+struct Info {  // a tensor's place in the data section
+  std::string name;
+  uint64_t offset, bytes;
+};
+
+// Checks that the tensors follow each other in file order, each at the previous one's end rounded
+// up to the alignment (as llama.cpp's reader does), and that the data section ends with the last
+// one (its padding allowed): a tensor relabelled to a smaller type leaves a hole. Returns where the
+// data section starts.
+uint64_t check_layout(const std::string& path, const std::vector<Info>& infos, uint64_t header_end, uint64_t alignment,
+                      uint64_t file_size) {
+  const uint64_t data_start = align_up(header_end, alignment);
+  if (infos.empty()) {
+    if (file_size > data_start)
+      fail(path, std::to_string(file_size - header_end) + " bytes follow the header of a file without tensors");
+    return data_start;
+  }
+  if (data_start > file_size)
+    fail(path, "tensor data would start at " + std::to_string(data_start) + ", past the end of the file");
+  const uint64_t data_size = file_size - data_start;
+  uint64_t expected = 0, end = 0;
+  std::string previous;
+  for (const Info& in : infos) {
+    const std::string where = "tensor " + quote(in.name) + " at data offset " + std::to_string(in.offset);
+    if (in.offset > data_size || in.bytes > data_size - in.offset)
+      fail(path, where + ": its " + std::to_string(in.bytes) + " bytes lie outside the file (data section holds " +
+                     std::to_string(data_size) + " bytes; truncated?)");
+    if (in.offset < expected)
+      fail(path, where + " overlaps tensor " + quote(previous) + " (expected offset " + std::to_string(expected) + ")");
+    if (in.offset > expected)
+      fail(path, where + " leaves a gap: expected " + std::to_string(expected) + ", where the previous tensor ends" +
+                     " (aligned to " + std::to_string(alignment) + ")");
+    end = in.offset + in.bytes;
+    expected = align_up(end, alignment);
+    previous = in.name;
+  }
+  if (data_size > expected)
+    fail(path, std::to_string(data_size - end) + " bytes of the data section lie after the last tensor");
+  return data_start;
+}
 
 }  // namespace
 
@@ -148,7 +186,7 @@ GgufValue GgufValue::str(std::string v) {
 
 std::string GgufValue::to_string() const {
   switch (type) {
-    case GgufType::STRING: return "\"" + text + "\"";
+    case GgufType::STRING: return "\"" + printable(text) + "\"";
     case GgufType::F32: case GgufType::F64: {
       char b[32];
       std::snprintf(b, sizeof b, "%g", real);
@@ -168,34 +206,23 @@ std::string GgufValue::to_string() const {
 }
 
 bool is_gguf_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4];
-  return in.read(magic, 4) && std::memcmp(magic, kMagic, 4) == 0;
+  try {
+    const InputFile in(path);  // refuses a FIFO instead of blocking on it
+    char magic[4];
+    return ::read(in.fd(), magic, 4) == 4 && std::memcmp(magic, kMagic, 4) == 0;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   std::unique_ptr<GgufFile> f(new GgufFile);
   f->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) fail(path, "cannot open (" + std::string(std::strerror(errno)) + ")");
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  f->map_size_ = size_t(st.st_size);
-  if (f->map_size_ < 24) {
-    ::close(fd);
-    fail(path, "only " + std::to_string(f->map_size_) + " bytes, too short for a GGUF header (24 bytes)");
-  }
-  f->map_ = mmap(nullptr, f->map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (f->map_ == MAP_FAILED) {
-    f->map_ = nullptr;
-    fail(path, "mmap failed (" + std::string(std::strerror(errno)) + ")");
-  }
-  const auto* base = static_cast<const uint8_t*>(f->map_);
-  Cursor c(path, base, f->map_size_);
+  f->map_ = std::make_unique<MappedFile>(path);
+  if (f->map_->size() < 24)
+    fail(path, "only " + std::to_string(f->map_->size()) + " bytes, too short for a GGUF header (24 bytes)");
+  const uint8_t* base = f->map_->data();
+  Cursor c(path, base, size_t(f->map_->size()));
 
   // Header.
   char magic[4];
@@ -214,12 +241,13 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   // Metadata.
   for (uint64_t i = 0; i < n_kv; ++i) {
     const std::string key = c.string("metadata key " + std::to_string(i));
-    const uint32_t t = c.read<uint32_t>("type of metadata '" + key + "'");
-    if (t > 12) fail(path, "metadata '" + key + "' has unknown value type " + std::to_string(t));
+    const std::string what = "metadata " + quote(key);
+    const uint32_t t = c.read<uint32_t>("type of " + what);
+    if (t > 12) fail(path, what + " has unknown value type " + std::to_string(t));
     GgufValue v;
     v.type = GgufType(t);
-    c.value(v.type, v, key, 0);
-    if (!f->metadata_.emplace(key, std::move(v)).second) fail(path, "metadata key '" + key + "' appears twice");
+    c.value(v.type, v, "value of " + what, 0);
+    if (!f->metadata_.emplace(key, std::move(v)).second) fail(path, "metadata key " + quote(key) + " appears twice");
   }
   uint64_t alignment = kDefaultAlignment;
   if (const GgufValue* a = f->find_metadata("general.alignment")) {
@@ -229,16 +257,12 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   }
 
   // Tensor infos.
-  struct Info {
-    std::string name;
-    uint64_t offset, bytes;
-  };
   std::vector<Info> infos;
   for (uint64_t i = 0; i < n_tensors; ++i) {
     TensorView v;
     v.file = path;
     v.name = c.string("tensor name " + std::to_string(i));
-    const std::string where = "tensor '" + v.name + "'";
+    const std::string where = "tensor " + quote(v.name);
     if (f->tensors_.count(v.name)) fail(path, where + " appears twice");
     const uint32_t n_dims = c.read<uint32_t>(where + " dimension count");
     if (n_dims < 1 || n_dims > kMaxDims)
@@ -268,37 +292,20 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
       fail(path, where + " data offset " + std::to_string(offset) + " is not a multiple of the alignment " +
                       std::to_string(alignment));
     v.shape.assign(ne.rbegin(), ne.rend());  // ne[0] innermost → last PyTorch dim
-    // Bytes: rows × row bytes, with the product checked against overflow.
-    const uint64_t rows = uint64_t(numel / ne[0]), row_bytes = dtype_row_bytes(v.dtype, ne[0]);
-    if (rows > std::numeric_limits<uint64_t>::max() / row_bytes) fail(path, where + " byte size overflows");
-    v.nbytes = size_t(rows * row_bytes);
+    const std::optional<uint64_t> bytes = tensor_bytes(v.dtype, v.shape);
+    if (!bytes) fail(path, where + " byte size overflows 64 bits");
+    v.nbytes = size_t(*bytes);
     infos.push_back({v.name, offset, uint64_t(v.nbytes)});
     f->order_.push_back(v.name);
     f->tensors_.emplace(v.name, std::move(v));
   }
 
-  // Data: starts at the next multiple of the alignment; every tensor inside the file, none overlapping.
-  const uint64_t data_start = align_up(c.pos(), alignment);
-  if (data_start > f->map_size_) fail(path, "tensor data would start at " + std::to_string(data_start) + ", past the end of the file");
-  const uint64_t data_size = f->map_size_ - data_start;
-  for (const Info& in : infos)
-    if (in.offset > data_size || in.bytes > data_size - in.offset)
-      fail(path, "tensor '" + in.name + "' bytes [" + std::to_string(in.offset) + ", " + std::to_string(in.offset + in.bytes) +
-                     ") of the data section lie outside the file (data section holds " + std::to_string(data_size) +
-                     " bytes; truncated?)");
-  std::vector<const Info*> by_offset;
-  for (const Info& in : infos) by_offset.push_back(&in);
-  std::sort(by_offset.begin(), by_offset.end(), [](const Info* a, const Info* b) { return a->offset < b->offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i)
-    if (by_offset[i - 1]->offset + by_offset[i - 1]->bytes > by_offset[i]->offset)
-      fail(path, "tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap in the file");
+  const uint64_t data_start = check_layout(path, infos, c.pos(), alignment, f->map_->size());
   for (const Info& in : infos) f->tensors_[in.name].data = base + data_start + in.offset;
   return f;
 }
 
-GgufFile::~GgufFile() {
-  if (map_) munmap(map_, map_size_);
-}
+GgufFile::~GgufFile() = default;
 
 const GgufValue* GgufFile::find_metadata(const std::string& key) const {
   auto it = metadata_.find(key);
@@ -438,15 +445,16 @@ void write_gguf(const std::string& path, const std::map<std::string, GgufValue>&
     if (t.shape.empty() || t.shape.size() > kMaxDims)
       throw Error(path + ": tensor '" + t.name + "' has shape " + shape_str(t.shape) + " (1 to 4 dimensions allowed)");
     if (!names.insert(t.name).second) throw Error(path + ": tensor '" + t.name + "' listed twice");
-    uint64_t bytes;
+    std::optional<uint64_t> bytes;
     try {
-      bytes = uint64_t(shape_numel(t.shape) / t.shape.back()) * dtype_row_bytes(t.dtype, t.shape.back());
+      bytes = tensor_bytes(t.dtype, t.shape);
     } catch (const Error& e) {
       throw Error(path + ": tensor '" + t.name + "': " + e.what());
     }
+    if (!bytes) throw Error(path + ": tensor '" + t.name + "' of shape " + shape_str(t.shape) + " overflows 64 bits");
     offsets.push_back(offset);
-    sizes.push_back(bytes);
-    offset = align_up(offset + bytes, kDefaultAlignment);
+    sizes.push_back(*bytes);
+    offset = align_up(offset + *bytes, kDefaultAlignment);
   }
   write_atomically(path, [&](const std::string& tmp) {
     std::ofstream s(tmp, std::ios::binary);

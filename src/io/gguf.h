@@ -39,13 +39,17 @@ struct GgufValue {
 
   static GgufValue u32(uint32_t v);
   static GgufValue str(std::string v);
-  std::string to_string() const;  // for `chromacpp info`: 7, 0.5, "flux", [array of 32128 STRING]
+  std::string to_string() const;  // for `chromacpp info`: 7, 0.5, "flux", [array of 32128 STRING]; strings printable()
 };
 
-// A mapped GGUF file, validated strictly at open: magic, version, counts and string lengths against
-// the bytes left, value and tensor types, duplicate keys and names, dimensions (1–4, each ≥ 1, no
-// overflow, row length a whole number of blocks), alignment, and every tensor's bytes inside the
-// file without overlapping another. Violations throw chroma::Error naming the file (and tensor).
+// A mapped GGUF file, validated strictly at open: a regular file; magic, version, counts and string
+// lengths against the bytes left, value and tensor types, duplicate keys and names, dimensions (1–4,
+// each ≥ 1, byte count without overflow, row length a whole number of blocks), alignment, and each
+// tensor inside the file at the offset the previous one's end implies (no overlap, no hole, nothing
+// after the last but its padding). Reading time is linear in the file size. Violations throw
+// chroma::Error naming the file (and tensor).
+class MappedFile;  // io/untrusted.h
+
 class GgufFile {
  public:
   static std::unique_ptr<GgufFile> open(const std::string& path);
@@ -66,8 +70,7 @@ class GgufFile {
   GgufFile() = default;
   std::string path_;
   uint32_t version_ = 0;
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
+  std::unique_ptr<MappedFile> map_;
   std::map<std::string, TensorView> tensors_;
   std::vector<std::string> order_;
   std::map<std::string, GgufValue> metadata_;

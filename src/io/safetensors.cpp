@@ -1,12 +1,6 @@
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +9,7 @@
 
 #include "io/atomic_file.h"
 #include "io/gguf.h"
+#include "io/untrusted.h"
 
 namespace chroma::io {
 namespace {
@@ -30,39 +25,59 @@ constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 // Parses one header entry into a view; checks dtype, shape and byte size.
 TensorView parse_entry(const std::string& path, const std::string& name, const json& e, const char* base,
                        uint64_t data_size, std::pair<uint64_t, uint64_t>* range) {
-  const std::string where = "tensor '" + name + "'";
+  const std::string where = "tensor " + quote(name);
   if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
     fail(path, where + ": header entry needs dtype, shape and data_offsets");
   TensorView v;
   v.name = name;
   v.file = path;
   if (!e["dtype"].is_string() || !dtype_from_name(e["dtype"].get<std::string>(), &v.dtype))
-    fail(path, where + ": unsupported dtype " + e["dtype"].dump());
+    fail(path, where + ": unsupported dtype " + describe_json(e["dtype"]));
   if (!e["shape"].is_array()) fail(path, where + ": shape is not an array");
-  uint64_t count = 1;
   for (const json& d : e["shape"]) {
-    if (!d.is_number_unsigned()) fail(path, where + ": shape " + e["shape"].dump() + " has a non-integer or negative dimension");
-    uint64_t n = d.get<uint64_t>();
-    if (n != 0 && count > (uint64_t(1) << 62) / n) fail(path, where + ": shape " + e["shape"].dump() + " is too large");
-    count *= n;
-    v.shape.push_back(int64_t(n));
+    if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail(path, where + ": shape has a non-integer, negative or huge dimension " + describe_json(d));
+    v.shape.push_back(d.get<int64_t>());
   }
+  const std::optional<uint64_t> expected = tensor_bytes(v.dtype, v.shape);
+  if (!expected) fail(path, where + ": shape " + shape_str(v.shape) + " × " + dtype_name(v.dtype) + " overflows 64 bits");
   const json& off = e["data_offsets"];
   if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
     fail(path, where + ": data_offsets must be two non-negative integers");
-  uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-  if (begin > end || end > data_size)
-    fail(path, where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                   "] lie outside the " + std::to_string(data_size) + " data bytes (file truncated?)");
-  const uint64_t expected = count * dtype_size(v.dtype);
-  if (end - begin != expected)
+  const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+  const std::string offsets = "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+  if (begin > end) fail(path, where + ": " + offsets + " are reversed (begin after end)");
+  if (end > data_size)
+    fail(path, where + ": " + offsets + " lie outside the " + std::to_string(data_size) + " data bytes (file truncated?)");
+  if (end - begin != *expected)
     fail(path, where + ": " + std::to_string(end - begin) + " bytes stored but shape " + shape_str(v.shape) + " × " +
-                   dtype_name(v.dtype) + " needs " + std::to_string(expected));
+                   dtype_name(v.dtype) + " needs " + std::to_string(*expected));
   if (begin % dtype_size(v.dtype) != 0) fail(path, where + ": data offset " + std::to_string(begin) + " is misaligned");
   v.data = base + begin;
-  v.nbytes = size_t(expected);
+  v.nbytes = size_t(*expected);
   *range = {begin, end};
   return v;
+}
+
+// The tensors must tile the data section exactly, as the reference validator requires: no
+// overlap, no gap (a hole hides a tensor relabelled to a smaller dtype), nothing after the last.
+void check_tiling(const std::string& path, std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> ranges,
+                  uint64_t data_size) {
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t end = 0;
+  std::string previous;
+  for (const auto& [range, name] : ranges) {
+    if (range.first < end)
+      fail(path, "tensors " + quote(previous) + " and " + quote(name) + " overlap in the data section");
+    if (range.first > end)
+      fail(path, "tensor " + quote(name) + " starts at data byte " + std::to_string(range.first) + ", leaving a gap of " +
+                     std::to_string(range.first - end) + " bytes after " +
+                     (previous.empty() ? std::string("the header") : quote(previous)));
+    end = range.second;
+    previous = name;
+  }
+  if (end != data_size)
+    fail(path, std::to_string(data_size - end) + " bytes of the data section lie after the last tensor");
 }
 
 }  // namespace
@@ -70,36 +85,17 @@ TensorView parse_entry(const std::string& path, const std::string& name, const j
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  const uint64_t size = uint64_t(st.st_size);
-  if (size < 8) {
-    ::close(fd);
+  f->map_ = std::make_unique<MappedFile>(path);
+  const uint64_t size = f->map_->size();
+  if (size < 8)
     fail(path, "not a safetensors file: " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
-  }
-  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED) fail(path, std::string("cannot mmap: ") + std::strerror(errno));
-  f->map_ = map;
-  f->map_size_ = size;
-
-  const char* bytes = static_cast<const char*>(map);
+  const char* bytes = reinterpret_cast<const char*>(f->map_->data());
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian host assumed (x86-64, aarch64)
   if (header_len > kMaxHeaderBytes || header_len > size - 8)
     fail(path, "not a safetensors file or truncated: header length " + std::to_string(header_len) + " exceeds " +
                    (header_len > kMaxHeaderBytes ? "the 100 MB limit" : "the file size " + std::to_string(size)));
-  json header;
-  try {
-    header = json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const json::exception& e) {
-    fail(path, std::string("header is not valid JSON (") + e.what() + ")");
-  }
+  const json header = parse_json(std::string_view(bytes + 8, size_t(header_len)), path + ": header");
   if (!header.is_object()) fail(path, "header is not a JSON object");
 
   const char* base = bytes + 8 + header_len;
@@ -109,27 +105,22 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     if (it.key() == "__metadata__") {
       if (!it->is_object()) fail(path, "__metadata__ is not an object");
       for (auto m = it->begin(); m != it->end(); ++m)
-        f->metadata_[m.key()] = m->is_string() ? m->get<std::string>() : m->dump();
+        f->metadata_[m.key()] = m->is_string() ? m->get<std::string>() : m->dump();  // depth ≤ kMaxJsonDepth
       continue;
     }
     std::pair<uint64_t, uint64_t> range;
     f->tensors_[it.key()] = parse_entry(path, it.key(), *it, base, data_size, &range);
-    if (range.second > range.first) ranges.push_back({range, it.key()});
+    ranges.push_back({range, it.key()});
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first.first < ranges[i - 1].first.second)
-      fail(path, "tensors '" + ranges[i - 1].second + "' and '" + ranges[i].second + "' overlap in the data section");
+  check_tiling(path, std::move(ranges), data_size);
   return f;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_) munmap(map_, map_size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 const TensorView& SafetensorsFile::get(const std::string& name) const {
   auto it = tensors_.find(name);
-  if (it == tensors_.end()) fail(path_, "tensor '" + name + "' not found");
+  if (it == tensors_.end()) fail(path_, "tensor " + quote(name) + " not found");
   return it->second;
 }
 
@@ -154,29 +145,22 @@ WeightStore WeightStore::open(const std::string& path) {
     }
   }
   if (index.ends_with(".json")) {
-    std::ifstream in(index);
-    if (!in) fail(index, "cannot open shard index");
-    json j;
-    try {
-      j = json::parse(in);
-    } catch (const json::exception& e) {
-      fail(index, std::string("shard index is not valid JSON (") + e.what() + ")");
-    }
+    const json j = parse_json(read_input_file(index, kMaxHeaderBytes), index + ": shard index");
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       fail(index, "shard index has no weight_map object");
     const fs::path dir = fs::path(index).parent_path();
     std::map<std::string, std::shared_ptr<SafetensorsFile>> shards;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it->is_string()) fail(index, "weight_map entry '" + it.key() + "' is not a file name");
+      if (!it->is_string()) fail(index, "weight_map entry " + quote(it.key()) + " is not a file name");
       const std::string file = it->get<std::string>();
       if (file.find('/') != std::string::npos || file.find("..") != std::string::npos)
-        fail(index, "weight_map entry '" + it.key() + "' names a file outside the folder: " + file);
+        fail(index, "weight_map entry " + quote(it.key()) + " names a file outside the folder: " + quote(file));
       auto& shard = shards[file];
       if (!shard) {
         shard = std::shared_ptr<SafetensorsFile>(SafetensorsFile::open((dir / file).string()));
         s.files_.push_back(shard);
       }
-      if (!shard->has(it.key())) fail(shard->path(), "tensor '" + it.key() + "' listed in " + index + " is missing");
+      if (!shard->has(it.key())) fail(shard->path(), "tensor " + quote(it.key()) + " listed in " + index + " is missing");
       s.tensors_[it.key()] = shard->get(it.key());
     }
     // Shards may hold tensors the index forgot; take them too (the index is a hint, the files are the truth).

@@ -12,11 +12,13 @@
 
 namespace chroma::io {
 
-class GgufFile;  // io/gguf.h
+class GgufFile;    // io/gguf.h
+class MappedFile;  // io/untrusted.h
 
-// One memory-mapped safetensors file. Every violation of the format found at open time
-// (header length, JSON, dtype, shape, offsets out of the file or overlapping, byte size that
-// does not match shape × dtype) throws chroma::Error naming the file and the tensor.
+// One memory-mapped safetensors file. Every violation of the format found at open time (not a
+// regular file, header length, JSON nested deeper than 128 or with a key twice, dtype, shape, a byte
+// size that overflows or does not match shape × dtype, offsets reversed, out of the file, or not
+// tiling the data section exactly) throws chroma::Error naming the file and the tensor.
 class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::string& path);
@@ -33,8 +35,7 @@ class SafetensorsFile {
  private:
   SafetensorsFile() = default;
   std::string path_;
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
+  std::unique_ptr<MappedFile> map_;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
 };

@@ -55,13 +55,39 @@ int64_t dtype_block_size(DType t) {
   return quant::traits(t)->block_size;
 }
 
-size_t dtype_row_bytes(DType t, int64_t n) {
-  if (!dtype_is_quantized(t)) return size_t(n) * dtype_size(t);
+bool checked_mul(uint64_t a, uint64_t b, uint64_t* product) { return !__builtin_mul_overflow(a, b, product); }
+
+namespace {
+// Row bytes, or nullopt on overflow; throws for partial blocks.
+std::optional<uint64_t> row_bytes(DType t, int64_t n) {
+  uint64_t bytes = 0;
+  if (!dtype_is_quantized(t)) {
+    if (!checked_mul(uint64_t(n), dtype_size(t), &bytes)) return std::nullopt;
+    return bytes;
+  }
   const quant::TypeTraits* q = quant::traits(t);
   if (n % q->block_size != 0)
     throw Error(std::string("a ") + q->name + " row of " + std::to_string(n) + " values is not a whole number of " +
                 std::to_string(q->block_size) + "-value blocks");
-  return size_t(n / q->block_size) * q->block_bytes;
+  if (!checked_mul(uint64_t(n / q->block_size), q->block_bytes, &bytes)) return std::nullopt;
+  return bytes;
+}
+}  // namespace
+
+size_t dtype_row_bytes(DType t, int64_t n) {
+  const std::optional<uint64_t> bytes = row_bytes(t, n);
+  if (!bytes) throw Error(std::string("a ") + dtype_name(t) + " row of " + std::to_string(n) + " values overflows 64 bits");
+  return size_t(*bytes);
+}
+
+std::optional<uint64_t> tensor_bytes(DType t, const Shape& shape) {
+  uint64_t rows = 1;
+  for (size_t i = 0; i + 1 < shape.size(); ++i)
+    if (!checked_mul(rows, uint64_t(shape[i]), &rows)) return std::nullopt;
+  const std::optional<uint64_t> row = row_bytes(t, shape.empty() ? 1 : shape.back());
+  uint64_t bytes = 0;
+  if (!row || !checked_mul(rows, *row, &bytes)) return std::nullopt;
+  return bytes;
 }
 
 int64_t shape_numel(const Shape& s) {

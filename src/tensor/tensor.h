@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,11 +27,18 @@ bool dtype_is_float(DType t);          // floats and block-quantized floats (wei
 bool dtype_is_quantized(DType t);      // the block types
 int64_t dtype_block_size(DType t);     // values per block: 1 for plain types, 32 or 256 for block types
 // Bytes of `n` consecutive values along the innermost dimension. Throws unless n is a whole number
-// of blocks.
+// of blocks, or when the count does not fit in 64 bits.
 size_t dtype_row_bytes(DType t, int64_t n);
+
+// a × b into *product; false when it does not fit in 64 bits. Every byte count computed from file
+// data goes through this (or tensor_bytes): a wrapped product once made 2^64 bytes look like 0.
+bool checked_mul(uint64_t a, uint64_t b, uint64_t* product);
 
 using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);
+// Bytes of a tensor of `shape` (dimensions ≥ 0) stored as `t`: rows × dtype_row_bytes(last dim);
+// nullopt when that does not fit in 64 bits. Throws like dtype_row_bytes for partial blocks.
+std::optional<uint64_t> tensor_bytes(DType t, const Shape& shape);
 std::string shape_str(const Shape& s);  // "[1, 16, 8, 8]"
 
 // Scalar conversions (exact widening; bf16 narrowing rounds to nearest even like PyTorch).

@@ -4,9 +4,8 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
-#include <fstream>
-#include <iterator>
 
+#include "io/untrusted.h"
 #include "tensor/error.h"
 
 namespace chroma::text {
@@ -48,12 +47,15 @@ std::string one_line(std::string s) {
   return s;
 }
 
+// spiece.model of T5 is 792 kB; a model file 100× larger is not a T5 tokenizer.
+constexpr uint64_t kMaxModelBytes = 64u << 20;
+
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("T5 tokenizer: cannot open " + path);
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw Error("T5 tokenizer: cannot read " + path);
-  return bytes;
+  try {
+    return io::read_input_file(path, kMaxModelBytes);  // a folder or FIFO is refused, not read or waited on
+  } catch (const Error& e) {
+    throw Error(std::string("T5 tokenizer: ") + e.what());
+  }
 }
 
 // Loads a serialized ModelProto; a failure (corrupt or truncated file) becomes a one-line Error.

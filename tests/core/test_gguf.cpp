@@ -12,6 +12,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "tensor/quant.h"
+#include "forked.h"
 
 namespace chroma::io {
 namespace {
@@ -202,6 +203,96 @@ TEST(GgufRead, HugeStringLengthIsCaught) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("metadata key 0"), std::string::npos) << e.what();
   }
+}
+
+// ---- hostile files (issue 13) ----
+
+// A GGUF holding one metadata array of `n` u8 under a key of `key_bytes` bytes, and no tensors.
+std::string long_key_array_file(size_t key_bytes, uint64_t n) {
+  std::string b = "GGUF";
+  auto put = [&](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(uint32_t(3));
+  put(uint64_t(0));  // tensors
+  put(uint64_t(1));  // key-value pairs
+  put(uint64_t(key_bytes));
+  b.append(key_bytes, 'k');
+  put(uint32_t(9));  // ARRAY
+  put(uint32_t(0));  // of U8
+  put(n);
+  b.append(size_t(n), '\1');
+  return b;
+}
+
+TEST(GgufRead, ReadingTimeIsLinearInTheFileSize) {
+  // 1 MB of key and 1 M elements: the error label (key included) was rebuilt per element, ~10^12
+  // bytes copied (hours). Linear reading takes milliseconds, even under the sanitizers.
+  const std::string path = temp_path("long-key.gguf");
+  write_bytes(path, long_key_array_file(1 << 20, 1 << 20));
+  const test::ChildEnd end = test::run_forked(10, [&] {
+    const auto f = GgufFile::open(path);
+    return f->metadata().begin()->second.count == uint64_t(1) << 20;
+  });
+  EXPECT_TRUE(end.exited && end.exit_code == 0) << "signal " << end.signal << " (14: over 10 s)";
+}
+
+TEST(GgufRead, ByteCountThatOverflowsIsRefused) {
+  // ne[0] = 2^62 F32: row bytes wrapped to 0 (accepted as 0 bytes) and then divided by.
+  RawFile f = valid_file();
+  f.tensors = {{"w", {uint64_t(1) << 62}, 0, 0}};
+  expect_rejected(f, "wrap.gguf", {"'w'", "overflows"});
+  f.tensors = {{"w", {uint64_t(1) << 62, 2}, 0, 0}};
+  expect_rejected(f, "wrap-rows.gguf", {"'w'", "overflows"});
+  f.tensors = {{"w", {uint64_t(1) << 61, 4}, 0, 0}};  // row bytes 2^63 fit; × 4 rows do not
+  expect_rejected(f, "wrap-total.gguf", {"'w'", "overflows"});
+}
+
+TEST(GgufRead, EachOffsetMustFollowThePreviousTensor) {
+  // "a" BF16 [2, 32] (128 bytes) at 0, then "b" F32 [4] at 128: valid.
+  RawFile f;
+  f.tensors = {{"a", {32, 2}, 30, 0}, {"b", {4}, 0, 128}};
+  f.data_bytes = 128 + 16;
+  const std::string path = temp_path("tiled.gguf");
+  write_bytes(path, f.bytes());
+  EXPECT_NO_THROW(GgufFile::open(path));
+
+  RawFile relabelled = f;
+  relabelled.tensors[0].type = 8;  // BF16 → Q8_0: 68 bytes, so "b" should start at 96, not 128
+  expect_rejected(relabelled, "relabelled.gguf", {"'b'", "gap", "96"});
+
+  RawFile last = f;
+  last.tensors = {{"b", {4}, 0, 0}, {"a", {32, 2}, 8, 32}};  // the relabelled tensor is the last one
+  last.data_bytes = 32 + 128;
+  expect_rejected(last, "relabelled-last.gguf", {"after the last tensor"});
+
+  RawFile reordered = f;
+  reordered.tensors = {{"b", {4}, 0, 128}, {"a", {32, 2}, 30, 0}};  // in the file, but not in order
+  expect_rejected(reordered, "reordered.gguf", {"'b'", "128", "expected 0"});
+}
+
+TEST(GgufRead, NonRegularFilesAreRefusedWithoutBlocking) {
+  const std::string fifo = temp_path("pipe.gguf");
+  fs::remove(fifo);
+  ASSERT_TRUE(test::make_fifo(fifo));
+  EXPECT_TRUE(test::throws_within(5, [&] { GgufFile::open(fifo); }, {"pipe.gguf", "not a regular file"}));
+  EXPECT_TRUE(test::run_forked(5, [&] { return !is_gguf_file(fifo); }).exit_code == 0);
+  EXPECT_TRUE(test::throws_within(5, [&] { GgufFile::open("/dev/zero"); }, {"/dev/zero", "not a regular file"}));
+}
+
+TEST(GgufRead, KeysAndStringsFromTheFileAreEscaped) {
+  // A key with a newline and a truncated value: the one-line error quotes the key escaped and cut.
+  std::string b = long_key_array_file(10, 100);
+  std::memcpy(&b[32], "a\nb\x1b", 4);
+  const std::string path = temp_path("escaped-key.gguf");
+  write_bytes(path, b.substr(0, b.size() - 50));
+  try {
+    GgufFile::open(path);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    EXPECT_NE(msg.find("a\\nb\\x1b"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(GgufValue::str("red\x1b[31m\n\tok").to_string(), "\"red\\x1b[31m\\n\\tok\"");
 }
 
 // ---- our writer, read back ----

@@ -4,6 +4,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "forked.h"
 #include "testdata.h"
 
 namespace chroma::io {
@@ -115,7 +116,7 @@ TEST(Safetensors, RejectsLyingEntries) {
   write_raw(dir.file("beyond"), R"({"w":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}})", data);
   expect_open_error(dir.file("beyond"), {"'w'", "outside", "truncated"});
   write_raw(dir.file("reversed"), R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", data);
-  expect_open_error(dir.file("reversed"), {"'w'", "outside"});
+  expect_open_error(dir.file("reversed"), {"'w'", "reversed"});
   write_raw(dir.file("overlap"),
             R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
             data);
@@ -190,6 +191,152 @@ TEST(AtomicFile, UnwritableDestinationsAreNamed) {
   EXPECT_THROW(check_writable(dir.file("missing/x.png")), Error);
   EXPECT_THROW(check_writable(dir.path.string()), Error);
   EXPECT_NO_THROW(check_writable(dir.file("ok.png")));
+}
+
+// ---- hostile headers (issue 13): each case once crashed, hung or was silently accepted ----
+
+std::string nested(size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+TEST(Safetensors, DeepNestingIsRefusedBeforeParsing) {
+  TempDir dir;
+  const std::string data(4, '\0');
+  // 100,000 levels overflowed the stack (nlohmann's parse, dump() and destructor recurse per level).
+  write_raw(dir.file("shape"), R"({"w":{"dtype":"F32","shape":)" + nested(100000) + R"(,"data_offsets":[0,4]}})", data);
+  expect_open_error(dir.file("shape"), {"shape", "nested deeper than 128"});
+  write_raw(dir.file("meta"), R"({"__metadata__":{"k":)" + nested(100000) + "}}", "");
+  expect_open_error(dir.file("meta"), {"meta", "nested deeper than 128"});
+  write_raw(dir.file("objects"), std::string(200, '{') + std::string(200, '}'), "");
+  expect_open_error(dir.file("objects"), {"nested deeper than 128"});
+}
+
+TEST(Safetensors, NestingWithinTheLimitAndBracketsInStringsAreFine) {
+  TempDir dir;
+  write_raw(dir.file("ok"), R"({"__metadata__":{"k":")" + std::string(1000, '[') + R"(","n":)" + nested(100) + "}}", "");
+  auto f = SafetensorsFile::open(dir.file("ok"));
+  EXPECT_EQ(f->metadata().at("k"), std::string(1000, '['));
+  EXPECT_EQ(f->metadata().at("n"), nested(100));
+}
+
+TEST(Safetensors, ByteCountThatOverflowsIsRefused) {
+  TempDir dir;
+  // 2^62 F32 elements are 2^64 bytes: the product wrapped to 0 and matched offsets [0, 0].
+  write_raw(dir.file("wrap"), R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", "");
+  expect_open_error(dir.file("wrap"), {"'w'", "overflows"});
+  write_raw(dir.file("wrap2"), R"({"w":{"dtype":"F64","shape":[4294967296,536870912],"data_offsets":[0,0]}})", "");
+  expect_open_error(dir.file("wrap2"), {"'w'", "overflows"});
+}
+
+TEST(Safetensors, DuplicateKeysAreRefused) {
+  TempDir dir;
+  const std::string data(16, '\0');
+  write_raw(dir.file("tensor"),
+            R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+            data);
+  expect_open_error(dir.file("tensor"), {"'w'", "twice"});
+  write_raw(dir.file("meta"), R"({"__metadata__":{"k":"a","k":"b"}})", "");
+  expect_open_error(dir.file("meta"), {"'k'", "twice"});
+  write_raw(dir.file("field"), R"({"w":{"dtype":"F32","dtype":"F16","shape":[2],"data_offsets":[0,8]}})", data.substr(8));
+  expect_open_error(dir.file("field"), {"'dtype'", "twice"});
+}
+
+TEST(Safetensors, OffsetsMustTileTheDataSection) {
+  TempDir dir;
+  write_raw(dir.file("gap"),
+            R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+            std::string(12, '\0'));
+  expect_open_error(dir.file("gap"), {"'b'", "gap", "4"});
+  write_raw(dir.file("leading"), R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", std::string(8, '\0'));
+  expect_open_error(dir.file("leading"), {"'a'", "gap"});
+  write_raw(dir.file("trailing"), R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", std::string(16, '\0'));
+  expect_open_error(dir.file("trailing"), {"8 bytes", "after the last tensor"});
+  write_raw(dir.file("empty"), R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})", std::string(4, '\0'));
+  expect_open_error(dir.file("empty"), {"4 bytes", "after the last tensor"});
+  // Zero-size tensors anywhere in the sequence are fine.
+  write_raw(dir.file("ok"),
+            R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"z":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+            std::string(8, '\0'));
+  EXPECT_EQ(SafetensorsFile::open(dir.file("ok"))->tensors().size(), 3u);
+}
+
+TEST(Safetensors, ReversedOffsetsAreNotCalledTruncation) {
+  TempDir dir;
+  write_raw(dir.file("reversed"), R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", std::string(8, '\0'));
+  try {
+    SafetensorsFile::open(dir.file("reversed"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("reversed"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+}
+
+// Every byte of the message is printable ASCII (or UTF-8 we wrote ourselves), and it is short.
+void expect_printable_short(const std::string& msg) {
+  EXPECT_LT(msg.size(), 600u) << msg.substr(0, 600);
+  for (unsigned char c : msg) ASSERT_TRUE(c >= 0x20 && c != 0x7f) << "control byte " << int(c) << " in: " << msg.substr(0, 600);
+  EXPECT_EQ(msg.find("\xff"), std::string::npos);
+}
+
+TEST(Safetensors, RawBytesInErrorsAreQuotedSafely) {
+  TempDir dir;
+  std::string junk = "{\"a\": \x1b[31m\x01\xff";
+  junk += std::string(100000, '\x07');
+  write_raw(dir.file("junk"), junk, "");
+  try {
+    SafetensorsFile::open(dir.file("junk"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
+    expect_printable_short(e.what());
+  }
+  // A JSON-escaped control character in a name, and a huge name, come out escaped and cut.
+  const std::string name = "a\\nb\\u001b" + std::string(100000, 'n');
+  write_raw(dir.file("name"), "{\"" + name + R"(":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0'));
+  try {
+    SafetensorsFile::open(dir.file("name"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'a\\nb\\x1b"), std::string::npos) << std::string(e.what()).substr(0, 300);
+    expect_printable_short(e.what());
+  }
+}
+
+TEST(Safetensors, NonRegularFilesAreRefusedWithoutBlocking) {
+  TempDir dir;
+  ASSERT_TRUE(test::make_fifo(dir.file("pipe.safetensors")));
+  EXPECT_TRUE(test::throws_within(5, [&] { SafetensorsFile::open(dir.file("pipe.safetensors")); },
+                                  {"pipe.safetensors", "not a regular file"}));
+  EXPECT_TRUE(test::throws_within(5, [&] { WeightStore::open(dir.file("pipe.safetensors")); },
+                                  {"pipe.safetensors", "not a regular file"}));
+  EXPECT_TRUE(test::throws_within(5, [&] { WeightStore::open("/dev/zero"); }, {"/dev/zero", "not a regular file"}));
+}
+
+TEST(WeightStore, ShardIndexIsReadWithTheSameLimits) {
+  TempDir dir;
+  Tensor a({2}, {1, 2});
+  write_safetensors(dir.file("m-1.safetensors"), {{"x", &a}});
+  const std::string index = dir.file("m.safetensors.index.json");
+  auto expect_index_error = [&](const std::string& text, std::initializer_list<std::string> needles) {
+    std::ofstream(index, std::ios::trunc) << text;
+    try {
+      WeightStore::open(index);
+      ADD_FAILURE() << "no error for " << text.substr(0, 80);
+    } catch (const Error& e) {
+      for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << n << " not in: " << e.what();
+      expect_printable_short(e.what());
+    }
+  };
+  expect_index_error(R"({"weight_map":{"x":"m-1.safetensors"},"metadata":)" + nested(100000) + "}", {"nested deeper than 128"});
+  expect_index_error(R"({"weight_map":{"x":"m-1.safetensors","x":"m-2.safetensors"}})", {"'x'", "twice"});
+  expect_index_error("{\"weight_map\": \x01\x02\xfe" + std::string(100000, '\x1b'), {"not valid JSON"});
+  fs::remove(index);
+  ASSERT_TRUE(test::make_fifo(index));
+  EXPECT_TRUE(test::throws_within(5, [&] { WeightStore::open(index); }, {"m.safetensors.index.json", "not a regular file"}));
+  EXPECT_TRUE(test::throws_within(5, [&] { WeightStore::open(dir.path.string()); }, {"not a regular file"}));
+  fs::remove(index);
+  ASSERT_TRUE(test::make_fifo(dir.file("m-2.safetensors")));
+  std::ofstream(index) << R"({"weight_map":{"x":"m-1.safetensors","y":"m-2.safetensors"}})";
+  EXPECT_TRUE(test::throws_within(5, [&] { WeightStore::open(index); }, {"m-2.safetensors", "not a regular file"}));
 }
 
 TEST(Dtypes, ConversionsAreExact) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tensor/error.h"
+#include "forked.h"
 #include "testdata.h"
 #include "text/tokenizer.h"
 
@@ -149,6 +150,16 @@ TEST(T5Tokenizer, CorruptFileIsOneLineError) {
     expect_load_error(path);
     std::filesystem::remove(path);
   }
+}
+
+TEST(T5Tokenizer, FolderOrPipeIsRefusedNamingThePath) {
+  const std::filesystem::path dir = test::temp_path("tokenizer-dir");
+  std::filesystem::create_directories(dir);
+  expect_load_error(dir.string());
+  const std::string fifo = (dir / "spiece.model").string();
+  ASSERT_TRUE(test::make_fifo(fifo));
+  EXPECT_TRUE(test::throws_within(5, [&] { T5Tokenizer tok(fifo); }, {fifo, "not a regular file"}));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
