@@ -48,6 +48,31 @@ std::span<const NameRule> diffusers_dit_names() {
   return kRules;
 }
 
+// chroma-spec.md §1.1: every Linear of the DiT (the Approximator included). No pattern is a prefix of
+// another, also with "_" for ".", so the first match is the only one.
+std::span<const NameRule> dit_linear_names() {
+  static const NameRule kRules[] = {
+      {"img_in.", "img_in."},
+      {"txt_in.", "txt_in."},
+      {"distilled_guidance_layer.in_proj.", "distilled_guidance_layer.in_proj."},
+      {"distilled_guidance_layer.layers.{i}.in_layer.", "distilled_guidance_layer.layers.{i}.in_layer."},
+      {"distilled_guidance_layer.layers.{i}.out_layer.", "distilled_guidance_layer.layers.{i}.out_layer."},
+      {"distilled_guidance_layer.out_proj.", "distilled_guidance_layer.out_proj."},
+      {"double_blocks.{i}.img_attn.qkv.", "double_blocks.{i}.img_attn.qkv."},
+      {"double_blocks.{i}.img_attn.proj.", "double_blocks.{i}.img_attn.proj."},
+      {"double_blocks.{i}.img_mlp.0.", "double_blocks.{i}.img_mlp.0."},
+      {"double_blocks.{i}.img_mlp.2.", "double_blocks.{i}.img_mlp.2."},
+      {"double_blocks.{i}.txt_attn.qkv.", "double_blocks.{i}.txt_attn.qkv."},
+      {"double_blocks.{i}.txt_attn.proj.", "double_blocks.{i}.txt_attn.proj."},
+      {"double_blocks.{i}.txt_mlp.0.", "double_blocks.{i}.txt_mlp.0."},
+      {"double_blocks.{i}.txt_mlp.2.", "double_blocks.{i}.txt_mlp.2."},
+      {"single_blocks.{i}.linear1.", "single_blocks.{i}.linear1."},
+      {"single_blocks.{i}.linear2.", "single_blocks.{i}.linear2."},
+      {"final_layer.linear.", "final_layer.linear."},
+  };
+  return kRules;
+}
+
 // chroma-spec.md §1.4 (diffusers `convert_ldm_vae_checkpoint`). The mid-block attention projections
 // are Linear layers in diffusers and 1×1 convs in BFL; the decoder's up blocks run in reverse order.
 std::span<const NameRule> diffusers_vae_names() {
@@ -86,7 +111,8 @@ std::span<const NameRule> diffusers_vae_names() {
 namespace {
 
 // Matches `name` against `pattern`, capturing the placeholders; returns the unmatched rest or nullopt.
-std::optional<std::string> match(const std::string& pattern, const std::string& name, std::map<char, int>* captures) {
+std::optional<std::string> match(const std::string& pattern, const std::string& name, char separator,
+                                 std::map<char, int>* captures) {
   size_t p = 0, n = 0;
   while (p < pattern.size()) {
     if (pattern[p] == '{') {
@@ -98,7 +124,8 @@ std::optional<std::string> match(const std::string& pattern, const std::string& 
       n += digits;
       p += 3;  // "{x}"
     } else {
-      if (n >= name.size() || name[n] != pattern[p]) return std::nullopt;
+      if (n >= name.size()) return std::nullopt;
+      if (name[n] != pattern[p] && !(pattern[p] == '.' && name[n] == separator)) return std::nullopt;
       ++p, ++n;
     }
   }
@@ -109,10 +136,11 @@ std::optional<std::string> match(const std::string& pattern, const std::string& 
 
 }  // namespace
 
-std::optional<MappedName> map_name(std::span<const NameRule> table, const std::string& stored, int reverse_count) {
+std::optional<MappedName> map_name(std::span<const NameRule> table, const std::string& stored, int reverse_count,
+                                   char separator) {
   for (const NameRule& rule : table) {
     std::map<char, int> captures;
-    const std::optional<std::string> rest = match(rule.stored, stored, &captures);
+    const std::optional<std::string> rest = match(rule.stored, stored, separator, &captures);
     if (!rest) continue;
     MappedName m;
     m.part = rule.part;
@@ -129,6 +157,7 @@ std::optional<MappedName> map_name(std::span<const NameRule> table, const std::s
       }
     }
     m.original += *rest;
+    m.rest = *rest;
     return m;
   }
   return std::nullopt;

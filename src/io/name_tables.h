@@ -23,17 +23,23 @@ struct NameRule {
 
 // diffusers ChromaTransformer2DModel → original DiT names (chroma-spec.md §1.2).
 std::span<const NameRule> diffusers_dit_names();
+// The DiT's linear layers under their original names (chroma-spec.md §1.1), each mapped to itself:
+// the modules a LoRA may adapt (io/lora.h), for recognising names written with another separator.
+std::span<const NameRule> dit_linear_names();
 // diffusers AutoencoderKL → BFL ae.safetensors names (chroma-spec.md §1.4).
 std::span<const NameRule> diffusers_vae_names();
 
 struct MappedName {
-  std::string original;
+  std::string original;  // the rule's original name, then `rest`
+  std::string rest;      // what followed a prefix pattern in the stored name ("weight", "bias")
   int part = 0, parts = 1;
   bool conv1x1 = false;
 };
 
 // The first rule of `table` matching `stored`, applied; nullopt when none matches.
-// `reverse_count` is the count "{r}" indices are reversed against.
-std::optional<MappedName> map_name(std::span<const NameRule> table, const std::string& stored, int reverse_count = 0);
+// `reverse_count` is the count "{r}" indices are reversed against. `separator` is the character a
+// pattern's "." matches in `stored` besides "." itself (kohya LoRA keys write module paths with "_").
+std::optional<MappedName> map_name(std::span<const NameRule> table, const std::string& stored, int reverse_count = 0,
+                                   char separator = '.');
 
 }  // namespace chroma::io

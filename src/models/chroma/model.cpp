@@ -53,7 +53,18 @@ FinalModulation final_modulation(const Tensor& mods) {
 
 // ---- Small pieces shared by the blocks ---------------------------------------------------------
 
-Tensor linear(const Tensor& x, const LinearWeights& l) { return ops::linear(x, l.weight, l.bias); }
+// W·x + b, plus each runtime LoRA's B·(A·x) (B's view carries the scale).
+Tensor linear(const Tensor& x, const LinearWeights& l) {
+  Tensor y = ops::linear(x, l.weight, l.bias);
+  for (const LowRankWeights& d : l.lora) ops::add(y, ops::linear(ops::linear(x, d.down), d.up));
+  return y;
+}
+// linear of the column concatenation [a | b] (ops::linear_concat), A read as [A_a | A_b] likewise.
+Tensor linear_concat(const Tensor& a, const Tensor& b, const LinearWeights& l) {
+  Tensor y = ops::linear_concat(a, b, l.weight, l.bias);
+  for (const LowRankWeights& d : l.lora) ops::add(y, ops::linear(ops::linear_concat(a, b, d.down), d.up));
+  return y;
+}
 
 // (1 + scale) ⊙ LayerNorm(x) + shift — LayerNorm without affine (spec §3.7), in one pass
 Tensor norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, const ChromaConfig& c) {
@@ -200,7 +211,7 @@ void single_block(Tensor& x, const SingleBlockWeights& w, const Modulation& m, c
   const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, rope.joint, c), p, c);  // [Σ L_s, C]
   const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                        // [Σ L_s, M]
   // linear2 on [attn | hidden]: [C + M] → [C], without building the concatenation
-  ops::add_gated(x, m.gate, ops::linear_concat(attn, hidden, w.linear2.weight, w.linear2.bias));
+  ops::add_gated(x, m.gate, linear_concat(attn, hidden, w.linear2));
 }
 
 // chroma-spec.md §3.9 — flow `LastLayer`: linear((1 + scale) ⊙ LN(img) + shift).   img [Li, C] → [Li, 64]
@@ -243,7 +254,8 @@ void trace_sequences(const std::string& name, const Tensor& x, Layout layout, co
 ChromaModel::ChromaModel(const io::WeightStore& weights, io::Residency residency)
     : store_(weights),
       config_(ChromaConfig::from_weights(store_)),
-      weights_(load_weights(store_, config_)),
+      base_weights_(load_weights(store_, config_)),
+      weights_(base_weights_),
       index_table_(mod_index_table(config_.mod_rows, config_.index_dim())),
       residency_(residency),
       prefix_(weight_prefix(store_)) {}

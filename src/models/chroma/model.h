@@ -15,9 +15,12 @@
 // kernels. Timestep embedding in float32 by default (spec §6.2; TimestepPrecision::BF16 reproduces
 // the author's sampler), modulation-index table from exact float32 products (spec §6.1).
 #pragma once
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "io/lora.h"
 #include "io/residency.h"
 #include "io/safetensors.h"
 #include "models/chroma/config.h"
@@ -31,6 +34,29 @@ namespace chroma::dit {
 enum class TimestepPrecision {
   F32,   // 1000·t and its embedding in float32 (ComfyUI; this project's default)
   BF16,  // t, 1000·t and the embedding rounded to bf16 (flow's sampler and trainer)
+};
+
+// How set_loras applies the low-rank updates (io/lora.h).
+enum class LoraMode {
+  // y = W·x + b + Σ s·B·(A·x) inside each adapted linear: base weights untouched, so any base dtype
+  // (bf16, fp8 scaled, GGUF) works; two small extra products per adapted linear and call.
+  Runtime,
+  // W' = W + Σ s·B·A merged once into float32 copies of the adapted weights, which the model then
+  // owns (4 bytes per weight of each adapted layer): no extra work per step.
+  Fuse,
+};
+
+// One LoRA to apply, at a strength multiplying its alpha/r scale (0: loaded and checked, no effect).
+struct LoraSetting {
+  io::LoraFile file;
+  float strength = 1.0f;
+};
+
+// What set_loras did with one LoRA file; applied_keys + unmatched_keys.size() = the file's tensors.
+struct LoraReport {
+  std::string path;
+  size_t applied_keys = 0;                  // tensors (A, B, alpha) adapting a layer of this model
+  std::vector<std::string> unmatched_keys;  // tensors that name no layer of this model (warn about them)
 };
 
 class ChromaModel {
@@ -74,10 +100,23 @@ class ChromaModel {
   std::vector<Tensor> forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
                                      const Tensor& mods) const;
 
+  // Replaces the adapters of every later forward and modulations() call by `loras` (summed where
+  // several adapt one layer), without reading the base weights again: only the adapter state is
+  // rebuilt. An empty list returns to the base model exactly. All LoRAs are checked before any takes
+  // effect; on an error (a LoRA that adapts nothing, a shape that does not fit its layer) the model
+  // keeps its previous adapters and chroma::Error names the file and the tensor.
+  // Not to be called while another thread runs a forward on this model.
+  std::vector<LoraReport> set_loras(std::span<const LoraSetting> loras, LoraMode mode = LoraMode::Runtime);
+
  private:
   io::WeightStore store_;   // owns the mapped files the views below point into
   ChromaConfig config_;
+  ChromaWeights base_weights_;  // views of the store only
+  // What forwards use: base_weights_ plus the adapters of set_loras, whose views point into
+  // lora_files_ (runtime) or fused_ (fuse mode). Shared and immutable, so copies of the model stay valid.
   ChromaWeights weights_;
+  std::vector<io::LoraFile> lora_files_;
+  std::vector<std::shared_ptr<const Tensor>> fused_;
   Tensor index_table_;      // [R, 32] modulation-index embeddings, constant (spec §3.4)
   io::Residency residency_;
   std::string prefix_;      // weight_prefix() of the store

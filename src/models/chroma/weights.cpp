@@ -1,6 +1,8 @@
 // Loading and checking the Chroma DiT tensors (chroma-spec.md §1.1 name table).
 #include "models/chroma/weights.h"
 
+#include <tuple>
+
 namespace chroma::dit {
 
 namespace {
@@ -77,6 +79,39 @@ ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& c) 
   // Output width = input width: the velocity has the latent's shape (patch size 1 inside the DiT).
   w.final_linear = ld.linear("final_layer.linear", c.in_channels, C);
   return w;
+}
+
+// The same names as load_weights, module by module (without ".weight").
+std::map<std::string, std::vector<LinearWeights*>> linear_layers(ChromaWeights& w) {
+  std::map<std::string, std::vector<LinearWeights*>> m;
+  m["img_in"] = {&w.img_in};
+  m["txt_in"] = {&w.txt_in};
+  const std::string ag = "distilled_guidance_layer.";
+  m[ag + "in_proj"] = {&w.approximator.in_proj};
+  for (size_t i = 0; i < w.approximator.layers.size(); ++i) {
+    ApproximatorLayerWeights& l = w.approximator.layers[i];
+    m[ag + "layers." + std::to_string(i) + ".in_layer"] = {&l.in_layer};
+    m[ag + "layers." + std::to_string(i) + ".out_layer"] = {&l.out_layer};
+  }
+  m[ag + "out_proj"] = {&w.approximator.out_proj};
+  for (size_t i = 0; i < w.double_blocks.size(); ++i) {
+    DoubleBlockWeights& b = w.double_blocks[i];
+    const std::string p = "double_blocks." + std::to_string(i) + ".";
+    for (auto [stream, attn, mlp] : {std::tuple{"img", &b.img_attn, &b.img_mlp}, std::tuple{"txt", &b.txt_attn, &b.txt_mlp}}) {
+      m[p + stream + "_attn.qkv"] = {&attn->qkv.q, &attn->qkv.k, &attn->qkv.v};
+      m[p + stream + "_attn.proj"] = {&attn->proj};
+      m[p + stream + "_mlp.0"] = {&mlp->fc1};
+      m[p + stream + "_mlp.2"] = {&mlp->fc2};
+    }
+  }
+  for (size_t i = 0; i < w.single_blocks.size(); ++i) {
+    SingleBlockWeights& b = w.single_blocks[i];
+    const std::string p = "single_blocks." + std::to_string(i) + ".";
+    m[p + "linear1"] = {&b.qkv.q, &b.qkv.k, &b.qkv.v, &b.mlp_in};
+    m[p + "linear2"] = {&b.linear2};
+  }
+  m["final_layer.linear"] = {&w.final_linear};
+  return m;
 }
 
 }  // namespace chroma::dit

@@ -4,6 +4,8 @@
 // Size legend: C hidden (3072), H heads, D head dim (128), M MLP hidden (12288), P packed patch
 // width (64), T context dim (4096), A approximator in (64), X approximator hidden (5120).
 #pragma once
+#include <map>
+#include <string>
 #include <vector>
 
 #include "io/safetensors.h"
@@ -12,9 +14,17 @@
 
 namespace chroma::dit {
 
+// One LoRA's low-rank update of a linear layer, applied beside the weight: y += B·(A·x)
+// (ChromaModel::set_loras, runtime mode). Views into the LoRA file, in its stored dtype.
+struct LowRankWeights {
+  TensorView down;  // A [r, in]
+  TensorView up;    // B [out, r], its view scale = the LoRA's alpha/r × strength
+};
+
 struct LinearWeights {
   TensorView weight;  // [out, in]
   TensorView bias;    // [out]
+  std::vector<LowRankWeights> lora = {};  // none in the base model
 };
 
 // distilled_guidance_layer.* (spec §3.4)
@@ -70,5 +80,10 @@ struct ChromaWeights {
 // Looks up every tensor the config implies (under weight_prefix()) and checks its shape and float
 // dtype; throws chroma::Error naming the first missing or misshaped tensor.
 ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& config);
+
+// Every Linear of `w` under its original module name ("double_blocks.0.img_attn.qkv"), as the row
+// blocks the model multiplies with, in row order: qkv → q, k, v; linear1 → q, k, v, mlp_in; any
+// other layer → itself. Pointers into `w`. For attaching LoRA updates (io/lora.h targets).
+std::map<std::string, std::vector<LinearWeights*>> linear_layers(ChromaWeights& w);
 
 }  // namespace chroma::dit

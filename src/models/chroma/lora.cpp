@@ -1,0 +1,122 @@
+// LoRA adapters on the Chroma DiT (model.h set_loras, io/lora.h): each delta is attached to the row
+// blocks the model multiplies with (weights.h linear_layers), then either kept beside the weights
+// (runtime) or merged into float32 copies of them (fuse).
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/ops.h"
+#include "models/chroma/model.h"
+
+namespace chroma::dit {
+
+namespace {
+
+using Layers = std::map<std::string, std::vector<LinearWeights*>>;
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// A's columns must be the layer's inputs and B's rows its outputs.
+void check_fits(const std::string& file, const io::LoraDelta& d, const TensorView& up, const LinearWeights& block,
+                const std::string& what) {
+  const TensorView& w = block.weight;
+  if (d.down.dim(1) != w.dim(1))
+    throw Error(file + ": LoRA tensor " + quoted(d.down.name) + " has shape " + shape_str(d.down.shape) + ", expected [" +
+                std::to_string(d.down.dim(0)) + ", " + std::to_string(w.dim(1)) + "] to adapt " + what + " " +
+                shape_str(w.shape));
+  if (up.dim(0) != w.dim(0))
+    throw Error(file + ": LoRA tensor " + quoted(d.up.name) + " has " + std::to_string(up.dim(0)) + " rows, expected " +
+                std::to_string(w.dim(0)) + " to adapt " + what + " " + shape_str(w.shape));
+}
+
+// Adds `d` at `scale` to the row blocks of its target. A delta on the whole target (parts 1) splits
+// B's rows over the blocks; a delta on one part (diffusers' to_q of qkv, proj_mlp of linear1) goes
+// to that block.
+void attach(const std::string& file, const io::LoraDelta& d, float scale, const std::vector<LinearWeights*>& blocks) {
+  auto add = [&](LinearWeights& block, TensorView up, const std::string& what) {
+    check_fits(file, d, up, block, what);
+    up.scale *= scale;
+    if (scale != 0.0f) block.lora.push_back({d.down, up});  // scale 0 leaves the layer exactly as it was
+  };
+  if (d.parts == 1) {
+    int64_t rows = 0;
+    for (const LinearWeights* b : blocks) rows += b->weight.dim(0);
+    if (d.up.dim(0) != rows)
+      throw Error(file + ": LoRA tensor " + quoted(d.up.name) + " has " + std::to_string(d.up.dim(0)) +
+                  " rows, expected " + std::to_string(rows) + " to adapt " + d.target);
+    int64_t at = 0;
+    for (LinearWeights* b : blocks) {
+      const int64_t n = b->weight.dim(0);
+      add(*b, d.up.rows(at, at + n), d.target);
+      at += n;
+    }
+  } else if (d.parts == int(blocks.size())) {
+    add(*blocks[size_t(d.part)], d.up, d.target + " part " + std::to_string(d.part));
+  } else {
+    throw Error(file + ": LoRA tensor " + quoted(d.up.name) + " adapts part " + std::to_string(d.part) + " of " +
+                std::to_string(d.parts) + " of " + d.target + ", which has " + std::to_string(blocks.size()) + " parts");
+  }
+}
+
+// Attaches every delta of one LoRA whose target this model has; the rest are reported.
+LoraReport attach_all(const LoraSetting& lora, Layers& layers) {
+  const io::LoraFile& f = lora.file;
+  if (!std::isfinite(lora.strength)) throw Error(f.path() + ": LoRA strength is not finite");
+  LoraReport report{.path = f.path(), .applied_keys = 0, .unmatched_keys = f.unmatched()};
+  for (const io::LoraDelta& d : f.deltas()) {
+    const auto target = layers.find(d.target);
+    if (target == layers.end()) {  // e.g. block 30 of a LoRA for a deeper model
+      report.unmatched_keys.insert(report.unmatched_keys.end(), d.keys.begin(), d.keys.end());
+      continue;
+    }
+    attach(f.path(), d, d.scale * lora.strength, target->second);
+    report.applied_keys += d.keys.size();
+  }
+  if (report.applied_keys == 0)
+    throw Error(f.path() + ": LoRA adapts no layer of this model (" + std::to_string(f.key_count()) + " tensors" +
+                (report.unmatched_keys.empty() ? "" : ", e.g. " + quoted(report.unmatched_keys.front())) + ")");
+  return report;
+}
+
+// W + Σ s·B·A in float32 ([N, r] · [r, K] as linear(B, Aᵀ)); the scale is on B's view.
+Tensor fused_weight(const LinearWeights& l) {
+  Tensor w = l.weight.to_f32();  // [N, K], dequantized or widened
+  for (const LowRankWeights& d : l.lora)
+    ops::add(w, ops::linear(d.up.to_f32(), view_of(ops::transpose(d.down.to_f32()))));
+  return w;
+}
+
+}  // namespace
+
+std::vector<LoraReport> ChromaModel::set_loras(std::span<const LoraSetting> loras, LoraMode mode) {
+  // Built aside and swapped in at the end, so an error leaves the current adapters in place.
+  ChromaWeights weights = base_weights_;
+  Layers layers = linear_layers(weights);
+  std::vector<LoraReport> reports;
+  std::vector<io::LoraFile> files;
+  for (const LoraSetting& lora : loras) {
+    reports.push_back(attach_all(lora, layers));
+    files.push_back(lora.file);  // keeps the mapping the views point into
+  }
+
+  std::vector<std::shared_ptr<const Tensor>> fused;
+  if (mode == LoraMode::Fuse) {
+    for (auto& [name, blocks] : layers)
+      for (LinearWeights* b : blocks) {
+        if (b->lora.empty()) continue;
+        fused.push_back(std::make_shared<const Tensor>(fused_weight(*b)));
+        b->weight = view_of(*fused.back(), b->weight.name + " (LoRA fused)");
+        b->lora.clear();
+      }
+    files.clear();  // the fused weights no longer read the LoRA files
+  }
+
+  weights_ = std::move(weights);
+  lora_files_ = std::move(files);
+  fused_ = std::move(fused);
+  return reports;
+}
+
+}  // namespace chroma::dit
