@@ -5,7 +5,10 @@
 #include <filesystem>
 #include <optional>
 
+#include <unistd.h>
+
 #include "io/atomic_file.h"
+#include "io/untrusted.h"
 #include "tensor/error.h"
 
 namespace chroma::io {
@@ -45,15 +48,18 @@ void check_image_size(const std::string& path, int64_t width, int64_t height) {
 
 namespace {
 // The format the first bytes announce, or nothing.
+// Only a regular file is opened (untrusted.h InputFile): a FIFO given as an image must not block.
 std::optional<ImageFormat> sniff(const std::string& path, bool must_open) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
-    if (must_open) throw Error(path + ": cannot open: " + std::strerror(errno));
+  std::optional<InputFile> file;
+  try {
+    file.emplace(path);
+  } catch (const Error&) {
+    if (must_open) throw;
     return std::nullopt;
   }
   unsigned char magic[12] = {};
-  const size_t n = std::fread(magic, 1, sizeof magic, f);
-  std::fclose(f);
+  const ssize_t got = ::pread(file->fd(), magic, sizeof magic, 0);
+  const size_t n = got > 0 ? size_t(got) : 0;
   if (n >= 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
   if (n >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return ImageFormat::Jpeg;
   if (n >= 12 && std::memcmp(magic, "RIFF", 4) == 0 && std::memcmp(magic + 8, "WEBP", 4) == 0) return ImageFormat::Webp;
