@@ -112,6 +112,11 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
                 "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
   cmd->add_flag_callback("--no-memory-check", [&m] { m.config.memory_check = false; },
                          "Run even when the estimated peak memory exceeds the memory available");
+  cmd->add_option("--lora-dir", m.config.lora_dir, "Folder where LoRA names (--lora NAME, <lora:NAME:SCALE>) are found");
+  cmd->add_option_function<std::string>(
+         "--lora-apply", [&m](const std::string& v) { m.config.lora_fuse = v == "fuse"; },
+         "runtime (low-rank product inside each linear; default) or fuse (merged into float32 weights once)")
+      ->check(CLI::IsMember({"runtime", "fuse"}));
 }
 
 // Every option of pipeline::request_options() as a flag. The texts are collected during parsing and
@@ -218,6 +223,7 @@ int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions&
   hooks.progress = ProgressDisplay(isatty(STDERR_FILENO), out.verbose);
   hooks.dump = dump.get();
   const pipeline::GenerationResult r = pipeline.generate(request, hooks);
+  for (const std::string& w : r.warnings) std::fprintf(stderr, "chromacpp: warning: %s\n", w.c_str());
 
   std::vector<io::Image> written;
   for (size_t i = 0; i < r.images.size(); ++i) {

@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <random>
 
+#include "io/lora.h"
 #include "io/residency.h"
 #include "io/safetensors.h"
 #include "models/chroma/model.h"
@@ -119,6 +121,7 @@ struct Pipeline::Models {
   std::optional<dit::ChromaModel> dit;
   std::optional<vae::Decoder> vae;  // borrows vae_weights
   std::optional<vae::Encoder> vae_encoder;  // img2img; absent when the VAE file holds only the decoder
+  std::map<std::string, io::LoraFile> lora_files;  // every LoRA read so far, by path (mapped, not copied)
 };
 
 Pipeline::Pipeline(PipelineConfig config)
@@ -291,8 +294,47 @@ Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks, Progre
   return latent;
 }
 
-GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& hooks) {
-  validate(r);
+namespace {
+// A LoRA name as given, or NAME / NAME.safetensors in the LoRA folder.
+std::string resolve_lora(const std::string& name, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_regular_file(name, ec)) return name;
+  if (!dir.empty())
+    for (const std::string& candidate : {name, name + ".safetensors"})
+      if (fs::is_regular_file(fs::path(dir) / candidate, ec)) return (fs::path(dir) / candidate).string();
+  throw Error("LoRA '" + name + "': no such file" + (dir.empty() ? " (and no --lora-dir to look in)" : " here or in --lora-dir " + dir));
+}
+}  // namespace
+
+void Pipeline::use_loras(const std::vector<LoraRequest>& wanted, std::vector<std::string>& warnings) {
+  std::vector<LoraRequest> resolved;
+  for (const LoraRequest& l : wanted) resolved.push_back({resolve_lora(l.name, config_.lora_dir), l.scale});
+  if (resolved == active_loras_) return;
+  std::vector<dit::LoraSetting> settings;
+  for (const LoraRequest& l : resolved) {
+    auto it = models_->lora_files.find(l.name);
+    if (it == models_->lora_files.end()) it = models_->lora_files.emplace(l.name, io::LoraFile::open(l.name)).first;
+    settings.push_back({it->second, l.scale});
+  }
+  const std::vector<dit::LoraReport> reports =
+      models_->dit->set_loras(settings, config_.lora_fuse ? dit::LoraMode::Fuse : dit::LoraMode::Runtime);
+  active_loras_ = resolved;
+  for (const dit::LoraReport& rep : reports)
+    if (!rep.unmatched_keys.empty())
+      warnings.push_back("LoRA " + rep.path + ": " + std::to_string(rep.applied_keys) + " keys applied, " +
+                         std::to_string(rep.unmatched_keys.size()) + " matched no layer (first: " +
+                         rep.unmatched_keys.front() + ")");
+}
+
+GenerationResult Pipeline::generate(const GenerationRequest& request, const RunHooks& hooks) {
+  validate(request);
+  // The prompt's <lora:…> tags join the request's LoRAs; T5 sees the prompt without them.
+  GenerationRequest r = request;
+  std::vector<LoraRequest> loras = r.loras;
+  for (const LoraRequest& tag : take_lora_tags(r.prompt)) loras.push_back(tag);
+  GenerationResult result;
+  use_loras(loras, result.warnings);
   const bool cfg = any_cfg(r, first_step(r));
   const uint64_t seed = r.seed ? *r.seed : random_seed();
   // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
@@ -321,7 +363,6 @@ GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& 
   const int first = first_step(r);
   const sampling::SamplerPrecision prec = precision_of(r);
 
-  GenerationResult result;
   ProgressReporter progress(hooks.progress);
   // img2img: the init image's latent, encoded once for the batch.
   Tensor original, pixel_mask;
@@ -371,7 +412,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& r, const RunHooks& 
     img.width = r.width;
     img.height = r.height;
     // What made this image alone: its own seed, one image.
-    GenerationRequest used = r;
+    GenerationRequest used = request;  // as given: the prompt keeps its <lora:…> tags
     used.batch_count = 1;
     if (r.init_noise.empty()) used.seed = image_seed;
     img.seed = used.seed;

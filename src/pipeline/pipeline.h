@@ -34,6 +34,8 @@ struct PipelineConfig {
   int threads = 0;           // worker threads (0 = all cores)
   bool low_memory = false;   // --low-memory: models release each block's weight pages after use (memory_plan.h)
   bool memory_check = true;  // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
+  std::string lora_dir;      // where LoRA names (<lora:NAME:S>, --lora NAME) are looked up: NAME.safetensors
+  bool lora_fuse = false;    // --lora-apply fuse: merged into float32 weights once per LoRA set; else at run time
 };
 
 // Where a run is, for progress displays and the server's job status.
@@ -82,6 +84,7 @@ struct GeneratedImage {
 
 struct GenerationResult {
   std::vector<GeneratedImage> images;  // batch_count of them
+  std::vector<std::string> warnings;   // e.g. LoRA keys that matched no layer
   std::vector<PhaseStats> phases;  // (image encoding,) text encoding, denoising, decoding
 };
 
@@ -142,7 +145,12 @@ class Pipeline {
   Tensor decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const;
   Tensor encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const;
 
+  // Applies the request's LoRAs (file list + prompt tags) to the DiT when they differ from the
+  // current ones, reading each file once per pipeline; the base weights are never reopened.
+  void use_loras(const std::vector<LoraRequest>& loras, std::vector<std::string>& warnings);
+
   struct Models;  // tokenizer, T5, DiT, VAE and their weight stores (pipeline.cpp)
+  std::vector<LoraRequest> active_loras_;  // resolved paths, as set_loras has them now
   PipelineConfig config_;
   RunContext context_;
   std::unique_ptr<Models> models_;
