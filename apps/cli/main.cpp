@@ -393,6 +393,7 @@ int run_pull(const std::string& repo, const std::string& revision, const std::ve
 }  // namespace
 
 int main(int argc, char** argv) {
+  chroma::io::remove_temp_files_on_signals();  // Ctrl-C mid-write leaves no *.tmp-* file
   CLI::App app{"chroma.cpp — Chroma text-to-image on the CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "chromacpp 0.1");

@@ -1,6 +1,8 @@
 // GGUF conversion and weight-file summaries (quantize.h).
 #include "io/quantize.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <vector>
@@ -84,13 +86,27 @@ bool is_quantizable(ModelKind kind, const std::string& name, const TensorView& v
          v.dim(1) % dtype_block_size(type) == 0;
 }
 
+namespace {
+
+// The output replaces its path only when complete, so writing over an input would succeed — and
+// destroy the checkpoint: refuse any file the input resolves to (index, shard, the file in a folder)
+// under any spelling (relative path, symlink, hard link), compared by device and inode.
+void check_not_an_input(const WeightStore& store, const std::string& in, const std::string& out) {
+  struct stat o {};
+  if (stat(out.c_str(), &o) != 0) return;  // a new file cannot be an input
+  for (const std::string& file : store.files()) {
+    struct stat f {};
+    if (stat(file.c_str(), &f) == 0 && f.st_dev == o.st_dev && f.st_ino == o.st_ino)
+      throw Error(out + ": is the input file " + file + (file == in ? "" : " (read for " + in + ")") +
+                  "; write the GGUF to another path");
+  }
+}
+
+}  // namespace
+
 QuantizeReport quantize_model(const std::string& in, const std::string& out, DType type) {
-  // The output replaces its path only when complete, so writing over the input would succeed — and
-  // destroy the checkpoint. (Same file under any spelling: relative path, symlink, hard link.)
-  std::error_code ec;
-  if (std::filesystem::equivalent(in, out, ec))
-    throw Error(out + ": is the input file " + in + "; write the GGUF to another path");
   const WeightStore store = WeightStore::open(in);
+  check_not_an_input(store, in, out);
   QuantizeReport r;
   r.kind = store.format().kind;
   if (r.kind != ModelKind::DiT && r.kind != ModelKind::T5)

@@ -36,7 +36,8 @@ struct QuantizeReport {
 
 // Reads `in` (anything WeightStore::open reads) and writes `out` as GGUF, atomically.
 // Throws chroma::Error for a model that is neither a Chroma DiT nor a T5 encoder, and when `out` is
-// the file `in` (the atomic rename would replace the checkpoint).
+// any file `in` resolves to — the file, the shard index or one of its shards (the atomic rename
+// would replace the checkpoint).
 QuantizeReport quantize_model(const std::string& in, const std::string& out, DType type);
 
 struct WeightSummary {

@@ -144,6 +144,7 @@ WeightStore WeightStore::open(const std::string& path) {
       index = files[0];
     }
   }
+  s.files_read_.push_back(index);
   if (index.ends_with(".json")) {
     const json j = parse_json(read_input_file(index, kMaxHeaderBytes), index + ": shard index");
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
@@ -159,6 +160,7 @@ WeightStore WeightStore::open(const std::string& path) {
       if (!shard) {
         shard = std::shared_ptr<SafetensorsFile>(SafetensorsFile::open((dir / file).string()));
         s.files_.push_back(shard);
+        s.files_read_.push_back(shard->path());
       }
       if (!shard->has(it.key())) fail(shard->path(), "tensor " + quote(it.key()) + " listed in " + index + " is missing");
       s.tensors_[it.key()] = shard->get(it.key());

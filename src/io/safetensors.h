@@ -55,6 +55,8 @@ class WeightStore {
   void strip_prefix(const std::string& prefix);
 
   const std::string& path() const { return path_; }
+  // Every file the weights were read from: the shard index and its shards, or the one file.
+  const std::vector<std::string>& files() const { return files_read_; }
   const TensorView* find(const std::string& name) const;
   // The named tensor, checked to be a float tensor of the given shape.
   const TensorView& require(const std::string& name, const Shape& shape) const;
@@ -68,6 +70,7 @@ class WeightStore {
 
  private:
   std::string path_;
+  std::vector<std::string> files_read_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::shared_ptr<const GgufFile> gguf_;  // set when open() read a GGUF file (io/gguf.h)
   std::map<std::string, TensorView> tensors_;

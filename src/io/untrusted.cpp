@@ -42,14 +42,6 @@ void append_hex(std::string& out, uint8_t c) {
   out += kHex[c & 15];
 }
 
-const char* file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a folder";
-  if (S_ISFIFO(mode)) return "a named pipe";
-  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "a special file";
-}
-
 // Counts bracket depth outside strings, so the limit holds before the recursive parser runs.
 void check_depth(std::string_view text, const std::string& what) {
   int depth = 0;
@@ -95,6 +87,14 @@ std::string printable(std::string_view s, size_t max_bytes) {
 }
 
 std::string quote(std::string_view s) { return "'" + printable(s) + "'"; }
+
+const char* file_kind(unsigned mode) {
+  if (S_ISDIR(mode)) return "a folder";
+  if (S_ISFIFO(mode)) return "a named pipe";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "a special file";
+}
 
 InputFile::InputFile(const std::string& path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);

@@ -26,6 +26,10 @@ std::string printable(std::string_view s, size_t max_bytes = 200);
 // `s` in single quotes, printable: the form readers use for names taken from a file.
 std::string quote(std::string_view s);
 
+// What a file that is not a regular file is, for messages: "a named pipe", "a device", "a folder", ...
+// (`mode`: st_mode from stat).
+const char* file_kind(unsigned mode);
+
 // A read-only file descriptor of a regular file; throws chroma::Error naming the path otherwise
 // (opened non-blocking, so a FIFO is refused instead of waited on).
 class InputFile {

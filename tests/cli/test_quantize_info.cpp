@@ -287,6 +287,7 @@ TEST_F(CliQuantize, ReadOnlyOutputFolder) {
 TEST_F(CliQuantize, OutputIsTheInput) {
   const std::string copy = (dir_ / "copy.safetensors").string(), link = (dir_ / "link.safetensors").string();
   fs::copy_file(dit_, copy);
+  fs::permissions(copy, fs::perms::owner_write, fs::perm_options::add);  // the reference is 0444: refused as read-only first
   fs::create_symlink(copy, link);
   const std::string before = read_file(copy);
   for (const std::string& out : {copy, std::string("./copy.safetensors"), link}) {
