@@ -1,0 +1,509 @@
+// LoRA on the Chroma DiT (io/lora.h, ChromaModel::set_loras), on chroma-mini and the case d inputs.
+// A random rank-4 LoRA is built here for a dozen linears (fused qkv, linear1 and linear2, MLPs, the
+// Approximator, the embeddings) and merged here with plain loops into a float32 copy of the checkpoint;
+// the model with the LoRA applied (runtime or fused) must give the merged checkpoint's forward.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "checkpoint_conversion.h"
+#include "io/lora.h"
+#include "io/quantize.h"
+#include "io/safetensors.h"
+#include "models/chroma/model.h"
+#include "testdata.h"
+
+namespace chroma::dit {
+namespace {
+
+using test::expect_close;
+using test::kForwardTol;
+using test::reference_path;
+using test::temp_path;
+
+// ---- a random LoRA, written in each key layout -------------------------------------------------
+
+constexpr int64_t kRank = 4;
+
+// One module's update in the test's own terms: original module name, A [r, K], B [N, r], alpha.
+struct TestDelta {
+  std::string target;
+  Tensor down, up;
+  std::optional<float> alpha;
+  float scale() const { return alpha ? *alpha / float(kRank) : 1.0f; }
+};
+
+// The modules adapted: every kind of linear the model has, fused qkv / linear1 included.
+const char* const kTargets[] = {
+    "double_blocks.0.img_attn.qkv",  "double_blocks.1.txt_attn.qkv",       "double_blocks.1.img_attn.proj",
+    "double_blocks.0.txt_mlp.0",     "double_blocks.1.img_mlp.2",          "single_blocks.0.linear1",
+    "single_blocks.1.linear2",       "distilled_guidance_layer.in_proj",   "distilled_guidance_layer.layers.2.in_layer",
+    "distilled_guidance_layer.out_proj", "img_in", "txt_in", "final_layer.linear",
+};
+
+// Uniform in [−a, a) from the standard-specified mt19937 bits, so the values are the same everywhere.
+Tensor random_matrix(std::mt19937& rng, Shape shape, float a) {
+  Tensor t(std::move(shape));
+  for (float& x : t.data) x = a * (float(rng() >> 8) / float(1 << 23) - 1.0f);
+  return t;
+}
+
+// Every other module with alpha 8 (scale 2), the others without alpha (scale 1). Magnitudes such that
+// s·B·A is of the order of the weights (|w| ≲ 0.1), so the LoRA changes the velocity clearly.
+std::vector<TestDelta> random_lora(const io::SafetensorsFile& base) {
+  std::mt19937 rng(12);
+  std::vector<TestDelta> lora;
+  for (const char* target : kTargets) {
+    const TensorView& w = base.get(std::string(target) + ".weight");
+    TestDelta d{target, random_matrix(rng, {kRank, w.dim(1)}, 0.2f), random_matrix(rng, {w.dim(0), kRank}, 0.2f), {}};
+    if (lora.size() % 2 == 0) d.alpha = 8.0f;
+    lora.push_back(std::move(d));
+  }
+  return lora;
+}
+
+enum class Layout {
+  BflLoraAB,       // ComfyUI / ai-toolkit on original names: diffusion_model.<module>.lora_A.weight, .alpha
+  BflDownUp,       // <module>.lora_down.weight / .lora_up.weight / .alpha
+  Kohya,           // lora_unet_<module with _>.lora_down.weight / .lora_up.weight / .alpha
+  Diffusers,       // transformer.<diffusers module>.lora_A.weight, q/k/v and linear1 split; no alpha
+  KohyaDiffusers,  // lora_transformer_<diffusers module with _>.lora_down.weight ...
+};
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::BflLoraAB: return "bfl-lora_A";
+    case Layout::BflDownUp: return "bfl-lora_down";
+    case Layout::Kohya: return "kohya";
+    case Layout::Diffusers: return "diffusers";
+    case Layout::KohyaDiffusers: return "kohya-diffusers";
+  }
+  return "?";
+}
+
+std::string underscored(std::string s) {
+  for (char& c : s)
+    if (c == '.') c = '_';
+  return s;
+}
+
+Tensor scaled(const Tensor& t, float s) {
+  Tensor r = t;
+  for (float& x : r.data) x *= s;
+  return r;
+}
+
+using TensorMap = std::map<std::string, Tensor>;
+
+void put_module(TensorMap& out, const std::string& module, const Tensor& down, const Tensor& up,
+                std::optional<float> alpha, bool down_up) {
+  out[module + (down_up ? ".lora_down.weight" : ".lora_A.weight")] = down;
+  out[module + (down_up ? ".lora_up.weight" : ".lora_B.weight")] = up;
+  if (alpha) out[module + ".alpha"] = Tensor({}, {*alpha});
+}
+
+// The LoRA's tensors under `layout`'s names. Diffusers splits fused targets into row blocks (the
+// test's own table, checkpoint_conversion.h): each piece keeps A and takes its rows of B, which is the
+// same update. Layouts without alpha get s·B instead.
+TensorMap lora_tensors(const std::vector<TestDelta>& lora, Layout layout, int64_t C) {
+  TensorMap out;
+  for (const TestDelta& d : lora) {
+    switch (layout) {
+      case Layout::BflLoraAB: put_module(out, "diffusion_model." + d.target, d.down, d.up, d.alpha, false); break;
+      case Layout::BflDownUp: put_module(out, d.target, d.down, d.up, d.alpha, true); break;
+      case Layout::Kohya: put_module(out, "lora_unet_" + underscored(d.target), d.down, d.up, d.alpha, true); break;
+      case Layout::Diffusers:
+      case Layout::KohyaDiffusers:
+        for (const test::DiffusersPiece& p : test::dit_to_diffusers(d.target + ".weight", d.up.dim(0), C)) {
+          const std::string module = p.name.substr(0, p.name.size() - std::string(".weight").size());
+          const Tensor up = p.end < 0 ? d.up : d.up.rows(p.begin, p.end);
+          if (layout == Layout::Diffusers)
+            put_module(out, "transformer." + module, d.down, scaled(up, d.scale()), {}, false);
+          else
+            put_module(out, "lora_transformer_" + underscored(module), d.down, up, d.alpha, true);
+        }
+        break;
+    }
+  }
+  return out;
+}
+
+std::string write_tensors(const TensorMap& tensors, const std::string& file) {
+  const std::string path = temp_path(file).string();
+  std::vector<io::NamedTensor> entries;
+  for (const auto& [name, t] : tensors) entries.push_back({name, &t});
+  io::write_safetensors(path, entries);
+  return path;
+}
+
+// The checkpoint with W += strength · s · B·A for every delta, in float32, summed in double.
+std::string write_merged(const io::SafetensorsFile& base, const std::vector<TestDelta>& lora, float strength,
+                         const std::string& file) {
+  TensorMap merged;
+  for (const auto& [name, v] : base.tensors()) merged[name] = v.to_f32();
+  for (const TestDelta& d : lora) {
+    Tensor& w = merged.at(d.target + ".weight");
+    const int64_t N = w.dim(0), K = w.dim(1);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        double sum = 0;
+        for (int64_t j = 0; j < kRank; ++j) sum += double(d.up.data[size_t(n * kRank + j)]) * d.down.data[size_t(j * K + k)];
+        w.data[size_t(n * K + k)] += float(double(strength) * d.scale() * sum);
+      }
+  }
+  return write_tensors(merged, file);
+}
+
+// ---- key names alone (no checkpoint needed) ---------------------------------------------------
+
+// Each stored module path (with its suffix style) → the original module, row block and scale.
+TEST(LoraKeys, EveryLayoutMapsOntoOriginalModules) {
+  struct Case {
+    std::string module, down_suffix, up_suffix;
+    std::string target;
+    int part, parts;
+  };
+  const Case cases[] = {
+      {"diffusion_model.double_blocks.3.img_attn.qkv", ".lora_A.weight", ".lora_B.weight", "double_blocks.3.img_attn.qkv", 0, 1},
+      {"model.diffusion_model.single_blocks.12.linear2", ".lora_down.weight", ".lora_up.weight", "single_blocks.12.linear2", 0, 1},
+      {"lora_unet_double_blocks_0_txt_mlp_2", ".lora_down.weight", ".lora_up.weight", "double_blocks.0.txt_mlp.2", 0, 1},
+      {"lora_unet_distilled_guidance_layer_layers_4_out_layer", ".lora_down.weight", ".lora_up.weight",
+       "distilled_guidance_layer.layers.4.out_layer", 0, 1},
+      {"transformer.transformer_blocks.5.attn.add_v_proj", ".lora_A.weight", ".lora_B.weight", "double_blocks.5.txt_attn.qkv", 2, 3},
+      {"base_model.model.single_transformer_blocks.7.proj_mlp", ".lora_A", ".lora_B", "single_blocks.7.linear1", 3, 4},
+      {"transformer.single_transformer_blocks.7.attn.to_k", ".lora.down.weight", ".lora.up.weight", "single_blocks.7.linear1", 1, 4},
+      {"lora_transformer_transformer_blocks_1_ff_context_net_0_proj", ".lora_down.weight", ".lora_up.weight",
+       "double_blocks.1.txt_mlp.0", 0, 1},
+      {"lora_transformer_distilled_guidance_layer_layers_0_linear_1", ".lora_down.weight", ".lora_up.weight",
+       "distilled_guidance_layer.layers.0.in_layer", 0, 1},
+      {"transformer.proj_out", ".lora_A.weight", ".lora_B.weight", "final_layer.linear", 0, 1},
+      {"transformer.x_embedder", ".lora_A.weight", ".lora_B.weight", "img_in", 0, 1},
+  };
+  for (const Case& c : cases) {
+    TensorMap t;
+    t[c.module + c.down_suffix] = Tensor({2, 3});
+    t[c.module + c.up_suffix] = Tensor({5, 2});
+    t[c.module + ".alpha"] = Tensor({}, {3.0f});
+    const io::LoraFile f = io::LoraFile::open(write_tensors(t, "lora-keys.safetensors"));
+    ASSERT_EQ(f.deltas().size(), 1u) << c.module;
+    const io::LoraDelta& d = f.deltas()[0];
+    EXPECT_EQ(d.target, c.target) << c.module;
+    EXPECT_EQ(d.part, c.part) << c.module;
+    EXPECT_EQ(d.parts, c.parts) << c.module;
+    EXPECT_EQ(d.scale, 1.5f) << c.module;  // alpha 3 / rank 2
+    EXPECT_EQ(d.keys.size(), 3u) << c.module;
+    EXPECT_TRUE(f.unmatched().empty()) << c.module;
+  }
+}
+
+// Without alpha the scale is 1; a module path that only starts like a known one is not a match.
+TEST(LoraKeys, NoAlphaMeansScaleOneAndPartialPathsDoNotMatch) {
+  TensorMap t;
+  t["double_blocks.0.img_attn.proj.lora_A.weight"] = Tensor({4, 3});
+  t["double_blocks.0.img_attn.proj.lora_B.weight"] = Tensor({5, 4});
+  t["double_blocks.0.img_attn.proj.extra.lora_A.weight"] = Tensor({4, 3});
+  t["double_blocks.0.img_attn.proj.extra.lora_B.weight"] = Tensor({5, 4});
+  const io::LoraFile f = io::LoraFile::open(write_tensors(t, "lora-noalpha.safetensors"));
+  ASSERT_EQ(f.deltas().size(), 1u);
+  EXPECT_EQ(f.deltas()[0].scale, 1.0f);
+  EXPECT_EQ(f.unmatched(), (std::vector<std::string>{"double_blocks.0.img_attn.proj.extra.lora_A.weight",
+                                                     "double_blocks.0.img_attn.proj.extra.lora_B.weight"}));
+  EXPECT_EQ(f.key_count(), 4u);
+}
+
+// ---- the fixture: chroma-mini, the case d inputs, the random LoRA -----------------------------
+
+Tensor drop_leading_ones(Tensor t) {
+  Shape s = t.shape;
+  while (s.size() > 2 && s[0] == 1) s.erase(s.begin());
+  t.reshape(s);
+  return t;
+}
+
+struct Output {
+  Tensor mods, velocity;
+};
+
+class Lora : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_path_ = reference_path("chroma-mini.safetensors");
+    const std::string cases = reference_path("case-d-dit-forward.safetensors");
+    CHROMA_REQUIRE_FILE(base_path_);
+    CHROMA_REQUIRE_FILE(cases);
+    base_ = io::SafetensorsFile::open(base_path_);
+    const auto c = io::SafetensorsFile::open(cases);
+    latent_ = c->get("input.latent").to_f32();
+    t_ = c->get("input.timestep").to_f32().data[0];
+    int64_t n_valid = 0;
+    for (int64_t m : c->get("input.txt_mask").to_i64()) n_valid += m;
+    txt_ = drop_leading_ones(c->get("input.txt").to_f32()).rows(0, n_valid + 1);  // the visible rows
+    lora_ = random_lora(*base_);
+    hidden_ = base_->get("img_in.weight").dim(0);
+  }
+
+  Output run(const ChromaModel& model) const {
+    Output o;
+    o.mods = model.modulations(t_);
+    o.velocity = model.forward(latent_, txt_, o.mods);
+    return o;
+  }
+  std::string write_lora(Layout layout, const std::string& tag = "") const {
+    return write_tensors(lora_tensors(lora_, layout, hidden_), std::string("lora-") + layout_name(layout) + tag +
+                                                                   ".safetensors");
+  }
+  ChromaModel base_model() const { return ChromaModel(io::WeightStore::open(base_path_)); }
+
+  std::string base_path_;
+  std::unique_ptr<io::SafetensorsFile> base_;
+  Tensor latent_, txt_;
+  float t_ = 0;
+  std::vector<TestDelta> lora_;
+  int64_t hidden_ = 0;
+};
+
+// Runtime and fused LoRA against the independently merged float32 checkpoint. The three compute
+// the same function with float32 roundings in different places (W·x + s·B·(A·x) vs (W + s·B·A)·x,
+// weights merged in double here and in float32 by the engine): kForwardTol, the bound for one forward
+// computed in another valid float32 order.
+void expect_same_output(const std::string& what, const Output& got, const Output& want) {
+  for (const auto& [name, g, w] : {std::tuple{"mod_vectors", &got.mods, &want.mods}, std::tuple{"velocity", &got.velocity, &want.velocity}}) {
+    const test::Diff d = test::diff(*g, *w);
+    std::printf("  %-34s %-11s max abs err %.3g (ref max %.3g)\n", what.c_str(), name, d.max_abs, d.ref_max);
+  }
+  expect_close(what + " mod_vectors", got.mods, want.mods, kForwardTol);
+  expect_close(what + " velocity", got.velocity, want.velocity, kForwardTol);
+}
+
+// How far an output is from another, relative like expect_close, to show a LoRA did change it.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  const test::Diff d = test::diff(a, b);
+  return d.max_abs / std::max(1.0, d.ref_max);
+}
+
+TEST_F(Lora, RuntimeAndFuseMatchTheMergedCheckpoint) {
+  const Output merged = run(ChromaModel(io::WeightStore::open(write_merged(*base_, lora_, 1.0f, "merged.safetensors"))));
+  ChromaModel model = base_model();
+  const Output base = run(model);
+  // The LoRA must matter far beyond the tolerance, or this test could not fail.
+  EXPECT_GT(rel_diff(merged.velocity, base.velocity), 100 * kForwardTol.rel);
+  EXPECT_GT(rel_diff(merged.mods, base.mods), 100 * kForwardTol.rel);
+
+  const LoraSetting lora[] = {{io::LoraFile::open(write_lora(Layout::BflLoraAB)), 1.0f}};
+  const std::vector<LoraReport> report = model.set_loras(lora, LoraMode::Runtime);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_EQ(report[0].applied_keys, 2 * std::size(kTargets) + 7);  // A and B of each, alpha of every other
+  EXPECT_TRUE(report[0].unmatched_keys.empty());
+  expect_same_output("runtime", run(model), merged);
+
+  model.set_loras(lora, LoraMode::Fuse);
+  expect_same_output("fuse", run(model), merged);
+}
+
+// Strength multiplies alpha/r; two LoRAs on the same layers add up.
+TEST_F(Lora, StrengthAndTwoLorasAddUp) {
+  const Output merged =
+      run(ChromaModel(io::WeightStore::open(write_merged(*base_, lora_, 1.5f, "merged-1.5.safetensors"))));
+  ChromaModel model = base_model();
+  const io::LoraFile file = io::LoraFile::open(write_lora(Layout::Kohya));
+  const LoraSetting at_1_5[] = {{file, 1.5f}};
+  model.set_loras(at_1_5, LoraMode::Runtime);
+  expect_same_output("strength 1.5", run(model), merged);
+  const LoraSetting split[] = {{file, 1.0f}, {io::LoraFile::open(write_lora(Layout::BflDownUp)), 0.5f}};
+  for (LoraMode mode : {LoraMode::Runtime, LoraMode::Fuse}) {
+    model.set_loras(split, mode);
+    expect_same_output("1.0 + 0.5", run(model), merged);
+  }
+}
+
+// Every key layout reads as the same update as the original names, so the model gets the same
+// per-layer terms and the outputs are bit for bit equal (the diffusers file stores s·B, which is
+// exact here: s = 8/4 = 2 or 1). The diffusers layouts also check that split to_q/to_k/to_v (and
+// linear1's to_q/to_k/to_v/proj_mlp) land on the rows of the fused qkv / linear1.
+TEST_F(Lora, EveryKeyLayoutGivesTheOriginalNamesResult) {
+  ChromaModel model = base_model();
+  const LoraSetting bfl[] = {{io::LoraFile::open(write_lora(Layout::BflLoraAB)), 1.0f}};
+  model.set_loras(bfl);
+  const Output want = run(model);
+  for (Layout layout : {Layout::BflDownUp, Layout::Kohya, Layout::Diffusers, Layout::KohyaDiffusers}) {
+    const io::LoraFile file = io::LoraFile::open(write_lora(layout));
+    EXPECT_TRUE(file.unmatched().empty()) << layout_name(layout) << ": " << file.unmatched().front();
+    const LoraSetting lora[] = {{file, 1.0f}};
+    const std::vector<LoraReport> report = model.set_loras(lora);
+    EXPECT_EQ(report[0].applied_keys, file.key_count()) << layout_name(layout);
+    const Output got = run(model);
+    EXPECT_EQ(got.mods.data, want.mods.data) << layout_name(layout);
+    EXPECT_EQ(got.velocity.data, want.velocity.data) << layout_name(layout);
+  }
+}
+
+// Scale 0 and the empty list are the base model bit for bit; switching back and forth is repeatable.
+TEST_F(Lora, ZeroStrengthAndEmptyListAreTheBaseModelExactly) {
+  ChromaModel model = base_model();
+  const Output base = run(model);
+  const io::LoraFile file = io::LoraFile::open(write_lora(Layout::BflLoraAB));
+  const LoraSetting zero[] = {{file, 0.0f}}, one[] = {{file, 1.0f}};
+
+  model.set_loras(zero);
+  Output o = run(model);
+  EXPECT_EQ(o.mods.data, base.mods.data);
+  EXPECT_EQ(o.velocity.data, base.velocity.data);
+
+  model.set_loras(one);
+  const Output with_lora = run(model);
+  EXPECT_GT(rel_diff(with_lora.velocity, base.velocity), 100 * kForwardTol.rel);
+  for (LoraMode mode : {LoraMode::Runtime, LoraMode::Fuse}) {
+    model.set_loras(one, mode);
+    model.set_loras({}, mode);
+    o = run(model);
+    EXPECT_EQ(o.mods.data, base.mods.data);
+    EXPECT_EQ(o.velocity.data, base.velocity.data);
+  }
+  model.set_loras(one);
+  EXPECT_EQ(run(model).velocity.data, with_lora.velocity.data);
+}
+
+// Keys naming nothing in this model are reported, the rest applied.
+TEST_F(Lora, UnmatchedKeysAreReported) {
+  TensorMap t = lora_tensors(lora_, Layout::BflLoraAB, hidden_);
+  std::mt19937 rng(3);
+  const Tensor a = random_matrix(rng, {kRank, hidden_}, 0.1f);
+  const Tensor b({3 * hidden_, kRank});
+  t["lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"] = a;  // a text-encoder LoRA
+  t["diffusion_model.double_blocks.7.img_attn.qkv.lora_A.weight"] = a;       // deeper than chroma-mini
+  t["diffusion_model.double_blocks.7.img_attn.qkv.lora_B.weight"] = b;
+  t["diffusion_model.double_blocks.0.img_mod.lin.lora_A.weight"] = a;        // Flux-only module
+  t["lora_unet_double_blocks_0_img_attn_qkv.something_else"] = a;           // no LoRA role
+  const std::string path = write_tensors(t, "lora-extra.safetensors");
+
+  ChromaModel model = base_model();
+  const LoraSetting lora[] = {{io::LoraFile::open(path), 1.0f}};
+  const std::vector<LoraReport> report = model.set_loras(lora);
+  EXPECT_EQ(report[0].path, path);
+  EXPECT_EQ(report[0].applied_keys, t.size() - 5);
+  const std::vector<std::string> want = {
+      "diffusion_model.double_blocks.0.img_mod.lin.lora_A.weight",
+      "diffusion_model.double_blocks.7.img_attn.qkv.lora_A.weight",
+      "diffusion_model.double_blocks.7.img_attn.qkv.lora_B.weight",
+      "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+      "lora_unet_double_blocks_0_img_attn_qkv.something_else",
+  };
+  std::vector<std::string> got = report[0].unmatched_keys;
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+}
+
+// Runtime LoRA touches only activations, so it works on any base dtype: on fp8 scaled and GGUF Q8_0
+// bases it must match fuse mode, which dequantizes the same weights and adds s·B·A (kForwardTol, as above).
+TEST_F(Lora, QuantizedBasesRuntimeEqualsFuse) {
+  test::Fp8Storage storage;
+  std::vector<test::Entry> entries;
+  for (const auto& [name, v] : base_->tensors()) entries.push_back({"model.diffusion_model." + name, v});
+  const std::string fp8 = temp_path("mini-fp8.safetensors").string();
+  io::write_safetensors_views(fp8, test::named_views(test::quantize_fp8_scaled(entries, "model.diffusion_model.", {}, storage)));
+  const std::string q8 = temp_path("mini-q8_0.gguf").string();
+  io::quantize_model(base_path_, q8, io::parse_quantize_type("q8_0"));
+
+  const LoraSetting lora[] = {{io::LoraFile::open(write_lora(Layout::Diffusers)), 1.0f}};
+  for (const std::string& path : {fp8, q8}) {
+    ChromaModel model(io::WeightStore::open(path));
+    const Output base = run(model);
+    model.set_loras(lora, LoraMode::Runtime);
+    const Output runtime = run(model);
+    EXPECT_GT(rel_diff(runtime.velocity, base.velocity), 100 * kForwardTol.rel) << path;
+    model.set_loras(lora, LoraMode::Fuse);
+    expect_same_output(path, run(model), runtime);
+  }
+}
+
+// ---- bad files: one chroma::Error naming the file and the tensor ------------------------------
+
+// Runs `f`, expecting chroma::Error whose message holds every one of `parts`.
+template <typename F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning " << parts.front();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    std::printf("  error: %s\n", msg.c_str());
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+
+TEST_F(Lora, BadFilesAreErrorsNamingFileAndTensor) {
+  ChromaModel model = base_model();
+  const LoraSetting good[] = {{io::LoraFile::open(write_lora(Layout::BflLoraAB)), 1.0f}};
+  model.set_loras(good);
+  const Output before = run(model);
+  auto apply = [&](const std::string& path) {
+    const LoraSetting lora[] = {{io::LoraFile::open(path), 1.0f}};
+    model.set_loras(lora);
+  };
+  std::mt19937 rng(5);
+  const Tensor a = random_matrix(rng, {kRank, hidden_}, 0.1f);
+
+  // Nothing in it adapts this model.
+  std::string p = write_tensors({{"lora_te1_encoder_fc1.lora_down.weight", a}}, "lora-nothing.safetensors");
+  expect_error([&] { apply(p); }, {p, "adapts no layer", "lora_te1_encoder_fc1.lora_down.weight"});
+
+  // A of the wrong width for its layer.
+  TensorMap t;
+  t["double_blocks.0.img_attn.proj.lora_A.weight"] = Tensor({kRank, hidden_ + 1});
+  t["double_blocks.0.img_attn.proj.lora_B.weight"] = Tensor({hidden_, kRank});
+  p = write_tensors(t, "lora-width.safetensors");
+  expect_error([&] { apply(p); }, {p, "double_blocks.0.img_attn.proj.lora_A.weight", "double_blocks.0.img_attn.proj"});
+
+  // B of the wrong height (a fused qkv LoRA with the rows of one part).
+  t.clear();
+  t["double_blocks.0.img_attn.qkv.lora_A.weight"] = Tensor({kRank, hidden_});
+  t["double_blocks.0.img_attn.qkv.lora_B.weight"] = Tensor({hidden_, kRank});
+  p = write_tensors(t, "lora-height.safetensors");
+  expect_error([&] { apply(p); }, {p, "double_blocks.0.img_attn.qkv.lora_B.weight", "rows"});
+
+  // A and B of different ranks.
+  t.clear();
+  t["lora_unet_single_blocks_0_linear2.lora_down.weight"] = Tensor({kRank, 5 * hidden_});
+  t["lora_unet_single_blocks_0_linear2.lora_up.weight"] = Tensor({hidden_, kRank - 1});
+  p = write_tensors(t, "lora-rank.safetensors");
+  expect_error([&] { io::LoraFile::open(p); },
+               {p, "lora_unet_single_blocks_0_linear2.lora_down.weight", "lora_unet_single_blocks_0_linear2.lora_up.weight", "rank"});
+
+  // A without B.
+  t.erase("lora_unet_single_blocks_0_linear2.lora_up.weight");
+  p = write_tensors(t, "lora-half.safetensors");
+  expect_error([&] { io::LoraFile::open(p); }, {p, "lora_unet_single_blocks_0_linear2", "no up"});
+
+  // LyCORIS LoHa and LoKr: refused by name, not half applied.
+  for (const char* key : {"lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a", "lora_unet_single_blocks_0_linear1.lokr_w1"}) {
+    p = write_tensors({{key, a}}, "lora-lycoris.safetensors");
+    expect_error([&] { io::LoraFile::open(p); }, {p, key, "not supported"});
+  }
+
+  // A truncated file and a file that is not safetensors.
+  const std::string whole = write_lora(Layout::Kohya, "-whole");
+  p = temp_path("lora-truncated.safetensors").string();
+  std::filesystem::copy_file(whole, p, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::resize_file(p, std::filesystem::file_size(p) / 2);
+  expect_error([&] { io::LoraFile::open(p); }, {p});
+  p = temp_path("lora-text.safetensors").string();
+  std::ofstream(p) << "this is not a LoRA\n";
+  expect_error([&] { io::LoraFile::open(p); }, {p});
+
+  // After every failed set_loras the model still has the good LoRA.
+  const Output after = run(model);
+  EXPECT_EQ(after.velocity.data, before.velocity.data);
+}
+
+}  // namespace
+}  // namespace chroma::dit
