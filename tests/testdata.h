@@ -51,6 +51,17 @@ inline bool testdata_required() {
     }                                                                                              \
   } while (0)
 
+// The chroma::Error message `f` throws, or "" when it throws none: for tests of error messages.
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Keeps every traced intermediate (the "dump" side of dump-and-compare, in memory).
 struct RecordingTracer : Tracer {
   std::map<std::string, Tensor> values;

@@ -45,15 +45,7 @@ std::string bytes_of(const fs::path& p) {
 }
 void put_bytes(const fs::path& p, const std::string& b) { std::ofstream(p, std::ios::binary) << b; }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Image, PngRoundTripKeepsPixelsAndText) {
   Image img = gradient(5, 3);

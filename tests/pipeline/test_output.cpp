@@ -12,15 +12,7 @@ namespace {
 using nlohmann::json;
 using Paths = std::vector<std::string>;
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(OutputPaths, PatternsAndPlainNames) {
   EXPECT_EQ(output_paths("out.png", 1), (Paths{"out.png"}));

@@ -7,22 +7,14 @@
 
 #include "pipeline/request.h"
 #include "tensor/error.h"
+#include "testdata.h"
 
 namespace chroma::pipeline {
 namespace {
 
 using nlohmann::json;
 
-// The error of `f`, or "" when it does not throw chroma::Error.
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(RequestOptions, KeysAndFlagsAreUnique) {
   std::set<std::string> keys, flags;
