@@ -365,12 +365,15 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
 
   ProgressReporter progress(hooks.progress);
   // img2img: the init image's latent, encoded once for the batch.
-  Tensor original, pixel_mask;
+  Tensor original, pixel_mask, latent_weights;
   if (r.has_init_image()) {
     PhaseTimer t(&result.phases, "image encoding");
     original = encode_image(image_to_tensor(init), hooks, progress);
     if (hooks.dump) hooks.dump->put("input.init_latent", original);
-    if (r.has_mask()) pixel_mask = mask_weights(mask, r.mask_blur);
+    if (r.has_mask()) {
+      pixel_mask = mask_weights(mask, r.mask_blur);
+      latent_weights = latent_mask(pixel_mask);
+    }
   }
   TextConditioning text;
   {
@@ -390,7 +393,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     // img2img starts from the init latent noised to the first step's t: x_t = (1 − t)·x0 + t·ε.
     const Tensor start = r.has_init_image() ? sampling::flow_noised(original, noise, schedule[size_t(first)], prec) : noise;
     std::optional<LatentBlend> blend;
-    if (r.has_mask()) blend = LatentBlend{original, noise, latent_mask(pixel_mask)};
+    if (r.has_mask()) blend = LatentBlend{original, noise, latent_weights};
     GeneratedImage img;
     {
       PhaseTimer t(&result.phases, "denoising");
