@@ -115,7 +115,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
   cmd->add_option("--lora-dir", m.config.lora_dir, "Folder where LoRA names (--lora NAME, <lora:NAME:SCALE>) are found");
   cmd->add_option_function<std::string>(
          "--lora-apply", [&m](const std::string& v) { m.config.lora_fuse = v == "fuse"; },
-         "runtime (low-rank product inside each linear; default) or fuse (merged into float32 weights once)")
+         "runtime (low-rank product inside each linear; default) or fuse (merged once into copies of the weights in their own type)")
       ->check(CLI::IsMember({"runtime", "fuse"}));
 }
 

@@ -13,7 +13,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using ops::profile::OpClass;
 
-double gib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0 * 1024.0); }
+double in_gib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0 * 1024.0); }
 
 std::string format(const char* fmt, auto... args) {
   char buf[256];
@@ -99,13 +99,13 @@ std::string bench_table(const BenchResult& r) {
   ProcessCounters total;
   for (const PhaseStats& p : r.phases) {
     s += format("%-16s %10.2f %7.0f %12lld %14.2f\n", p.name.c_str(), p.seconds, cpu_percent(p.used, p.seconds),
-                (long long)p.used.minor_faults, gib(p.peak_rss_bytes));
+                (long long)p.used.minor_faults, in_gib(p.peak_rss_bytes));
     peak = std::max(peak, p.peak_rss_bytes);
     total.cpu_seconds += p.used.cpu_seconds;
     total.minor_faults += p.used.minor_faults;
   }
   s += format("%-16s %10.2f %7.0f %12lld %14.2f\n", "total", r.total_seconds, cpu_percent(total, r.total_seconds),
-              (long long)total.minor_faults, gib(peak));
+              (long long)total.minor_faults, in_gib(peak));
   for (size_t i = 0; i < r.step_seconds.size(); ++i)
     s += format("  step %-9zu %10.2f %7.0f %12lld   %s\n", i + 1, r.step_seconds[i],
                 cpu_percent(r.step_used[i], r.step_seconds[i]), (long long)r.step_used[i].minor_faults,

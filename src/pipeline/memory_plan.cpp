@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "backend/backend.h"
 #include "models/chroma/config.h"
+#include "models/chroma/model.h"
 #include "models/t5/t5.h"
 #include "models/vae/vae.h"
 
@@ -103,7 +105,7 @@ size_t PhaseEstimate::resident_weight_bytes(bool low_memory) const {
 }
 
 size_t PhaseEstimate::peak_bytes(bool low_memory) const {
-  return kBaseBytes + resident_weight_bytes(low_memory) + activation_bytes;
+  return kBaseBytes + held_bytes + resident_weight_bytes(low_memory) + activation_bytes;
 }
 
 const PhaseEstimate& MemoryPlan::largest_phase(bool low_memory) const {
@@ -114,9 +116,16 @@ const PhaseEstimate& MemoryPlan::largest_phase(bool low_memory) const {
 }
 
 MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, const io::WeightStore& vae,
-                       const RunShape& run) {
+                       const RunShape& run, const LoraMemory& lora) {
   if (run.text_rows.empty()) throw Error("memory plan: no text sequences");
   MemoryPlan plan;
+  if (lora.fused_bytes > 0) {
+    PhaseEstimate fuse;
+    fuse.phase = "LoRA fusing";
+    fuse.weight_bytes = lora.fused_bytes;
+    fuse.activation_bytes = lora.fuse_scratch_bytes;
+    plan.phases.push_back(fuse);
+  }
 
   const t5::T5Config t5c = t5::T5Config::from_weights(t5);
   PhaseEstimate text = weights_estimate("text encoding", sum_blocks(t5, {"encoder.block."}, {}));
@@ -136,7 +145,37 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
   PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));
   decode.activation_bytes = vae_activations(vae::VaeConfig::from_weights(vae), run.width, run.height);
   plan.phases.push_back(decode);
+
+  for (PhaseEstimate& e : plan.phases)
+    if (e.phase != "LoRA fusing") e.held_bytes = lora.fused_bytes;
+  // The fused copies stand for base weights that are then never read; the part in streamed blocks
+  // is taken from the streamed bytes too (an upper bound on what --low-memory keeps).
+  PhaseEstimate& d = plan.phases[plan.phases.size() - 2];
+  const size_t replaced = std::min(lora.replaced_bytes, d.weight_bytes);
+  d.weight_bytes += lora.adapter_bytes - replaced;
+  d.streamed_bytes -= std::min(replaced, d.streamed_bytes);
   return plan;
+}
+
+LoraMemory lora_memory(const io::WeightStore& dit, const std::vector<const io::LoraDelta*>& deltas, bool fuse,
+                       bool allocate) {
+  LoraMemory m;
+  const std::string p = dit::weight_prefix(dit);
+  std::set<std::string> targets;
+  for (const io::LoraDelta* d : deltas) {
+    if (!fuse) {
+      m.adapter_bytes += d->down.nbytes + d->up.nbytes;
+      continue;
+    }
+    const auto w = dit.tensors().find(p + d->target + ".weight");
+    if (w == dit.tensors().end() || !targets.insert(d->target).second) continue;
+    const TensorView& v = w->second;
+    m.replaced_bytes += v.nbytes;
+    if (!allocate) continue;
+    m.fused_bytes += tensor_bytes(dit::fused_dtype(v.dtype), v.shape).value_or(0);
+    m.fuse_scratch_bytes = std::max(m.fuse_scratch_bytes, size_t(2 * v.numel()) * sizeof(float));
+  }
+  return m;
 }
 
 size_t parse_mem_available(const std::string& meminfo) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "io/lora.h"
 #include "io/safetensors.h"
 
 namespace chroma::pipeline {
@@ -27,14 +28,23 @@ struct RunShape {
 };
 
 struct PhaseEstimate {
-  std::string phase;              // "text encoding", "denoising", "decoding"
+  std::string phase;              // "LoRA fusing", "text encoding", "denoising", "decoding"
   size_t weight_bytes = 0;        // Σ stored bytes of every tensor of the model
   size_t streamed_bytes = 0;      // the part of weight_bytes in blocks --low-memory releases after use
   size_t largest_block_bytes = 0; // the largest such block: what --low-memory keeps resident at once
   size_t activation_bytes = 0;    // upper bound of the live activations and scratch
+  size_t held_bytes = 0;          // memory an earlier phase of the run allocated and keeps (fused LoRA weights)
 
   size_t resident_weight_bytes(bool low_memory) const;
-  size_t peak_bytes(bool low_memory) const;  // kBaseBytes + resident weights + activations
+  size_t peak_bytes(bool low_memory) const;  // kBaseBytes + held + resident weights + activations
+};
+
+// The LoRAs of a run, as far as memory goes (lora_memory()).
+struct LoraMemory {
+  size_t fused_bytes = 0;         // fuse mode: the merged copies this run allocates, held from then on
+  size_t fuse_scratch_bytes = 0;  // while fusing: float32 W and s·B·A of the largest adapted layer
+  size_t replaced_bytes = 0;      // fuse mode: the base weights the (new or earlier) copies stand for, not read
+  size_t adapter_bytes = 0;       // runtime mode: the LoRA tensors, read at every step
 };
 
 // Resident memory of the process before any model: code, libraries, thread stacks, allocator slack.
@@ -49,8 +59,16 @@ struct MemoryPlan {
 
 // The plan from the three opened stores (prefixes already stripped, as the pipeline opens them).
 // Only headers are read: the weights' pages are not touched.
+// With LoRAs, a first "LoRA fusing" phase when lora.fused_bytes > 0, those bytes held in every later
+// phase, and the denoising weights less lora.replaced_bytes plus lora.adapter_bytes.
 MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, const io::WeightStore& vae,
-                       const RunShape& run);
+                       const RunShape& run, const LoraMemory& lora = {});
+
+// What the LoRA deltas `deltas` (of every file, strength ≠ 0) cost on the DiT `dit`: in fuse mode the
+// adapted weights' bytes stored as dit::fused_dtype (fused_bytes only when `allocate`: a LoRA set not
+// fused yet), else the deltas' own bytes. Deltas naming no weight of `dit` count nothing.
+LoraMemory lora_memory(const io::WeightStore& dit, const std::vector<const io::LoraDelta*>& deltas, bool fuse,
+                       bool allocate);
 
 // "MemAvailable:" of /proc/meminfo in bytes (the kernel's estimate of memory a new workload can
 // use without swapping, page cache included); 0 when the text has no such line.

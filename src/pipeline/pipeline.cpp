@@ -307,16 +307,35 @@ std::string resolve_lora(const std::string& name, const std::string& dir) {
 }
 }  // namespace
 
-void Pipeline::use_loras(const std::vector<LoraRequest>& wanted, std::vector<std::string>& warnings) {
+std::vector<LoraRequest> Pipeline::resolve_loras(const std::vector<LoraRequest>& wanted) {
   std::vector<LoraRequest> resolved;
-  for (const LoraRequest& l : wanted) resolved.push_back({resolve_lora(l.name, config_.lora_dir), l.scale});
+  for (const LoraRequest& l : wanted) {
+    resolved.push_back({resolve_lora(l.name, config_.lora_dir), l.scale});
+    if (!models_->lora_files.contains(resolved.back().name))
+      models_->lora_files.emplace(resolved.back().name, io::LoraFile::open(resolved.back().name));
+  }
+  // Fused copies of another LoRA set are freed before the new ones are made, so the two never
+  // coexist (the model is at its base weights if the new set then fails).
+  if (resolved != active_loras_ && config_.lora_fuse && !active_loras_.empty()) {
+    models_->dit->set_loras({});
+    active_loras_.clear();
+  }
+  return resolved;
+}
+
+LoraMemory Pipeline::lora_memory_of(const std::vector<LoraRequest>& resolved) const {
+  const bool change = resolved != active_loras_;
+  std::vector<const io::LoraDelta*> deltas;
+  for (const LoraRequest& l : resolved)
+    if (l.scale != 0.0f)
+      for (const io::LoraDelta& d : models_->lora_files.at(l.name).deltas()) deltas.push_back(&d);
+  return lora_memory(models_->dit_weights, deltas, config_.lora_fuse, change);
+}
+
+void Pipeline::use_loras(const std::vector<LoraRequest>& resolved, std::vector<std::string>& warnings) {
   if (resolved == active_loras_) return;
   std::vector<dit::LoraSetting> settings;
-  for (const LoraRequest& l : resolved) {
-    auto it = models_->lora_files.find(l.name);
-    if (it == models_->lora_files.end()) it = models_->lora_files.emplace(l.name, io::LoraFile::open(l.name)).first;
-    settings.push_back({it->second, l.scale});
-  }
+  for (const LoraRequest& l : resolved) settings.push_back({models_->lora_files.at(l.name), l.scale});
   const std::vector<dit::LoraReport> reports =
       models_->dit->set_loras(settings, config_.lora_fuse ? dit::LoraMode::Fuse : dit::LoraMode::Runtime);
   active_loras_ = resolved;
@@ -334,18 +353,20 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   std::vector<LoraRequest> loras = r.loras;
   for (const LoraRequest& tag : take_lora_tags(r.prompt)) loras.push_back(tag);
   GenerationResult result;
-  use_loras(loras, result.warnings);
+  const std::vector<LoraRequest> resolved = resolve_loras(loras);
   const bool cfg = any_cfg(r, first_step(r));
   const uint64_t seed = r.seed ? *r.seed : random_seed();
   // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
   if (config_.memory_check) {
+    const LoraMemory lora = lora_memory_of(resolved);
     auto rows = [&](const std::string& prompt) { return int64_t(models_->tokenizer->encode(prompt).size()) + 1; };
     RunShape shape{r.width, r.height, {rows(r.prompt)}};
     if (cfg) shape.text_rows.push_back(rows(r.negative_prompt));
     const BackendScope threads(context_.backend(), context_.threads());  // the plan counts per-thread scratch
-    check_memory(plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape),
+    check_memory(plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape, lora),
                  config_.low_memory, available_memory_bytes());
   }
+  use_loras(resolved, result.warnings);
   // Everything a request reads from files, before any computing: the init image and mask.
   io::Image init, mask;
   if (r.has_init_image()) init = r.init_pixels.width ? r.init_pixels : io::read_image(r.init_image);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "pipeline/dump.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/model_files.h"
 #include "pipeline/phase_stats.h"
 #include "pipeline/request.h"
@@ -35,7 +36,7 @@ struct PipelineConfig {
   bool low_memory = false;   // --low-memory: models release each block's weight pages after use (memory_plan.h)
   bool memory_check = true;  // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
   std::string lora_dir;      // where LoRA names (<lora:NAME:S>, --lora NAME) are looked up: NAME.safetensors
-  bool lora_fuse = false;    // --lora-apply fuse: merged into float32 weights once per LoRA set; else at run time
+  bool lora_fuse = false;    // --lora-apply fuse: merged once per LoRA set into copies in the weights' type; else at run time
 };
 
 // Where a run is, for progress displays and the server's job status.
@@ -145,9 +146,13 @@ class Pipeline {
   Tensor decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const;
   Tensor encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const;
 
-  // Applies the request's LoRAs (file list + prompt tags) to the DiT when they differ from the
-  // current ones, reading each file once per pipeline; the base weights are never reopened.
-  void use_loras(const std::vector<LoraRequest>& loras, std::vector<std::string>& warnings);
+  // The request's LoRAs (file list + prompt tags) with their paths found (--lora-dir), each file
+  // opened and checked once per pipeline. In fuse mode the fused copies of a different set are freed.
+  std::vector<LoraRequest> resolve_loras(const std::vector<LoraRequest>& loras);
+  // What applying `resolved` costs in memory (memory_plan.h).
+  LoraMemory lora_memory_of(const std::vector<LoraRequest>& resolved) const;
+  // Applies `resolved` to the DiT when it differs from the current set; the base weights are never reopened.
+  void use_loras(const std::vector<LoraRequest>& resolved, std::vector<std::string>& warnings);
 
   struct Models;  // tokenizer, T5, DiT, VAE and their weight stores (pipeline.cpp)
   std::vector<LoraRequest> active_loras_;  // resolved paths, as set_loras has them now

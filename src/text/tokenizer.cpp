@@ -4,6 +4,8 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <string_view>
 
 #include "io/untrusted.h"
 #include "tensor/error.h"
@@ -58,8 +60,58 @@ std::string read_file(const std::string& path) {
   }
 }
 
+// Protobuf wire format, only as far as check_pieces needs it: a varint at s[pos], advancing pos;
+// false when it runs past the end or over 64 bits.
+bool read_varint(std::string_view s, size_t& pos, uint64_t& value) {
+  value = 0;
+  for (int shift = 0; shift < 64 && pos < s.size(); shift += 7) {
+    const auto byte = uint8_t(s[pos++]);
+    value |= uint64_t(byte & 0x7f) << shift;
+    if (byte < 0x80) return true;
+  }
+  return false;
+}
+
+// Calls f(field, bytes) for each length-delimited field of the message in s; stops quietly at the
+// first malformed field (SentencePiece's own parser then reports the file).
+template <typename F>
+void for_each_bytes_field(std::string_view s, F&& f) {
+  size_t pos = 0;
+  uint64_t tag = 0, n = 0;
+  while (pos < s.size() && read_varint(s, pos, tag)) {
+    switch (tag & 7) {
+      case 0: if (!read_varint(s, pos, n)) return; break;
+      case 1: pos += 8; break;
+      case 5: pos += 4; break;
+      case 2:
+        if (!read_varint(s, pos, n) || n > s.size() - pos) return;
+        f(tag >> 3, s.substr(pos, n));
+        pos += n;
+        break;
+      default: return;
+    }
+  }
+}
+
+// libsentencepiece builds a trie of the pieces whose builder throws on a piece with a NUL byte from
+// a frame where the exception cannot propagate, so the process aborts (found by fuzz_tokenizer):
+// such pieces are refused before the library sees them. ModelProto.pieces = 1, SentencePiece.piece = 1.
+void check_pieces(std::string_view serialized, const std::string& path) {
+  int index = 0;
+  for_each_bytes_field(serialized, [&](uint64_t field, std::string_view piece_message) {
+    if (field != 1) return;
+    for_each_bytes_field(piece_message, [&](uint64_t piece_field, std::string_view piece) {
+      if (piece_field == 1 && piece.find('\0') != std::string_view::npos)
+        throw Error("T5 tokenizer: " + path + " is not a valid SentencePiece model (piece " + std::to_string(index) +
+                    " contains a NUL byte)");
+    });
+    ++index;
+  });
+}
+
 // Loads a serialized ModelProto; a failure (corrupt or truncated file) becomes a one-line Error.
 std::unique_ptr<SentencePieceProcessor> load(const std::string& serialized, const std::string& path) {
+  check_pieces(serialized, path);
   auto sp = std::make_unique<SentencePieceProcessor>();
   auto status = sp->LoadFromSerializedProto(serialized);
   if (!status.ok())

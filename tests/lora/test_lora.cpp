@@ -21,6 +21,7 @@
 #include "io/quantize.h"
 #include "io/safetensors.h"
 #include "models/chroma/model.h"
+#include "tensor/quant.h"
 #include "testdata.h"
 
 namespace chroma::dit {
@@ -145,11 +146,11 @@ std::string write_tensors(const TensorMap& tensors, const std::string& file) {
   return path;
 }
 
-// The checkpoint with W += strength · s · B·A for every delta, in float32, summed in double.
-std::string write_merged(const io::SafetensorsFile& base, const std::vector<TestDelta>& lora, float strength,
-                         const std::string& file) {
+// The merged weights: W + strength · s · B·A for every delta, summed in double and rounded once to
+// float32, from any base's tensors (dequantized).
+TensorMap merge(const std::map<std::string, TensorView>& base, const std::vector<TestDelta>& lora, float strength) {
   TensorMap merged;
-  for (const auto& [name, v] : base.tensors()) merged[name] = v.to_f32();
+  for (const auto& [name, v] : base) merged[name] = v.to_f32();
   for (const TestDelta& d : lora) {
     Tensor& w = merged.at(d.target + ".weight");
     const int64_t N = w.dim(0), K = w.dim(1);
@@ -157,10 +158,81 @@ std::string write_merged(const io::SafetensorsFile& base, const std::vector<Test
       for (int64_t k = 0; k < K; ++k) {
         double sum = 0;
         for (int64_t j = 0; j < kRank; ++j) sum += double(d.up.data[size_t(n * kRank + j)]) * d.down.data[size_t(j * K + k)];
-        w.data[size_t(n * K + k)] += float(double(strength) * d.scale() * sum);
+        w.data[size_t(n * K + k)] = float(double(w.data[size_t(n * K + k)]) + double(strength) * d.scale() * sum);
       }
   }
-  return write_tensors(merged, file);
+  return merged;
+}
+
+// Fuse mode stores each merged weight in the base weight's type, bf16 where that is fp8 (model.h
+// LoraMode::Fuse).
+DType fused_type(DType base) { return base == DType::F8_E4M3 ? DType::BF16 : base; }
+
+// The merged weights rounded as fuse mode stores them: bf16 to nearest even, a block type quantized
+// and dequantized. Written as float32, the forward of this checkpoint is the fused model's but for
+// the weights whose float32 merge lies on the other side of a rounding boundary than the engine's
+// (each moves one bf16 ulp or Q8_0 step): kEndToEndTol.
+TensorMap as_fused(TensorMap merged, const std::map<std::string, TensorView>& base, const std::vector<TestDelta>& lora) {
+  for (const TestDelta& d : lora) {
+    Tensor& w = merged.at(d.target + ".weight");
+    const DType type = fused_type(base.at(d.target + ".weight").dtype);
+    if (type == DType::BF16) {
+      for (float& x : w.data) x = round_bf16(x);
+    } else if (type != DType::F32) {
+      const quant::TypeTraits* traits = quant::traits(type);
+      std::vector<uint8_t> bytes(*tensor_bytes(type, w.shape));
+      traits->quantize(w.ptr(), bytes.data(), w.numel());
+      traits->dequantize(bytes.data(), w.ptr(), w.numel());
+    }
+  }
+  return merged;
+}
+
+// Checks every adapted weight of a fused `model` against the exact merge m: stored in the fused type,
+// and within its rounding — bf16 (nearest even): |f − m| ≤ 2^-8·|m|, half an ulp; Q8_0 (x = d·q,
+// d = amax/127 stored as f16): |f − m| ≤ d·(1/2 + 127·2^-11) — plus the float32 error of computing
+// W + s·B·A (2^-20·(|W| + |s·B·A|)), which decides values next to 0 or to a rounding boundary.
+// Returns how many weights the LoRA moved by more than the bound (so that a LoRA left out shows).
+int64_t expect_fused_weights(const ChromaModel& model, const TensorMap& merged, const std::map<std::string, TensorView>& base,
+                             const std::vector<TestDelta>& lora) {
+  ChromaWeights weights = model.weights();
+  const auto layers = linear_layers(weights);
+  int64_t moved = 0;
+  for (const TestDelta& d : lora) {
+    const TensorView& b = base.at(d.target + ".weight");
+    const DType want = fused_type(b.dtype);
+    const Tensor& m = merged.at(d.target + ".weight");
+    const Tensor original = b.to_f32();
+    const int64_t K = m.dim(1);
+    int64_t row = 0;
+    for (const LinearWeights* block : layers.at(d.target)) {
+      const TensorView& f = block->weight;
+      EXPECT_EQ(f.dtype, want) << d.target;
+      EXPECT_TRUE(block->lora.empty()) << d.target;
+      if (f.dtype != want) return 0;
+      const Tensor got = f.to_f32();
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        const size_t at = size_t(row * K + i);
+        const double exact = m.data[at];
+        const double w = original.data[at];
+        double bound = std::ldexp(std::abs(w) + std::abs(exact - w), -20);
+        if (want == DType::BF16) bound += std::ldexp(std::abs(exact), -8);
+        if (want == DType::Q8_0) {
+          const auto* blocks = static_cast<const quant::BlockQ8_0*>(f.data);
+          bound += f16_to_f32(blocks[i / quant::kQK].d) * (0.5 + 127.0 / 2048.0);
+        }
+        if (std::abs(got.data[size_t(i)] - exact) > bound) {
+          ADD_FAILURE() << d.target << " row " << row + i / K << " col " << i % K << ": fused " << got.data[size_t(i)]
+                        << ", exact merge " << exact << ", bound " << bound;
+          return moved;
+        }
+        moved += std::abs(exact - w) > 2 * bound;
+      }
+      row += f.dim(0);
+    }
+    EXPECT_EQ(row, m.dim(0)) << d.target;
+  }
+  return moved;
 }
 
 // ---- key names alone (no checkpoint needed) ---------------------------------------------------
@@ -271,10 +343,9 @@ class Lora : public ::testing::Test {
   int64_t hidden_ = 0;
 };
 
-// Runtime and fused LoRA against the independently merged float32 checkpoint. The three compute
-// the same function with float32 roundings in different places (W·x + s·B·(A·x) vs (W + s·B·A)·x,
-// weights merged in double here and in float32 by the engine): kForwardTol, the bound for one forward
-// computed in another valid float32 order.
+// Runtime LoRA against the independently merged float32 checkpoint: the two compute the same function
+// with float32 roundings in different places (W·x + s·B·(A·x) vs (W + s·B·A)·x, weights merged in
+// double here): kForwardTol, the bound for one forward computed in another valid float32 order.
 void expect_same_output(const std::string& what, const Output& got, const Output& want) {
   for (const auto& [name, g, w] : {std::tuple{"mod_vectors", &got.mods, &want.mods}, std::tuple{"velocity", &got.velocity, &want.velocity}}) {
     const test::Diff d = test::diff(*g, *w);
@@ -291,7 +362,9 @@ double rel_diff(const Tensor& a, const Tensor& b) {
 }
 
 TEST_F(Lora, RuntimeAndFuseMatchTheMergedCheckpoint) {
-  const Output merged = run(ChromaModel(io::WeightStore::open(write_merged(*base_, lora_, 1.0f, "merged.safetensors"))));
+  ASSERT_EQ(base_->get("img_in.weight").dtype, DType::BF16);
+  const TensorMap merged_weights = merge(base_->tensors(), lora_, 1.0f);
+  const Output merged = run(ChromaModel(io::WeightStore::open(write_tensors(merged_weights, "merged.safetensors"))));
   ChromaModel model = base_model();
   const Output base = run(model);
   // The LoRA must matter far beyond the tolerance, or this test could not fail.
@@ -305,24 +378,31 @@ TEST_F(Lora, RuntimeAndFuseMatchTheMergedCheckpoint) {
   EXPECT_TRUE(report[0].unmatched_keys.empty());
   expect_same_output("runtime", run(model), merged);
 
+  // Fused: the weights are the merge rounded to bf16, and the forward is that rounded merge's.
   model.set_loras(lora, LoraMode::Fuse);
-  expect_same_output("fuse", run(model), merged);
+  EXPECT_GT(expect_fused_weights(model, merged_weights, base_->tensors(), lora_), 1000);
+  const Output rounded = run(ChromaModel(io::WeightStore::open(
+      write_tensors(as_fused(merged_weights, base_->tensors(), lora_), "merged-bf16.safetensors"))));
+  const Output fused = run(model);
+  EXPECT_GT(rel_diff(rounded.velocity, merged.velocity), 2 * test::kEndToEndTol.rel);  // the rounding shows
+  expect_close("fuse velocity", fused.velocity, rounded.velocity, test::kEndToEndTol);
+  expect_close("fuse mod_vectors", fused.mods, rounded.mods, test::kEndToEndTol);
 }
 
 // Strength multiplies alpha/r; two LoRAs on the same layers add up.
 TEST_F(Lora, StrengthAndTwoLorasAddUp) {
-  const Output merged =
-      run(ChromaModel(io::WeightStore::open(write_merged(*base_, lora_, 1.5f, "merged-1.5.safetensors"))));
+  const TensorMap merged_weights = merge(base_->tensors(), lora_, 1.5f);
+  const Output merged = run(ChromaModel(io::WeightStore::open(write_tensors(merged_weights, "merged-1.5.safetensors"))));
   ChromaModel model = base_model();
   const io::LoraFile file = io::LoraFile::open(write_lora(Layout::Kohya));
   const LoraSetting at_1_5[] = {{file, 1.5f}};
   model.set_loras(at_1_5, LoraMode::Runtime);
   expect_same_output("strength 1.5", run(model), merged);
   const LoraSetting split[] = {{file, 1.0f}, {io::LoraFile::open(write_lora(Layout::BflDownUp)), 0.5f}};
-  for (LoraMode mode : {LoraMode::Runtime, LoraMode::Fuse}) {
-    model.set_loras(split, mode);
-    expect_same_output("1.0 + 0.5", run(model), merged);
-  }
+  model.set_loras(split, LoraMode::Runtime);
+  expect_same_output("1.0 + 0.5", run(model), merged);
+  model.set_loras(split, LoraMode::Fuse);
+  EXPECT_GT(expect_fused_weights(model, merged_weights, base_->tensors(), lora_), 1000);
 }
 
 // Every key layout reads as the same update as the original names, so the model gets the same
@@ -403,8 +483,9 @@ TEST_F(Lora, UnmatchedKeysAreReported) {
 }
 
 // Runtime LoRA touches only activations, so it works on any base dtype: on fp8 scaled and GGUF Q8_0
-// bases it must match fuse mode, which dequantizes the same weights and adds s·B·A (kForwardTol, as above).
-TEST_F(Lora, QuantizedBasesRuntimeEqualsFuse) {
+// bases it must give the float32 merge of the dequantized base. Fuse stores the merged weights in the
+// base's type where it can encode it (Q8_0: quantized again) and as bf16 otherwise (fp8).
+TEST_F(Lora, QuantizedBases) {
   test::Fp8Storage storage;
   std::vector<test::Entry> entries;
   for (const auto& [name, v] : base_->tensors()) entries.push_back({"model.diffusion_model." + name, v});
@@ -415,13 +496,22 @@ TEST_F(Lora, QuantizedBasesRuntimeEqualsFuse) {
 
   const LoraSetting lora[] = {{io::LoraFile::open(write_lora(Layout::Diffusers)), 1.0f}};
   for (const std::string& path : {fp8, q8}) {
-    ChromaModel model(io::WeightStore::open(path));
+    io::WeightStore store = io::WeightStore::open(path);
+    store.strip_prefix("model.diffusion_model.");
+    ASSERT_NE(store.tensors().at("single_blocks.0.linear1.weight").dtype, DType::BF16) << path;
+    const TensorMap merged_weights = merge(store.tensors(), lora_, 1.0f);
+    const Output merged = run(ChromaModel(io::WeightStore::open(write_tensors(merged_weights, "merged-deq.safetensors"))));
+    ChromaModel model(store);
     const Output base = run(model);
     model.set_loras(lora, LoraMode::Runtime);
     const Output runtime = run(model);
     EXPECT_GT(rel_diff(runtime.velocity, base.velocity), 100 * kForwardTol.rel) << path;
+    expect_same_output(path + " runtime", runtime, merged);
     model.set_loras(lora, LoraMode::Fuse);
-    expect_same_output(path, run(model), runtime);
+    EXPECT_GT(expect_fused_weights(model, merged_weights, store.tensors(), lora_), 1000) << path;
+    const Output rounded = run(ChromaModel(io::WeightStore::open(
+        write_tensors(as_fused(merged_weights, store.tensors(), lora_), "merged-as-fused.safetensors"))));
+    expect_close(path + " fuse velocity", run(model).velocity, rounded.velocity, test::kEndToEndTol);
   }
 }
 

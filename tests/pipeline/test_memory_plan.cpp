@@ -5,6 +5,7 @@
 #include <map>
 #include <numeric>
 
+#include "io/lora.h"
 #include "io/residency.h"
 #include "io/safetensors.h"
 #include "pipeline/memory_plan.h"
@@ -91,6 +92,71 @@ TEST(MemoryPlan, ActivationsGrowWithTheImageAndTheText) {
   EXPECT_GT(large.phases[0].activation_bytes, small.phases[0].activation_bytes);  // both prompts' rows live at once (one T5 pass)
   EXPECT_GT(long_text.phases[0].activation_bytes, small.phases[0].activation_bytes);
   EXPECT_GT(long_text.phases[1].activation_bytes, small.phases[1].activation_bytes);
+}
+
+// LoRAs: runtime mode reads the deltas at every step; fuse mode allocates a copy of each adapted
+// weight (chroma-mini is bf16: the same bytes), held through every later phase, and then never reads
+// the base weights it replaces. Two deltas on one target (two row parts of qkv) are one copy.
+TEST(MemoryPlan, LorasAreCountedAsTheyAreApplied) {
+  require_mini();
+  if (::testing::Test::IsSkipped() || ::testing::Test::HasFatalFailure()) return;
+  const Mini m;
+  const io::WeightStore dit = io::WeightStore::open(m.dit_file->path());
+  const TensorView& qkv = m.dit_file->get("double_blocks.0.img_attn.qkv.weight");
+  const TensorView& linear2 = m.dit_file->get("single_blocks.1.linear2.weight");
+  ASSERT_EQ(qkv.dtype, DType::BF16);
+  const int64_t r = 4, C = qkv.dim(1);
+  std::map<std::string, Tensor> t;
+  t["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"] = Tensor({r, C});
+  t["transformer.transformer_blocks.0.attn.to_q.lora_B.weight"] = Tensor({C, r});
+  t["transformer.transformer_blocks.0.attn.to_k.lora_A.weight"] = Tensor({r, C});
+  t["transformer.transformer_blocks.0.attn.to_k.lora_B.weight"] = Tensor({C, r});
+  t["single_blocks.1.linear2.lora_A.weight"] = Tensor({r, linear2.dim(1)});
+  t["single_blocks.1.linear2.lora_B.weight"] = Tensor({linear2.dim(0), r});
+  t["single_blocks.99.linear2.lora_A.weight"] = Tensor({r, 8});  // no such block: counts nothing when fused
+  t["single_blocks.99.linear2.lora_B.weight"] = Tensor({8, r});
+  const std::string path = test::temp_path("memory-plan-lora.safetensors").string();
+  std::vector<io::NamedTensor> entries;
+  size_t tensor_bytes = 0;
+  for (const auto& [name, x] : t) {
+    entries.push_back({name, &x});
+    tensor_bytes += size_t(x.numel()) * 4;
+  }
+  io::write_safetensors(path, entries);
+  const io::LoraFile lora = io::LoraFile::open(path);
+  std::vector<const io::LoraDelta*> deltas;
+  for (const io::LoraDelta& d : lora.deltas()) deltas.push_back(&d);
+  ASSERT_EQ(deltas.size(), 4u);
+
+  const LoraMemory runtime = lora_memory(dit, deltas, false, true);
+  EXPECT_EQ(runtime.adapter_bytes, tensor_bytes);
+  EXPECT_EQ(runtime.fused_bytes + runtime.replaced_bytes + runtime.fuse_scratch_bytes, 0u);
+
+  const size_t adapted = size_t(qkv.numel() + linear2.numel()) * 2;
+  const LoraMemory fuse = lora_memory(dit, deltas, true, true);
+  EXPECT_EQ(fuse.fused_bytes, adapted);
+  EXPECT_EQ(fuse.replaced_bytes, adapted);
+  EXPECT_EQ(fuse.fuse_scratch_bytes, size_t(std::max(qkv.numel(), linear2.numel())) * 2 * 4);
+  EXPECT_EQ(fuse.adapter_bytes, 0u);
+  const LoraMemory fused_before = lora_memory(dit, deltas, true, false);  // the same set, already fused
+  EXPECT_EQ(fused_before.fused_bytes, 0u);
+  EXPECT_EQ(fused_before.replaced_bytes, adapted);
+
+  const io::WeightStore t5 = io::WeightStore::open(m.t5_file->path()), vae = io::WeightStore::open(m.vae_file->path());
+  const RunShape shape{64, 64, {12, 2}};
+  const MemoryPlan with_runtime = plan_memory(t5, dit, vae, shape, runtime);
+  ASSERT_EQ(with_runtime.phases.size(), 3u);
+  EXPECT_EQ(with_runtime.phases[1].weight_bytes, m.plan.phases[1].weight_bytes + tensor_bytes);
+  const MemoryPlan with_fuse = plan_memory(t5, dit, vae, shape, fuse);
+  ASSERT_EQ(with_fuse.phases.size(), 4u);
+  EXPECT_EQ(with_fuse.phases[0].phase, "LoRA fusing");
+  EXPECT_EQ(with_fuse.phases[0].peak_bytes(false), kBaseBytes + adapted + fuse.fuse_scratch_bytes);
+  for (size_t i = 1; i < 4; ++i) {
+    EXPECT_EQ(with_fuse.phases[i].held_bytes, adapted) << with_fuse.phases[i].phase;
+    const size_t replaced = i == 2 ? adapted : 0;
+    EXPECT_EQ(with_fuse.phases[i].peak_bytes(false), m.plan.phases[i - 1].peak_bytes(false) + adapted - replaced)
+        << with_fuse.phases[i].phase;
+  }
 }
 
 TEST(MemoryPlan, ParsesMemAvailable) {

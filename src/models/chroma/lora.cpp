@@ -1,6 +1,6 @@
 // LoRA adapters on the Chroma DiT (model.h set_loras, io/lora.h): each delta is attached to the row
 // blocks the model multiplies with (weights.h linear_layers), then either kept beside the weights
-// (runtime) or merged into float32 copies of them (fuse).
+// (runtime) or merged into copies of them stored in the base weight's own type (fuse).
 #include <cmath>
 #include <map>
 #include <memory>
@@ -9,6 +9,7 @@
 
 #include "backend/ops.h"
 #include "models/chroma/model.h"
+#include "tensor/quant.h"
 
 namespace chroma::dit {
 
@@ -80,15 +81,34 @@ LoraReport attach_all(const LoraSetting& lora, Layers& layers) {
   return report;
 }
 
-// W + Σ s·B·A in float32 ([N, r] · [r, K] as linear(B, Aᵀ)); the scale is on B's view.
-Tensor fused_weight(const LinearWeights& l) {
+// W + Σ s·B·A, computed in float32 ([N, r] · [r, K] as linear(B, Aᵀ); the scale is on B's view),
+// then stored in the base weight's type, so a fused model takes the memory of the base: bf16 stays
+// bf16 (rounded to nearest even) and a GGUF block type is quantized again (one more rounding of the
+// same kind as the base's). Types we do not encode (fp8 scaled) are stored as bf16.
+std::shared_ptr<const FusedWeight> fuse(const LinearWeights& l) {
   Tensor w = l.weight.to_f32();  // [N, K], dequantized or widened
   for (const LowRankWeights& d : l.lora)
     ops::add(w, ops::linear(d.up.to_f32(), view_of(ops::transpose(d.down.to_f32()))));
-  return w;
+  const quant::TypeTraits* type = quant::traits(fused_dtype(l.weight.dtype));
+  auto fused = std::make_shared<FusedWeight>();
+  fused->bytes.resize(*tensor_bytes(type->dtype, w.shape));
+  type->quantize(w.ptr(), fused->bytes.data(), w.numel());
+  TensorView& v = fused->view;
+  v.name = l.weight.name + " (LoRA fused)";
+  v.file = l.weight.file;
+  v.dtype = type->dtype;
+  v.shape = w.shape;
+  v.data = fused->bytes.data();
+  v.nbytes = fused->bytes.size();
+  return fused;
 }
 
 }  // namespace
+
+DType fused_dtype(DType base) {
+  const quant::TypeTraits* type = quant::traits(base);
+  return type && type->quantize ? base : DType::BF16;
+}
 
 std::vector<LoraReport> ChromaModel::set_loras(std::span<const LoraSetting> loras, LoraMode mode) {
   // Built aside and swapped in at the end, so an error leaves the current adapters in place.
@@ -101,13 +121,13 @@ std::vector<LoraReport> ChromaModel::set_loras(std::span<const LoraSetting> lora
     files.push_back(lora.file);  // keeps the mapping the views point into
   }
 
-  std::vector<std::shared_ptr<const Tensor>> fused;
+  std::vector<std::shared_ptr<const FusedWeight>> fused;
   if (mode == LoraMode::Fuse) {
     for (auto& [name, blocks] : layers)
       for (LinearWeights* b : blocks) {
         if (b->lora.empty()) continue;
-        fused.push_back(std::make_shared<const Tensor>(fused_weight(*b)));
-        b->weight = view_of(*fused.back(), b->weight.name + " (LoRA fused)");
+        fused.push_back(fuse(*b));
+        b->weight = fused.back()->view;
         b->lora.clear();
       }
     files.clear();  // the fused weights no longer read the LoRA files

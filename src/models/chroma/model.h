@@ -41,8 +41,9 @@ enum class LoraMode {
   // y = W·x + b + Σ s·B·(A·x) inside each adapted linear: base weights untouched, so any base dtype
   // (bf16, fp8 scaled, GGUF) works; two small extra products per adapted linear and call.
   Runtime,
-  // W' = W + Σ s·B·A merged once into float32 copies of the adapted weights, which the model then
-  // owns (4 bytes per weight of each adapted layer): no extra work per step.
+  // W' = W + Σ s·B·A merged once (in float32) into copies of the adapted weights stored in the
+  // base's type — bf16 stays bf16, a GGUF block type is quantized again, fp8 scaled becomes bf16 —
+  // which the model then owns in memory (as many bytes as the base layers): no extra work per step.
   Fuse,
 };
 
@@ -59,6 +60,16 @@ struct LoraReport {
   std::vector<std::string> unmatched_keys;  // tensors that name no layer of this model (warn about them)
 };
 
+// The type LoraMode::Fuse stores a merged weight of base type `base` in: the base's own where we can
+// encode it (f32, f16, bf16, GGUF block types), bf16 otherwise (fp8 scaled).
+DType fused_dtype(DType base);
+
+// A weight with a LoRA merged in (LoraMode::Fuse), owned by the model.
+struct FusedWeight {
+  std::vector<uint8_t> bytes;  // the weight in view.dtype
+  TensorView view;             // of bytes
+};
+
 class ChromaModel {
  public:
   // Checks every tensor (presence, shape, float dtype) now, with or without the
@@ -69,6 +80,8 @@ class ChromaModel {
   explicit ChromaModel(const io::WeightStore& weights, io::Residency residency = io::Residency::Keep);
 
   const ChromaConfig& config() const { return config_; }
+  // The weights forwards use: the checkpoint's, with set_loras' adapters or fused copies.
+  const ChromaWeights& weights() const { return weights_; }
 
   // §3.4 the approximator output for flow time t ∈ [0, 1] (guidance input 0, spec §4.4): [R, C].
   // Depends on t only: compute once per step and share between the CFG passes.
@@ -116,7 +129,7 @@ class ChromaModel {
   // lora_files_ (runtime) or fused_ (fuse mode). Shared and immutable, so copies of the model stay valid.
   ChromaWeights weights_;
   std::vector<io::LoraFile> lora_files_;
-  std::vector<std::shared_ptr<const Tensor>> fused_;
+  std::vector<std::shared_ptr<const FusedWeight>> fused_;
   Tensor index_table_;      // [R, 32] modulation-index embeddings, constant (spec §3.4)
   io::Residency residency_;
   std::string prefix_;      // weight_prefix() of the store

@@ -1,0 +1,133 @@
+// What LoRA costs on a full-size Chroma DiT (docs/PERFORMANCE.md), measured in one process on the same
+// inputs: one denoising step's forward (the packed positive + negative pass of a CFG step) of the base
+// model, alternating with the same forward under each LoRA applied at run time, over several rounds so
+// the ratios share the machine's state; then the time set_loras takes to fuse each LoRA, and one
+// forward of the fused model. Not a test.
+//   cmake --build build --target lora_bench
+//   ./build/lora_bench DIT.safetensors LORA.safetensors... [--size 512] [--text-rows 64] [--rounds 2]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "io/lora.h"
+#include "io/safetensors.h"
+#include "models/chroma/model.h"
+
+using namespace chroma;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+Tensor random_tensor(Shape shape, std::mt19937& rng) {
+  Tensor t(std::move(shape));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& x : t.data) x = normal(rng);
+  return t;
+}
+
+// Peak resident memory of the process so far (VmHWM), in GiB.
+double peak_rss_gib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+  std::fclose(f);
+  return double(kb) / (1024.0 * 1024.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> paths;
+  int size = 512, text_rows = 64, rounds = 2;
+  for (int i = 1; i < argc; ++i) {
+    auto value = [&] {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "lora_bench: %s needs a value\n", argv[i]);
+        std::exit(2);
+      }
+      return std::atoi(argv[++i]);
+    };
+    if (!std::strcmp(argv[i], "--size")) size = value();
+    else if (!std::strcmp(argv[i], "--text-rows")) text_rows = value();
+    else if (!std::strcmp(argv[i], "--rounds")) rounds = value();
+    else paths.push_back(argv[i]);
+  }
+  if (paths.size() < 2 || size < 16 || size % 16 || text_rows < 1 || rounds < 1) {
+    std::fprintf(stderr, "usage: lora_bench DIT.safetensors LORA.safetensors... [--size 512] [--text-rows 64] [--rounds 2]\n");
+    return 2;
+  }
+  try {
+    const dit::ChromaModel base(io::WeightStore::open(paths[0]));
+    std::vector<io::LoraFile> loras;
+    for (size_t i = 1; i < paths.size(); ++i) loras.push_back(io::LoraFile::open(paths[i]));
+
+    std::mt19937 rng(42);
+    const Tensor latent = random_tensor({1, base.config().latent_channels(), size / 8, size / 8}, rng);
+    const Tensor pos = random_tensor({text_rows, base.config().context_dim}, rng);
+    const Tensor neg = random_tensor({text_rows, base.config().context_dim}, rng);
+    auto step = [&](const dit::ChromaModel& model) {
+      const Clock::time_point start = Clock::now();
+      const Tensor mods = model.modulations(0.5f);
+      model.forward_packed(latent, {{pos}, {neg}}, mods);
+      return seconds_since(start);
+    };
+    std::printf("lora_bench: %s, %dx%d (%d image tokens), %d text rows per sequence, packed pos + neg\n",
+                paths[0].c_str(), size, size, (size / 16) * (size / 16), text_rows);
+
+    // Every weight page read once before timing: a forward on a 2×2 latent and one text row each
+    // touches all of the base's and each LoRA's weights at almost no compute.
+    dit::ChromaModel model = base;
+    const Tensor tiny = random_tensor({1, base.config().latent_channels(), 2, 2}, rng);
+    for (size_t i = 0; i <= loras.size(); ++i) {
+      std::vector<dit::LoraSetting> set;
+      if (i > 0) set.push_back({loras[i - 1], 1.0f});
+      model.set_loras(set, dit::LoraMode::Runtime);
+      model.forward(tiny, pos.rows(0, 1), model.modulations(0.5f));
+    }
+
+    // Runtime: base, then each LoRA, per round.
+    std::vector<std::vector<double>> times(loras.size() + 1);
+    for (int round = 0; round < rounds; ++round)
+      for (size_t i = 0; i <= loras.size(); ++i) {
+        std::vector<dit::LoraSetting> set;
+        if (i > 0) set.push_back({loras[i - 1], 1.0f});
+        model.set_loras(set, dit::LoraMode::Runtime);
+        times[i].push_back(step(model));
+        std::printf("  round %d %-40s %8.2f s\n", round + 1, i ? paths[i].c_str() : "base", times[i].back());
+        std::fflush(stdout);
+      }
+    std::printf("runtime LoRA, step time per round relative to the base step of the same round:\n");
+    for (size_t i = 1; i <= loras.size(); ++i) {
+      std::printf("  %-40s", paths[i].c_str());
+      for (int round = 0; round < rounds; ++round)
+        std::printf("  %+.1f %%", 100.0 * (times[i][size_t(round)] / times[0][size_t(round)] - 1.0));
+      std::printf("\n");
+    }
+
+    // Fuse: set_loras time, peak memory, one forward.
+    for (size_t i = 0; i < loras.size(); ++i) {
+      dit::ChromaModel fused = base;
+      const std::vector<dit::LoraSetting> set = {{loras[i], 1.0f}};
+      const Clock::time_point start = Clock::now();
+      fused.set_loras(set, dit::LoraMode::Fuse);
+      const double fuse_seconds = seconds_since(start);
+      std::printf("fuse %-40s %8.2f s to fuse, peak RSS %.2f GiB; ", paths[i + 1].c_str(), fuse_seconds, peak_rss_gib());
+      std::fflush(stdout);
+      std::printf("fused step %8.2f s (base %.2f s)\n", step(fused), *std::min_element(times[0].begin(), times[0].end()));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lora_bench: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
