@@ -340,5 +340,28 @@ TEST(PipelineLora, AppliesSwitchesAndReturnsToTheBaseWithoutReopening) {
   EXPECT_THROW(pipeline.generate(r), Error);
 }
 
+// Fuse mode merges each new LoRA set into fresh copies of the base weights: switching sets and back
+// gives the first result bit for bit (nothing fused on top of an earlier fusion), and no LoRA is the
+// base model exactly.
+TEST(PipelineLora, FusedSetsAreMadeFromTheBaseEachTime) {
+  CHROMA_REQUIRE_FILE(test::mini_models().dit);
+  const std::string lora = write_mini_lora("mini-lora-fuse.safetensors");
+  PipelineConfig c;
+  c.files = test::mini_models();
+  c.lora_fuse = true;
+  Pipeline pipeline(c);
+  const std::vector<float> base = pipeline.generate(test::case_e_options(0)).images.at(0).latent.data;
+  GenerationRequest r = test::case_e_options(0);
+  r.loras = {{lora, 1.0f}};
+  const std::vector<float> full = pipeline.generate(r).images.at(0).latent.data;
+  EXPECT_NE(full, base) << "the LoRA changed nothing";
+  r.loras = {{lora, 0.5f}};
+  const std::vector<float> half = pipeline.generate(r).images.at(0).latent.data;
+  EXPECT_NE(half, full);
+  r.loras = {{lora, 1.0f}};
+  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.data, full);
+  EXPECT_EQ(pipeline.generate(test::case_e_options(0)).images.at(0).latent.data, base);
+}
+
 }  // namespace
 }  // namespace chroma::pipeline
