@@ -126,6 +126,11 @@ std::string infotext(const nlohmann::json& p) {
        ", Size: " + p.value("width", nlohmann::json(0)).dump() + "x" + p.value("height", nlohmann::json(0)).dump();
   if (p.contains("models") && p["models"].contains("dit"))
     s += ", Model: " + std::filesystem::path(p["models"]["dit"].get<std::string>()).stem().string();
+  if (!text("scheduler").empty() && text("scheduler") != "author") {
+    std::string scheduler = text("scheduler");
+    scheduler[0] = char(std::toupper(static_cast<unsigned char>(scheduler[0])));
+    s += ", Schedule type: " + scheduler;  // A1111's name for it
+  }
   if (!text("init_image").empty()) s += ", Denoising strength: " + number(p.value("strength", 0.0));
   s += ", Version: chroma.cpp";
   return s;

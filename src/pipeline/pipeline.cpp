@@ -59,9 +59,9 @@ sampling::SamplerPrecision precision_of(const GenerationRequest& r) {
   return r.sampler_dtype == SamplerDtype::BF16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
 }
 
-// Whether a step the request runs (from `first` on) uses CFG, i.e. needs the negative prompt.
-bool any_cfg(const GenerationRequest& r, int first) {
-  for (int i = first; i < r.steps; ++i)
+// Whether a step the request runs (from `first` on, of `steps`) uses CFG, i.e. needs the negative prompt.
+bool any_cfg(const GenerationRequest& r, int first, int steps) {
+  for (int i = first; i < steps; ++i)
     if (sampling::uses_cfg(i, r.skip_cfg_steps, r.cfg)) return true;
   return false;
 }
@@ -206,7 +206,14 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
   const ops::profile::Section ops_section("denoising");
   const dit::ChromaModel& model = *models_->dit;
-  const std::unique_ptr<sampling::Sampler> sampler = sampling::make_sampler(r.sampler, precision_of(r));
+  // Ancestral samplers draw their noise from a PyTorch CPU generator seeded with the request's seed
+  // (0 without one, e.g. with init_noise): ComfyUI's default noise sampler on a CPU device.
+  sampling::NoiseFn noise;
+  if (sampling::is_ancestral(r.sampler))
+    noise = [generator = std::make_shared<sampling::TorchGenerator>(r.seed.value_or(0))](const Shape& shape) {
+      return generator->randn(shape);
+    };
+  const std::unique_ptr<sampling::Sampler> sampler = sampling::make_sampler(r.sampler, precision_of(r), noise);
   const sampling::SamplerPrecision prec = sampler->precision();
   const dit::TimestepPrecision tprec =
       prec == sampling::SamplerPrecision::BF16 ? dit::TimestepPrecision::BF16 : dit::TimestepPrecision::F32;
@@ -354,7 +361,10 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   for (const LoraRequest& tag : take_lora_tags(r.prompt)) loras.push_back(tag);
   GenerationResult result;
   const std::vector<LoraRequest> resolved = resolve_loras(loras);
-  const bool cfg = any_cfg(r, first_step(r));
+  const std::vector<float> schedule = request_schedule(r);
+  const int steps = int(schedule.size()) - 1;  // the beta scheduler may give fewer than r.steps
+  const int first = first_step(r);
+  const bool cfg = any_cfg(r, first, steps);
   const uint64_t seed = r.seed ? *r.seed : random_seed();
   // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
   if (config_.memory_check) {
@@ -380,8 +390,6 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     mask = fit_image(mask, r.width, r.height);
   }
   if (r.has_init_image()) init = fit_image(init, r.width, r.height);
-  const std::vector<float> schedule = request_schedule(r);
-  const int first = first_step(r);
   const sampling::SamplerPrecision prec = precision_of(r);
 
   ProgressReporter progress(hooks.progress);
@@ -409,6 +417,8 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   for (int i = 0; i < r.batch_count; ++i) {
     progress.set_image(i + 1, r.batch_count);
     const uint64_t image_seed = seed + uint64_t(i);
+    GenerationRequest image_request = r;  // the ancestral samplers' noise follows the image's seed
+    if (r.init_noise.empty()) image_request.seed = image_seed;
     const Tensor noise = sampling::round_state(initial_noise(r, image_seed), prec);
     if (hooks.dump) hooks.dump->put("input.noise", noise);
     // img2img starts from the init latent noised to the first step's t: x_t = (1 − t)·x0 + t·ε.
@@ -418,7 +428,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     GeneratedImage img;
     {
       PhaseTimer t(&result.phases, "denoising");
-      img.latent = first < r.steps ? denoise(start, std::span(schedule).subspan(size_t(first)), first, text, r, hooks,
+      img.latent = first < steps ? denoise(start, std::span(schedule).subspan(size_t(first)), first, text, image_request, hooks,
                                              blend ? &*blend : nullptr, progress)
                                    : start;  // strength 0: no step runs
     }
@@ -458,12 +468,19 @@ uint64_t random_seed() {
 
 int first_step(const GenerationRequest& r) {
   if (!r.has_init_image()) return 0;
-  return r.steps - int(std::floor(double(r.strength) * r.steps));
+  const int steps = int(request_schedule(r).size()) - 1;
+  return steps - int(std::floor(double(r.strength) * steps));
 }
 
 std::vector<float> request_schedule(const GenerationRequest& r) {
-  const int64_t image_tokens = int64_t(r.height / 16) * (r.width / 16);
-  return sampling::flow_schedule(r.steps, image_tokens, r.shift);
+  sampling::ScheduleOptions o;
+  if (!sampling::parse_scheduler(r.scheduler, &o.scheduler)) throw Error("unknown scheduler '" + r.scheduler + "'");
+  o.steps = r.steps;
+  o.image_seq_len = int64_t(r.height / 16) * (r.width / 16);
+  o.shift = r.shift;
+  o.beta_alpha = r.beta_alpha;
+  o.beta_beta = r.beta_beta;
+  return sampling::make_schedule(o);
 }
 
 Tensor initial_noise(const GenerationRequest& r, uint64_t seed) {

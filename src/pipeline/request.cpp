@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "sampling/denoise.h"
+#include "sampling/schedule.h"
 #include "tensor/tensor.h"
 
 namespace chroma::pipeline {
@@ -55,6 +56,15 @@ float parse_finite(const char* key, const std::string& text) {
   return v;
 }
 
+bool beta_in_range(double v) { return v > 0.0 && v <= 100.0; }
+
+double parse_beta(const char* key, const std::string& text) {
+  double v = 0;
+  if (!parse_number(text, v)) bad_value(key, text, "not a number");
+  if (!beta_in_range(v)) bad_value(key, text, "must be in (0, 100]");
+  return v;
+}
+
 bool parse_bool(const char* key, const std::string& text) {
   if (text == "true" || text == "1") return true;
   if (text == "false" || text == "0") return false;
@@ -102,15 +112,29 @@ const RequestOption kOptions[] = {
        r.batch_count = parse_int("batch_count", t, 1, kMaxBatch, "must be from 1 to " + std::to_string(kMaxBatch));
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.batch_count); }},
-    {"shift", "--no-shift", "Plain linear schedule instead of the resolution-dependent shift", "false", nullptr,
+    {"shift", "--no-shift", "No resolution-dependent shift: a linear author schedule, an unshifted table for the others", "false", nullptr,
      [](GenerationRequest& r, const std::string& t) { r.shift = parse_bool("shift", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift); }},
-    {"sampler", "--sampler,--sampling-method", "Sampler: euler", nullptr, nullptr,
+    {"sampler", "--sampler,--sampling-method", "Sampler: euler, heun, dpm++2m, euler_a", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        if (!sampling::is_sampler_name(t)) bad_value("sampler", t, "unknown sampler (known: " + sampling::sampler_names() + ")");
        r.sampler = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.sampler); }},
+    {"scheduler", "--scheduler", "Schedule: author (default), simple, beta, karras, exponential", nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       sampling::Scheduler s;
+       if (!sampling::parse_scheduler(t, &s))
+         bad_value("scheduler", t, "unknown scheduler (known: " + sampling::scheduler_names() + ")");
+       r.scheduler = t;
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.scheduler); }},
+    {"beta_alpha", "--beta-alpha", "Beta scheduler alpha, in (0, 100]", nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.beta_alpha = parse_beta("beta_alpha", t); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.beta_alpha); }},
+    {"beta_beta", "--beta-beta", "Beta scheduler beta, in (0, 100]", nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) { r.beta_beta = parse_beta("beta_beta", t); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.beta_beta); }},
     {"sampler_dtype", "--sampler-dtype", "Sampler state precision: f32, or bf16 as the reference sampler", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        if (t == "f32") r.sampler_dtype = SamplerDtype::F32;
@@ -166,6 +190,11 @@ void validate(const GenerationRequest& r) {
   check("skip_cfg_steps", r.skip_cfg_steps, r.skip_cfg_steps >= -1, "must be -1 or more");
   if (!sampling::is_sampler_name(r.sampler))
     throw Error(option_label(find_option("sampler")) + " '" + r.sampler + "': unknown sampler");
+  sampling::Scheduler scheduler;
+  if (!sampling::parse_scheduler(r.scheduler, &scheduler))
+    throw Error(option_label(find_option("scheduler")) + " '" + r.scheduler + "': unknown scheduler");
+  check("beta_alpha", r.beta_alpha, beta_in_range(r.beta_alpha), "must be in (0, 100]");
+  check("beta_beta", r.beta_beta, beta_in_range(r.beta_beta), "must be in (0, 100]");
   check("batch_count", r.batch_count, r.batch_count >= 1 && r.batch_count <= kMaxBatch,
         "must be from 1 to " + std::to_string(kMaxBatch));
   if (r.batch_count > 1 && !r.init_noise.empty())

@@ -38,6 +38,8 @@ struct GenerationRequest {
   int batch_count = 1;              // images made with seeds seed, seed + 1, … (ComfyUI's and sd.cpp's rule)
   bool shift = true;                // flow's resolution-dependent schedule shift; false = linear
   std::string sampler = "euler";    // sampling::make_sampler
+  std::string scheduler = "author"; // sampling::make_schedule: author, simple, beta, karras, exponential
+  double beta_alpha = 0.6, beta_beta = 0.6;  // the beta scheduler's parameters (ComfyUI's defaults)
   SamplerDtype sampler_dtype = SamplerDtype::F32;
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
 

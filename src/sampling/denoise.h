@@ -1,7 +1,8 @@
 // The denoising loop and the sampler objects it runs (chroma-spec.md §4): a sampler integrates the
 // flow ODE dx/dt = v(x, t) from the first to the last time of a schedule slice, calling the
-// velocity function as often as its method needs (Euler once per step, Heun twice). Each sampler
-// owns its precision rules (sampler.h): how its state and the model's view of t are rounded.
+// velocity function as often as its method needs (Euler once per step, Heun twice), or samples the
+// flow's SDE (ancestral samplers, with noise). Each sampler owns its precision rules (sampler.h):
+// how its state and the model's view of t are rounded.
 #pragma once
 #include <functional>
 #include <memory>
@@ -21,6 +22,20 @@ using VelocityFn = std::function<Tensor(const Tensor& x, float t, int step)>;
 // returns false to stop the loop (cancellation).
 using StepHook = std::function<bool(int step, int steps, Tensor& x)>;
 
+// The next tensor of N(0, 1) noise of a shape, for the ancestral samplers (the pipeline gives a
+// PyTorch CPU generator seeded with the image's seed, as ComfyUI's default noise sampler is).
+using NoiseFn = std::function<Tensor(const Shape& shape)>;
+
+// What multistep samplers remember between the steps of one run; denoise() starts it empty.
+struct StepHistory {
+  Tensor denoised;   // the previous step's x0 prediction, D = x − t·v
+  float t = 0;       // the previous step's time
+  bool empty() const { return denoised.numel() == 0; }
+};
+
+// Samplers work on the flow sigmas σ = t (chroma-spec.md §4.1, ComfyUI's CONST model sampling): the
+// x0 prediction of velocity v at (x, σ) is D = x − σ·v, and dx/dσ = (x − D)/σ = v. The formulas are
+// k-diffusion's (as ComfyUI runs them on flow models), written with v.
 class Sampler {
  public:
   explicit Sampler(SamplerPrecision precision) : precision_(precision) {}
@@ -30,25 +45,70 @@ class Sampler {
   // The state as this sampler keeps it (e.g. the initial noise rounded to bf16).
   Tensor prepare(const Tensor& x) const { return round_state(x, precision_); }
   // One step of the schedule from t to t_next (float32 schedule values) at schedule index `step`.
-  virtual Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity) const = 0;
+  virtual Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+                      StepHistory& history) const = 0;
 
  protected:
   SamplerPrecision precision_;
 };
 
 // Euler (spec §4.1): x + (t_next − t)·v(x, t), the model seeing t in the sampler's precision and dt
-// taken from the float32 schedule (flow's denoise_cfg; sampler.h euler_step).
+// taken from the float32 schedule (flow's denoise_cfg; sampler.h euler_step). 1st order.
 class EulerSampler final : public Sampler {
  public:
   using Sampler::Sampler;
   const char* name() const override { return "euler"; }
-  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity) const override;
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
 };
 
-// The samplers by name; throws chroma::Error for an unknown name.
-std::unique_ptr<Sampler> make_sampler(const std::string& name, SamplerPrecision precision);
+// The other samplers compute in float32; with SamplerPrecision::BF16 the model sees t rounded to
+// bf16 and the state is rounded to bf16 after each step.
+//
+// Heun (k-diffusion sample_heun, no churn): d1 = v(x, t), x̃ = x + dt·d1, d2 = v(x̃, t_next),
+// x + dt·(d1 + d2)/2; the last step (t_next = 0) is Euler. 2nd order, two evaluations per step.
+class HeunSampler final : public Sampler {
+ public:
+  using Sampler::Sampler;
+  const char* name() const override { return "heun"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+};
+
+// DPM-Solver++(2M) (k-diffusion sample_dpmpp_2m): with h = log(t/t_next) and r = h_prev/h,
+// D' = (1 + 1/(2r))·D − D_prev/(2r) (D' = D on the first step), x_next = (t_next/t)·x + (1 − t_next/t)·D';
+// the last step (t_next = 0) gives D. 2nd order, one evaluation per step.
+class DpmPP2MSampler final : public Sampler {
+ public:
+  using Sampler::Sampler;
+  const char* name() const override { return "dpm++2m"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+};
+
+// Euler ancestral for flow models (ComfyUI sample_euler_ancestral_RF, eta η, s_noise 1): a step down to
+// t_down = t_next·(1 + (t_next/t − 1)·η), x' = (t_down/t)·x + (1 − t_down/t)·D, then renoised to
+// t_next: (1 − t_next)/(1 − t_down)·x' + c·ε, c = sqrt(t_next² − t_down²·(1 − t_next)²/(1 − t_down)²),
+// which keeps x on the flow marginal (1 − t)·x0 + t·ε. The last step gives D. η = 0 is Euler.
+class EulerAncestralSampler final : public Sampler {
+ public:
+  EulerAncestralSampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
+      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+  const char* name() const override { return "euler_a"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+
+ private:
+  NoiseFn noise_;
+  float eta_;
+};
+
+// The samplers by name; throws chroma::Error for an unknown name, or an ancestral sampler without
+// a noise source.
+std::unique_ptr<Sampler> make_sampler(const std::string& name, SamplerPrecision precision, NoiseFn noise = {});
 bool is_sampler_name(const std::string& name);
-std::string sampler_names();  // "euler", comma-separated
+bool is_ancestral(const std::string& name);  // takes noise at every step
+std::string sampler_names();  // "euler, heun, …"
 
 // Integrates from schedule.front() to schedule.back() (schedule.size() − 1 steps, times
 // decreasing); `first_step` is the index of schedule[0] in the full schedule (img2img starts

@@ -128,26 +128,28 @@ float uniform24(std::mt19937& gen) { return float(gen() & 0xffffffu) * (1.0f / 1
 
 }  // namespace
 
-Tensor torch_randn(uint64_t seed, const Shape& shape, RandnKernel kernel) {
+// PyTorch's CPUGeneratorImpl is the standard mt19937 (init_genrand) on the low 32 seed bits.
+TorchGenerator::TorchGenerator(uint64_t seed, RandnKernel kernel) : gen_(uint32_t(seed & 0xffffffffu)), kernel_(kernel) {}
+
+Tensor TorchGenerator::randn(const Shape& shape) {
   Tensor out(shape);
   const int64_t n = out.numel();
   if (n < 16)
     throw Error("torch_randn: shape " + shape_str(shape) + " has fewer than 16 elements (unsupported)");
-
-  // PyTorch's CPUGeneratorImpl is the standard mt19937 (init_genrand) on the low 32 seed bits.
-  std::mt19937 gen(uint32_t(seed & 0xffffffffu));
-  auto box_muller_16 = kernel == RandnKernel::Avx2 ? box_muller_16_avx2 : box_muller_16_scalar;
+  auto box_muller_16 = kernel_ == RandnKernel::Avx2 ? box_muller_16_avx2 : box_muller_16_scalar;
 
   float* data = out.ptr();
-  for (int64_t i = 0; i < n; ++i) data[i] = uniform24(gen);  // all draws first
+  for (int64_t i = 0; i < n; ++i) data[i] = uniform24(gen_);  // all draws first
   for (int64_t i = 0; i + 16 <= n; i += 16) box_muller_16(data + i);
   if (n % 16 != 0) {
     // PyTorch redoes the last 16 values with fresh draws (overlapping the last full block).
     float* tail = data + n - 16;
-    for (int i = 0; i < 16; ++i) tail[i] = uniform24(gen);
+    for (int i = 0; i < 16; ++i) tail[i] = uniform24(gen_);
     box_muller_16(tail);
   }
   return out;
 }
+
+Tensor torch_randn(uint64_t seed, const Shape& shape, RandnKernel kernel) { return TorchGenerator(seed, kernel).randn(shape); }
 
 }  // namespace chroma::sampling

@@ -11,6 +11,7 @@
 // kernels here, both exact re-implementations in portable scalar code.
 #pragma once
 #include <cstdint>
+#include <random>
 
 #include "tensor/tensor.h"
 
@@ -24,6 +25,19 @@ enum class RandnKernel {
   // PyTorch's scalar kernel (no AVX2, or ATEN_CPU_CAPABILITY=default): float32 std::log, std::cos,
   // std::sin, std::sqrt, θ = 2π·u2 in double rounded to float. Exact with glibc's float functions.
   Scalar,
+};
+
+// A PyTorch CPU generator: torch.Generator().manual_seed(seed), then each randn(shape) continues
+// the stream as torch.randn(shape, generator=g) does (ComfyUI's ancestral noise, samplers.h).
+class TorchGenerator {
+ public:
+  explicit TorchGenerator(uint64_t seed, RandnKernel kernel = RandnKernel::Avx2);
+  // Throws chroma::Error when the shape has fewer than 16 elements (PyTorch takes another path there).
+  Tensor randn(const Shape& shape);
+
+ private:
+  std::mt19937 gen_;
+  RandnKernel kernel_;
 };
 
 // torch.manual_seed(seed); torch.randn(shape) → float32 tensor of `shape`, row-major.

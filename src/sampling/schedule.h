@@ -5,6 +5,7 @@
 // the reference dumps all see those float32 values (testdata/reference/README.md case b).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace chroma::sampling {
@@ -19,5 +20,39 @@ double schedule_mu(int64_t image_seq_len);
 //   shift: t' = e^mu / (e^mu + (1/t − 1))                   (on the float32 tensor; t = 0 stays 0)
 // Throws chroma::Error when steps < 1 or image_seq_len < 1.
 std::vector<float> flow_schedule(int steps, int64_t image_seq_len, bool shift);
+
+// Other front ends' schedulers (ComfyUI's names and rules), on the flow sigmas σ = t of a table of
+// 1000 times  σ_k = α·u/(1 + (α − 1)·u),  u = k/1000, k = 1…1000  (ComfyUI's ModelSamplingDiscreteFlow
+// with shift α). α = e^mu with the author's shift — the author's time_shift is this same map — and
+// α = 1 without it (--no-shift; what ComfyUI's Chroma1-HD template uses). Values computed in double,
+// rounded to float32; every schedule ends with 0.
+//   author        flow_schedule (the default; exact)
+//   simple        σ_table[last − floor(i·1000/steps)], i = 0…steps−1
+//   beta          σ_table[rint(BetaPPF(1 − i/steps; α_b, β_b)·999)], i = 0…steps−1, repeats dropped
+//                 (ComfyUI's rule: many steps may give fewer distinct times)
+//   karras        (σmax^(1/ρ) + i/(steps−1)·(σmin^(1/ρ) − σmax^(1/ρ)))^ρ, ρ = 7, σmin/σmax = table ends
+//   exponential   exp(log σmax + i/(steps−1)·(log σmin − log σmax))
+enum class Scheduler { Author, Simple, Beta, Karras, Exponential };
+
+struct ScheduleOptions {
+  Scheduler scheduler = Scheduler::Author;
+  int steps = 28;
+  int64_t image_seq_len = 4096;       // image tokens, (H/16)·(W/16): the author's mu
+  bool shift = true;
+  double beta_alpha = 0.6, beta_beta = 0.6;  // beta scheduler parameters, each in (0, 100]
+};
+
+// The schedule: times from 1 (or the table's σmax) down to 0, at most steps + 1 of them. Throws
+// chroma::Error for steps < 1 or beta parameters out of range.
+std::vector<float> make_schedule(const ScheduleOptions& options);
+
+// "author", "simple", …; parse_scheduler returns false for an unknown name.
+const char* scheduler_name(Scheduler s);
+bool parse_scheduler(const std::string& name, Scheduler* out);
+std::string scheduler_names();  // comma-separated
+
+// The inverse of the regularized incomplete beta function I_x(a, b) (the Beta(a, b) distribution's
+// quantile): x with I_x(a, b) = p, for p in [0, 1] and a, b > 0 (Boost.Math).
+double beta_ppf(double p, double a, double b);
 
 }  // namespace chroma::sampling

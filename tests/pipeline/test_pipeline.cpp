@@ -340,6 +340,31 @@ TEST(PipelineLora, AppliesSwitchesAndReturnsToTheBaseWithoutReopening) {
   EXPECT_THROW(pipeline.generate(r), Error);
 }
 
+// An ancestral sampler's noise follows the image's seed: the same seed gives the same image, the next
+// image of a batch is the next seed's; and it differs from the ODE sampler's result.
+TEST(PipelineSamplers, AncestralNoiseFollowsTheSeed) {
+  CHROMA_REQUIRE_FILE(test::mini_models().dit);
+  PipelineConfig c;
+  c.files = test::mini_models();
+  Pipeline pipeline(c);
+  GenerationRequest r = test::case_e_options(0);
+  r.seed = 5;
+  r.sampler = "euler_a";
+  r.scheduler = "beta";
+  const std::vector<float> first = pipeline.generate(r).images.at(0).latent.data;
+  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.data, first);
+  r.batch_count = 2;
+  r.seed = 4;
+  const GenerationResult batch = pipeline.generate(r);
+  EXPECT_EQ(batch.images.at(1).latent.data, first) << "image 2 of seed 4 is seed 5";
+  EXPECT_NE(batch.images.at(0).latent.data, first);
+  GenerationRequest ode = test::case_e_options(0);
+  ode.seed = 5;
+  ode.scheduler = "beta";
+  EXPECT_NE(pipeline.generate(ode).images.at(0).latent.data, first);
+  EXPECT_EQ(batch.images.at(1).parameters.at("scheduler"), "beta");
+}
+
 // Fuse mode merges each new LoRA set into fresh copies of the base weights: switching sets and back
 // gives the first result bit for bit (nothing fused on top of an earlier fusion), and no LoRA is the
 // base model exactly.

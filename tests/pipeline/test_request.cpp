@@ -32,6 +32,14 @@ TEST(RequestOptions, ParseWholeValuesInRange) {
   set_option(r, "skip_cfg_steps", "-1");
   set_option(r, "shift", "false");
   set_option(r, "sampler_dtype", "bf16");
+  set_option(r, "sampler", "dpm++2m");
+  set_option(r, "scheduler", "beta");
+  set_option(r, "beta_alpha", "0.5");
+  set_option(r, "beta_beta", "100");
+  EXPECT_EQ(r.sampler, "dpm++2m");
+  EXPECT_EQ(r.scheduler, "beta");
+  EXPECT_EQ(r.beta_alpha, 0.5);
+  EXPECT_EQ(r.beta_beta, 100.0);
   EXPECT_EQ(r.width, 512);
   EXPECT_EQ(r.cfg, 3.5f);
   EXPECT_EQ(r.skip_cfg_steps, -1);
@@ -40,7 +48,8 @@ TEST(RequestOptions, ParseWholeValuesInRange) {
   for (const auto& [key, text] : std::vector<std::pair<std::string, std::string>>{
            {"width", "64.5"}, {"width", "64px"}, {"width", " 64"}, {"width", "+64"}, {"width", "99999999999"},
            {"steps", "0"}, {"cfg", "nan"}, {"cfg", "inf"}, {"skip_cfg_steps", "-2"}, {"shift", "maybe"},
-           {"sampler", "nope"}, {"sampler_dtype", "f16"}})
+           {"sampler", "nope"}, {"sampler_dtype", "f16"}, {"scheduler", "Beta"}, {"scheduler", ""},
+           {"beta_alpha", "0"}, {"beta_alpha", "-1"}, {"beta_beta", "100.5"}, {"beta_beta", "nan"}})
     EXPECT_NE(error_of([&] { set_option(r, key, text); }).find(key), std::string::npos) << key << " = " << text;
   EXPECT_NE(error_of([&] { set_option(r, "no_such_option", "1"); }).find("no_such_option"), std::string::npos);
 }
@@ -80,11 +89,15 @@ TEST(RequestJson, RoundTripsEveryOption) {
   r.seed = 18446744073709551615ull;
   r.shift = false;
   r.sampler_dtype = SamplerDtype::BF16;
+  r.sampler = "heun";
+  r.scheduler = "karras";
+  r.beta_alpha = 0.3;  // not exact in binary either
   r.init_noise = "noise.safetensors";
   const GenerationRequest back = request_from_json(json::parse(request_to_json(r).dump()));
   EXPECT_EQ(request_to_json(back), request_to_json(r));
   EXPECT_EQ(back.cfg, r.cfg);
   EXPECT_EQ(back.seed, r.seed);
+  EXPECT_EQ(back.beta_alpha, r.beta_alpha);
 }
 
 TEST(RequestJson, RejectsUnknownKeysWrongTypesAndBadValues) {
