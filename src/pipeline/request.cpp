@@ -115,7 +115,7 @@ const RequestOption kOptions[] = {
     {"shift", "--no-shift", "No resolution-dependent shift: a linear author schedule, an unshifted table for the others", "false", nullptr,
      [](GenerationRequest& r, const std::string& t) { r.shift = parse_bool("shift", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift); }},
-    {"sampler", "--sampler,--sampling-method", "Sampler: euler, heun, dpm++2m, euler_a", nullptr, nullptr,
+    {"sampler", "--sampler,--sampling-method", "Sampler: euler, heun, dpm++2m, res_multistep, gradient_estimation, euler_a", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        if (!sampling::is_sampler_name(t)) bad_value("sampler", t, "unknown sampler (known: " + sampling::sampler_names() + ")");
        r.sampler = t;

@@ -62,6 +62,35 @@ Tensor DpmPP2MSampler::step(const Tensor& x, float t, float t_next, int step, co
   return round_state(out, precision_);
 }
 
+Tensor ResMultistepSampler::step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+                                 StepHistory& history) const {
+  const Tensor v = velocity(x, round_state(t, precision_), step);
+  const Tensor d = denoised(x, v, t);
+  Tensor out;
+  if (t_next == 0.0f || history.empty()) {
+    out = combine(1.0f, x, t_next - t, v);
+  } else {
+    const double h = std::log(double(t) / double(t_next));
+    const double c2 = -std::log(double(history.t) / double(t)) / h;
+    const double phi1 = std::expm1(-h) / -h, phi2 = (phi1 - 1.0) / -h;
+    const double b1 = phi1 - phi2 / c2, b2 = phi2 / c2;
+    out = combine(float(std::exp(-h)), x, 1.0f, combine(float(h * b1), d, float(h * b2), history.denoised));
+  }
+  history.denoised = d;
+  history.t = t;
+  return round_state(out, precision_);
+}
+
+Tensor GradientEstimationSampler::step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+                                       StepHistory& history) const {
+  constexpr float kGamma = 2.0f;
+  const Tensor v = velocity(x, round_state(t, precision_), step);
+  const Tensor v_bar = history.empty() ? v : combine(kGamma, v, 1.0f - kGamma, history.velocity);
+  history.velocity = v;
+  history.t = t;
+  return round_state(combine(1.0f, x, t_next - t, v_bar), precision_);
+}
+
 Tensor EulerAncestralSampler::step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
                                    StepHistory&) const {
   const Tensor d = denoised(x, velocity(x, round_state(t, precision_), step), t);
@@ -92,6 +121,8 @@ const NamedSampler kSamplers[] = {
     {"euler", false, make_ode<EulerSampler>},
     {"heun", false, make_ode<HeunSampler>},
     {"dpm++2m", false, make_ode<DpmPP2MSampler>},
+    {"res_multistep", false, make_ode<ResMultistepSampler>},
+    {"gradient_estimation", false, make_ode<GradientEstimationSampler>},
     {"euler_a", true,
      [](SamplerPrecision p, NoiseFn noise) -> std::unique_ptr<Sampler> {
        return std::make_unique<EulerAncestralSampler>(p, std::move(noise));

@@ -28,9 +28,10 @@ using NoiseFn = std::function<Tensor(const Shape& shape)>;
 
 // What multistep samplers remember between the steps of one run; denoise() starts it empty.
 struct StepHistory {
-  Tensor denoised;   // the previous step's x0 prediction, D = x − t·v
+  Tensor denoised;   // the previous step's x0 prediction, D = x − t·v (dpm++2m, res_multistep)
+  Tensor velocity;   // the previous step's velocity (gradient_estimation)
   float t = 0;       // the previous step's time
-  bool empty() const { return denoised.numel() == 0; }
+  bool empty() const { return denoised.numel() == 0 && velocity.numel() == 0; }
 };
 
 // Samplers work on the flow sigmas σ = t (chroma-spec.md §4.1, ComfyUI's CONST model sampling): the
@@ -82,6 +83,28 @@ class DpmPP2MSampler final : public Sampler {
  public:
   using Sampler::Sampler;
   const char* name() const override { return "dpm++2m"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+};
+
+// RES multistep (ComfyUI sample_res_multistep, deterministic; arXiv 2308.02157): in λ = −log t with
+// h = λ_next − λ and c2 = −h_prev/h, x_next = e^(−h)·x + h·(b1·D + b2·D_prev), b1 = φ1(−h) − φ2(−h)/c2,
+// b2 = φ2(−h)/c2, φ1(z) = (e^z − 1)/z, φ2(z) = (φ1(z) − 1)/z; the first and the last step are Euler.
+// 2nd order, one evaluation per step.
+class ResMultistepSampler final : public Sampler {
+ public:
+  using Sampler::Sampler;
+  const char* name() const override { return "res_multistep"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+};
+
+// Gradient estimation (ComfyUI sample_gradient_estimation, γ = 2; openreview o2ND9v0CeK): Euler with
+// the velocity extrapolated from the previous one, v̄ = γ·v + (1 − γ)·v_prev (plain v on the first step).
+class GradientEstimationSampler final : public Sampler {
+ public:
+  using Sampler::Sampler;
+  const char* name() const override { return "gradient_estimation"; }
   Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
               StepHistory& history) const override;
 };

@@ -63,7 +63,7 @@ TEST(Samplers, OrderOfConvergence) {
     const char* name;
     double order;
   };
-  for (const Case c : {Case{"euler", 1}, Case{"heun", 2}, Case{"dpm++2m", 2}}) {
+  for (const Case c : {Case{"euler", 1}, Case{"heun", 2}, Case{"dpm++2m", 2}, Case{"res_multistep", 2}}) {
     const double e32 = linear_field_error(c.name, 32), e64 = linear_field_error(c.name, 64);
     const double measured = std::log2(e32 / e64);
     std::printf("  %-8s e(32) %.3g  e(64) %.3g  order %.3f\n", c.name, e32, e64, measured);
@@ -80,6 +80,20 @@ TEST(Samplers, HeunEvaluatesTwicePerStepButOnceOnTheLast) {
   EXPECT_EQ(calls, 5);
 }
 
+// Gradient estimation against its recurrence, worked out in double: v̄_0 = v_0, v̄_i = 2·v_i − v_{i−1}.
+TEST(Samplers, GradientEstimationFollowsItsRecurrence) {
+  const double lambda = 0.9;
+  const std::vector<float> ts = {1.0f, 0.7f, 0.45f, 0.2f, 0.0f};
+  const Tensor x = denoise(GradientEstimationSampler(SamplerPrecision::F32), Tensor({1}, {1.0f}), ts, linear_field(lambda));
+  double want = 1, v_prev = 0;
+  for (size_t i = 0; i + 1 < ts.size(); ++i) {
+    const double v = lambda * want, v_bar = i == 0 ? v : 2 * v - v_prev;
+    want += double(ts[i + 1] - ts[i]) * v_bar;
+    v_prev = v;
+  }
+  EXPECT_NEAR(x.data[0], want, 1e-6);
+}
+
 // With point-mass data every sampler reaches x0 (the field's x0 prediction is x0 at every step), and
 // the ODE samplers stay on the straight path (1 − t)·x0 + t·ε.
 TEST(Samplers, PointMassDataIsReachedExactly) {
@@ -88,7 +102,7 @@ TEST(Samplers, PointMassDataIsReachedExactly) {
   for (size_t i = 0; i < target.data.size(); ++i) target.data[i] = 0.25f * float(int(i % 9) - 4);
   const Tensor eps = torch_randn(3, {1, 16, 2, 2});
   const std::vector<float> ts = {1.0f, 0.9f, 0.7f, 0.45f, 0.2f, 0.0f};
-  for (const char* name : {"euler", "heun", "dpm++2m", "euler_a"}) {
+  for (const char* name : {"euler", "heun", "dpm++2m", "res_multistep", "gradient_estimation", "euler_a"}) {
     const auto sampler = make_sampler(name, SamplerPrecision::F32, generator_noise(5));
     const StepHook on_path = [&](int step, int, Tensor& x) {
       if (std::string(name) == "euler_a") return true;  // stochastic path, checked below
