@@ -4,8 +4,9 @@
 #   scripts/fuzz.sh --list           the harness names (from fuzz/CMakeLists.txt)
 # The seed corpus is made afresh from the reference files ($CHROMA_TESTDATA, default
 # ../shared/testdata) in build-fuzz/seeds/NAME; what the fuzzer finds interesting accumulates in
-# build-fuzz/corpus/NAME. A crash, sanitizer report, leak or an input slower than 10 s is written to
-# build-fuzz/findings/NAME/ and the script exits non-zero.
+# build-fuzz/corpus/NAME. A crash, sanitizer report, leak or timeout (an input running over 10 s) is
+# written to build-fuzz/findings/NAME/ and the script exits non-zero; libFuzzer also saves the slowest
+# input there as slow-unit-* once one takes 10 s (reported, not a failure: replay it to time it alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -143,7 +143,15 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
   plan.phases.push_back(denoise);
 
   PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));
-  decode.activation_bytes = vae_activations(vae::VaeConfig::from_weights(vae), run.width, run.height);
+  const vae::VaeConfig vaec = vae::VaeConfig::from_weights(vae);
+  if (run.vae_tile > 0) {
+    // One tile's activations, plus the blended image and its weights (vae/tiled.cpp).
+    const int side = run.vae_tile * vaec.downscale();
+    decode.activation_bytes = vae_activations(vaec, std::min(side, run.width), std::min(side, run.height)) +
+                              kF32 * size_t(run.width) * size_t(run.height) * size_t(vaec.out_channels + 1);
+  } else {
+    decode.activation_bytes = vae_activations(vaec, run.width, run.height);
+  }
   plan.phases.push_back(decode);
 
   for (PhaseEstimate& e : plan.phases)

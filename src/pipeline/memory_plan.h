@@ -25,6 +25,7 @@ namespace chroma::pipeline {
 struct RunShape {
   int width = 0, height = 0;       // pixels
   std::vector<int64_t> text_rows;  // T5 output rows of each DiT sequence: {pos} or {pos, neg} (CFG)
+  int vae_tile = 0;                // tiled decoding: tile side in latent pixels (vae/tiled.h); 0 = whole image
 };
 
 struct PhaseEstimate {

@@ -16,6 +16,7 @@
 #include "pipeline/image_input.h"
 #include "pipeline/output.h"
 #include "pipeline/memory_plan.h"
+#include "models/vae/tiled.h"
 #include "sampling/rng.h"
 #include "sampling/schedule.h"
 #include "text/tokenizer.h"
@@ -54,6 +55,9 @@ void require_finite(const Tensor& t, const char* what) {
   for (float x : t.data)
     if (!std::isfinite(x)) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
 }
+
+// ComfyUI's VAEDecodeTiled defaults: 512-pixel tiles with 64 pixels of overlap (latent pixels here).
+constexpr vae::Tiling kVaeTiling{64, 8};
 
 sampling::SamplerPrecision precision_of(const GenerationRequest& r) {
   return r.sampler_dtype == SamplerDtype::BF16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
@@ -97,6 +101,11 @@ class ProgressReporter {
     const int left = steps - done + (images_ - image_) * steps;  // this image's steps, then the later images'
     report({Progress::Phase::Denoising, image_, images_, done, steps, elapsed(), per_step, per_step * left});
   }
+  // Tiled decoding: the tiles are the decoding phase's steps (the ETA is this image's decode).
+  void tile_done(int done, int tiles) {
+    const double per_tile = std::chrono::duration<double>(Clock::now() - phase_start_).count() / done;
+    report({Progress::Phase::Decoding, image_, images_, done, tiles, elapsed(), per_tile, per_tile * (tiles - done)});
+  }
 
  private:
   double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
@@ -104,9 +113,9 @@ class ProgressReporter {
     const bool go_on = !callback_ || callback_(p);
     if (!go_on && p.phase != Progress::Phase::Done)  // nothing is left to cancel once done
       throw Cancelled(std::string("cancelled during ") + phase_name(p.phase) +
-                      (p.phase == Progress::Phase::Denoising ? " after step " + std::to_string(p.step) + " of " +
-                                                                   std::to_string(p.steps)
-                                                             : std::string()));
+                      (p.step > 0 ? std::string(p.phase == Progress::Phase::Decoding ? " after tile " : " after step ") +
+                                        std::to_string(p.step) + " of " + std::to_string(p.steps)
+                                  : std::string()));
   }
 
   const ProgressCallback& callback_;
@@ -168,9 +177,9 @@ Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks) const 
   return encode_image(image, hooks, progress);
 }
 
-Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks) const {
+Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled) const {
   ProgressReporter progress(hooks.progress);
-  return decode(latent, hooks, progress);
+  return decode(latent, hooks, tiled, progress);
 }
 
 TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
@@ -277,11 +286,14 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
   return latent;
 }
 
-Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const {
+Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled, ProgressReporter& progress) const {
   progress.phase(Progress::Phase::Decoding);
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);  // the dump keeps the decoder's output only
   const ops::profile::Section ops_section("decoding");
-  Tensor image = models_->vae->decode(latent);
+  const vae::Decoder& decoder = *models_->vae;
+  Tensor image = tiled ? vae::decode_tiled([&](const Tensor& z) { return decoder.decode(z); }, latent, kVaeTiling,
+                                           [&](int done, int total) { progress.tile_done(done, total); })
+                       : decoder.decode(latent);
   io::release_pages(models_->vae_weights, "");
   release_free_heap();
   require_finite(image, "VAE decoding");
@@ -366,15 +378,29 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   const int first = first_step(r);
   const bool cfg = any_cfg(r, first, steps);
   const uint64_t seed = r.seed ? *r.seed : random_seed();
-  // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later.
+  // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later. A decode
+  // that alone does not fit is tiled instead.
+  bool tiled = r.vae_tiling;
   if (config_.memory_check) {
     const LoraMemory lora = lora_memory_of(resolved);
     auto rows = [&](const std::string& prompt) { return int64_t(models_->tokenizer->encode(prompt).size()) + 1; };
-    RunShape shape{r.width, r.height, {rows(r.prompt)}};
+    RunShape shape{r.width, r.height, {rows(r.prompt)}, tiled ? kVaeTiling.tile : 0};
     if (cfg) shape.text_rows.push_back(rows(r.negative_prompt));
     const BackendScope threads(context_.backend(), context_.threads());  // the plan counts per-thread scratch
-    check_memory(plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape, lora),
-                 config_.low_memory, available_memory_bytes());
+    auto plan = [&] { return plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape, lora); };
+    MemoryPlan p = plan();
+    const size_t available = available_memory_bytes();
+    if (!tiled && available > 0 && p.peak_bytes(config_.low_memory) > available) {
+      shape.vae_tile = kVaeTiling.tile;
+      if (MemoryPlan t = plan(); t.peak_bytes(config_.low_memory) <= available) {
+        result.warnings.push_back("decoding in tiles: the whole " + std::to_string(r.width) + "×" +
+                                  std::to_string(r.height) + " image would need about " +
+                                  gib(p.peak_bytes(config_.low_memory)) + ", " + gib(available) + " is available");
+        tiled = true;
+        p = t;
+      }
+    }
+    check_memory(p, config_.low_memory, available);
   }
   use_loras(resolved, result.warnings);
   // Everything a request reads from files, before any computing: the init image and mask.
@@ -438,7 +464,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     }
     {
       PhaseTimer t(&result.phases, "decoding");
-      img.image = decode(img.latent, hooks, progress);
+      img.image = decode(img.latent, hooks, tiled, progress);
     }
     if (hooks.dump) hooks.dump->put("output.image", img.image);
     img.rgb = to_rgb8(img.image);
@@ -448,6 +474,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     // What made this image alone: its own seed, one image.
     GenerationRequest used = request;  // as given: the prompt keeps its <lora:…> tags
     used.batch_count = 1;
+    used.vae_tiling = tiled;  // also when chosen for memory: the image depends on it
     if (r.init_noise.empty()) used.seed = image_seed;
     img.seed = used.seed;
     img.parameters = request_to_json(used);

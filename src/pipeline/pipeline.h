@@ -131,7 +131,9 @@ class Pipeline {
   // each step when given. Returns the final latent; throws Cancelled.
   Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
                  const GenerationRequest& request, const RunHooks& hooks = {}, const LatentBlend* blend = nullptr) const;
-  Tensor decode(const Tensor& latent, const RunHooks& hooks = {}) const;
+  // Tiled (vae/tiled.h: 512-pixel tiles, 64 pixels of overlap) when `tiled`; the progress callback then
+  // sees each tile as a step of the decoding phase and may cancel between tiles.
+  Tensor decode(const Tensor& latent, const RunHooks& hooks = {}, bool tiled = false) const;
   // image [1, 3, H, W] in [−1, 1] → latent (the posterior mean, scaled and shifted; vae.h Encoder).
   // Throws chroma::Error when the VAE file has no encoder.
   Tensor encode_image(const Tensor& image, const RunHooks& hooks = {}) const;
@@ -143,7 +145,7 @@ class Pipeline {
   Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
                  const GenerationRequest& request, const RunHooks& hooks, const LatentBlend* blend,
                  ProgressReporter& progress) const;
-  Tensor decode(const Tensor& latent, const RunHooks& hooks, ProgressReporter& progress) const;
+  Tensor decode(const Tensor& latent, const RunHooks& hooks, bool tiled, ProgressReporter& progress) const;
   Tensor encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const;
 
   // The request's LoRAs (file list + prompt tags) with their paths found (--lora-dir), each file

@@ -142,6 +142,9 @@ const RequestOption kOptions[] = {
        else bad_value("sampler_dtype", t, "must be f32 or bf16");
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.sampler_dtype == SamplerDtype::BF16 ? "bf16" : "f32"); }},
+    {"vae_tiling", "--vae-tiling", "Decode the image in overlapping 512-pixel tiles (less memory; automatic when needed)",
+     "true", nullptr, [](GenerationRequest& r, const std::string& t) { r.vae_tiling = parse_bool("vae_tiling", t); },
+     [](const GenerationRequest& r) { return nlohmann::json(r.vae_tiling); }},
     {"init_noise", "--init-noise", "Initial noise: safetensors with one F32 [1,16,H/8,W/8] tensor", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) { r.init_noise = t; },
      [](const GenerationRequest& r) { return nlohmann::json(r.init_noise); }},

@@ -42,6 +42,8 @@ struct GenerationRequest {
   double beta_alpha = 0.6, beta_beta = 0.6;  // the beta scheduler's parameters (ComfyUI's defaults)
   SamplerDtype sampler_dtype = SamplerDtype::F32;
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
+  bool vae_tiling = false;          // decode in overlapping tiles (vae/tiled.h); also chosen when the whole
+                                    // image would not fit in memory
 
   // LoRAs on the DiT: these plus the <lora:NAME:SCALE> tags of the prompt (take_lora_tags).
   std::vector<LoraRequest> loras;

@@ -159,6 +159,22 @@ TEST(MemoryPlan, LorasAreCountedAsTheyAreApplied) {
   }
 }
 
+// Tiled decoding holds one tile's activations plus the blended image: far less than the whole image
+// at 2048², and the tile size is what counts, not the image's.
+TEST(MemoryPlan, TiledDecodingNeedsOneTilesActivations) {
+  require_mini();
+  if (::testing::Test::IsSkipped() || ::testing::Test::HasFatalFailure()) return;
+  const io::WeightStore t5 = io::WeightStore::open(test::reference_path("t5-mini.safetensors"));
+  const io::WeightStore dit = io::WeightStore::open(test::reference_path("chroma-mini.safetensors"));
+  const io::WeightStore vae = io::WeightStore::open(test::reference_path("ae-mini.safetensors"));
+  const size_t whole = plan_memory(t5, dit, vae, {2048, 2048, {12}}).phases[2].activation_bytes;
+  const size_t tiled = plan_memory(t5, dit, vae, {2048, 2048, {12}, 64}).phases[2].activation_bytes;
+  const size_t tile_alone = plan_memory(t5, dit, vae, {512, 512, {12}}).phases[2].activation_bytes;
+  const size_t blend = size_t(2048) * 2048 * (3 + 1) * sizeof(float);  // image + weights
+  EXPECT_EQ(tiled, tile_alone + blend);
+  EXPECT_LT(tiled * 4, whole);
+}
+
 TEST(MemoryPlan, ParsesMemAvailable) {
   EXPECT_EQ(parse_mem_available("MemTotal:       24590000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n"),
             size_t(20000000) * 1024);

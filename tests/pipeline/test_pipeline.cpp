@@ -201,6 +201,38 @@ TEST_F(PipelineCaseE, CancelsAtTheNextStepAndStaysUsable) {
   expect_reference_image(pipeline.generate(test::case_e_options(0)).images.at(0), 0);
 }
 
+// Tiled decoding: a 64×64 image is one tile, the whole decode bit for bit; a 640×64 one has two
+// tiles, reported as decoding steps, and a callback can cancel between them.
+TEST_F(PipelineCaseE, TiledDecodingReportsTilesAndCancelsBetweenThem) {
+  Pipeline pipeline(mini_config());
+  GenerationRequest r = test::case_e_options(0);
+  r.vae_tiling = true;
+  std::vector<std::pair<int, int>> tiles;
+  RunHooks hooks;
+  hooks.progress = [&](const Progress& p) {
+    if (p.phase == Progress::Phase::Decoding) tiles.push_back({p.step, p.steps});
+    return true;
+  };
+  const GeneratedImage one = std::move(pipeline.generate(r, hooks).images.at(0));
+  expect_reference_image(one, 0);
+  EXPECT_EQ(one.parameters.at("vae_tiling"), true);
+  EXPECT_EQ(tiles, (std::vector<std::pair<int, int>>{{0, 0}, {1, 1}}));
+
+  r.width = 640;
+  tiles.clear();
+  hooks.progress = [&](const Progress& p) {
+    if (p.phase == Progress::Phase::Decoding) tiles.push_back({p.step, p.steps});
+    return !(p.phase == Progress::Phase::Decoding && p.step == 1);
+  };
+  try {
+    pipeline.generate(r, hooks);
+    ADD_FAILURE() << "not cancelled";
+  } catch (const Cancelled& e) {
+    EXPECT_NE(std::string(e.what()).find("after tile 1 of 2"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tiles, (std::vector<std::pair<int, int>>{{0, 0}, {1, 2}}));
+}
+
 // Two pipelines on two threads at once, one with a dump and a profiler, one without, and a tracer
 // the main thread has installed: each observer sees its own run only.
 TEST_F(PipelineCaseE, RunsOnTwoThreadsKeepTheirOwnObservers) {
