@@ -59,6 +59,12 @@ void require_finite(const Tensor& t, const char* what) {
 // ComfyUI's VAEDecodeTiled defaults: 512-pixel tiles with 64 pixels of overlap (latent pixels here).
 constexpr vae::Tiling kVaeTiling{64, 8};
 
+text::PromptWeighting prompt_weighting_of(const GenerationRequest& r) {
+  text::PromptWeighting w = text::PromptWeighting::ComfyUI;
+  if (!text::parse_prompt_weighting(r.prompt_weighting, &w)) throw Error("unknown prompt weighting '" + r.prompt_weighting + "'");
+  return w;
+}
+
 sampling::SamplerPrecision precision_of(const GenerationRequest& r) {
   return r.sampler_dtype == SamplerDtype::BF16 ? sampling::SamplerPrecision::BF16 : sampling::SamplerPrecision::F32;
 }
@@ -160,9 +166,9 @@ Pipeline::Pipeline(PipelineConfig config)
 Pipeline::~Pipeline() = default;
 
 TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                                       const RunHooks& hooks) const {
+                                       const RunHooks& hooks, text::PromptWeighting weighting) const {
   ProgressReporter progress(hooks.progress);
-  return encode_text(prompt, negative_prompt, hooks, progress);
+  return encode_text(prompt, negative_prompt, weighting, hooks, progress);
 }
 
 Tensor Pipeline::denoise(const Tensor& x, std::span<const float> schedule, int first_step,
@@ -183,21 +189,35 @@ Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled)
 }
 
 TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                                       const RunHooks& hooks, ProgressReporter& progress) const {
+                                       text::PromptWeighting weighting, const RunHooks& hooks,
+                                       ProgressReporter& progress) const {
   progress.phase(Progress::Phase::TextEncoding);
   const RunContext::Bind bind(context_, hooks.dump, hooks.profiler);
   const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark profiles
-  // Both prompts go through T5 in one pass, so its weights are read once (t5.h encode_batch).
-  const std::vector<int32_t> pos_ids = models_->tokenizer->encode(prompt);
-  const std::vector<int32_t> neg_ids = negative_prompt ? models_->tokenizer->encode(*negative_prompt) : std::vector<int32_t>{};
-  std::vector<t5::T5Encoder::Prompt> prompts = {{pos_ids, "pos."}};
-  if (negative_prompt) prompts.push_back({neg_ids, "neg."});
+  // Both prompts go through T5 in one pass, so its weights are read once (t5.h encode_batch); with
+  // emphasis in either, the empty prompt of the same length joins them (prompt_weights.h).
+  const text::T5Tokenizer& tokenizer = *models_->tokenizer;
+  const auto pos = tokenizer.encode(text::parse_prompt_weights(prompt, weighting));
+  const auto neg = negative_prompt ? tokenizer.encode(text::parse_prompt_weights(*negative_prompt, weighting))
+                                   : text::T5Tokenizer::WeightedIds{};
+  std::vector<t5::T5Encoder::Prompt> prompts = {{pos.ids, "pos."}};
+  if (negative_prompt) prompts.push_back({neg.ids, "neg."});
+  auto weighted = [](const std::vector<float>& w) { return std::any_of(w.begin(), w.end(), [](float x) { return x != 1.0f; }); };
+  std::vector<int32_t> empty_ids;
+  if (weighting == text::PromptWeighting::ComfyUI && (weighted(pos.weights) || weighted(neg.weights))) {
+    empty_ids.assign(std::max(pos.ids.size(), neg.ids.size()), text::T5Tokenizer::kPad);
+    empty_ids[0] = text::T5Tokenizer::kEos;
+    prompts.push_back({empty_ids, "empty."});
+  }
   TextConditioning text;
   {
     TracePrefix p("t5.");
     std::vector<Tensor> txt = models_->t5->encode_batch(prompts);
     text.positive = std::move(txt[0]);
     if (negative_prompt) text.negative = std::move(txt[1]);
+    const Tensor empty = empty_ids.empty() ? Tensor() : txt.back();
+    text::apply_prompt_weights(text.positive, empty, pos.weights, weighting);
+    if (negative_prompt) text::apply_prompt_weights(text.negative, empty, neg.weights, weighting);
   }
   io::release_pages(models_->t5_weights, "");  // one model resident at a time; the file stays open
   release_free_heap();
@@ -383,7 +403,9 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   bool tiled = r.vae_tiling;
   if (config_.memory_check) {
     const LoraMemory lora = lora_memory_of(resolved);
-    auto rows = [&](const std::string& prompt) { return int64_t(models_->tokenizer->encode(prompt).size()) + 1; };
+    auto rows = [&](const std::string& prompt) {
+      return int64_t(models_->tokenizer->encode(text::parse_prompt_weights(prompt, prompt_weighting_of(r))).ids.size()) + 1;
+    };
     RunShape shape{r.width, r.height, {rows(r.prompt)}, tiled ? kVaeTiling.tile : 0};
     if (cfg) shape.text_rows.push_back(rows(r.negative_prompt));
     const BackendScope threads(context_.backend(), context_.threads());  // the plan counts per-thread scratch
@@ -433,7 +455,8 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   TextConditioning text;
   {
     PhaseTimer t(&result.phases, "text encoding");
-    text = encode_text(r.prompt, cfg ? std::optional<std::string>(r.negative_prompt) : std::nullopt, hooks, progress);
+    text = encode_text(r.prompt, cfg ? std::optional<std::string>(r.negative_prompt) : std::nullopt,
+                       prompt_weighting_of(r), hooks, progress);
   }
   nlohmann::json models = nlohmann::json::object();
   for (const auto& [key, path] : {std::pair{"dit", config_.files.dit}, {"t5", config_.files.t5}, {"vae", config_.files.vae}})

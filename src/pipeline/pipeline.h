@@ -26,6 +26,7 @@
 #include "sampling/denoise.h"
 #include "tensor/error.h"
 #include "tensor/tensor.h"
+#include "text/prompt_weights.h"
 
 namespace chroma::pipeline {
 
@@ -124,8 +125,10 @@ class Pipeline {
 
   // The phases, for callers that reuse or replace one of them. Each binds the pipeline's run
   // context (run_context.h) with the hooks' observers.
+  // Emphasis such as "(word:1.2)" is read with `weighting` (text/prompt_weights.h).
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                               const RunHooks& hooks = {}) const;
+                               const RunHooks& hooks = {},
+                               text::PromptWeighting weighting = text::PromptWeighting::ComfyUI) const;
   // The sampler from state x over schedule (a slice of the full schedule starting at index
   // first_step) with real CFG where request.cfg/skip_cfg_steps say, and the inpainting blend after
   // each step when given. Returns the final latent; throws Cancelled.
@@ -141,7 +144,7 @@ class Pipeline {
  private:
   // The phases, reporting to a request-wide progress reporter.
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                               const RunHooks& hooks, ProgressReporter& progress) const;
+                               text::PromptWeighting weighting, const RunHooks& hooks, ProgressReporter& progress) const;
   Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
                  const GenerationRequest& request, const RunHooks& hooks, const LatentBlend* blend,
                  ProgressReporter& progress) const;

@@ -6,6 +6,7 @@
 
 #include "sampling/denoise.h"
 #include "sampling/schedule.h"
+#include "text/prompt_weights.h"
 #include "tensor/tensor.h"
 
 namespace chroma::pipeline {
@@ -142,6 +143,15 @@ const RequestOption kOptions[] = {
        else bad_value("sampler_dtype", t, "must be f32 or bf16");
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.sampler_dtype == SamplerDtype::BF16 ? "bf16" : "f32"); }},
+    {"prompt_weighting", "--prompt-weighting",
+     "Emphasis such as (word:1.2): comfyui (blend towards the empty prompt), sdcpp (scale, keep the mean), none (literal)",
+     nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       text::PromptWeighting w;
+       if (!text::parse_prompt_weighting(t, &w)) bad_value("prompt_weighting", t, "must be comfyui, sdcpp or none");
+       r.prompt_weighting = t;
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.prompt_weighting); }},
     {"vae_tiling", "--vae-tiling", "Decode the image in overlapping 512-pixel tiles (less memory; automatic when needed)",
      "true", nullptr, [](GenerationRequest& r, const std::string& t) { r.vae_tiling = parse_bool("vae_tiling", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.vae_tiling); }},
@@ -196,6 +206,16 @@ void validate(const GenerationRequest& r) {
   sampling::Scheduler scheduler;
   if (!sampling::parse_scheduler(r.scheduler, &scheduler))
     throw Error(option_label(find_option("scheduler")) + " '" + r.scheduler + "': unknown scheduler");
+  text::PromptWeighting weighting;
+  if (!text::parse_prompt_weighting(r.prompt_weighting, &weighting))
+    throw Error(option_label(find_option("prompt_weighting")) + " '" + r.prompt_weighting + "': must be comfyui, sdcpp or none");
+  for (const char* key : {"prompt", "negative_prompt"}) {
+    try {
+      text::parse_prompt_weights(find_option(key).get(r).get<std::string>(), weighting);  // weights in range
+    } catch (const Error& e) {
+      throw Error(option_label(find_option(key)) + ": " + e.what());
+    }
+  }
   check("beta_alpha", r.beta_alpha, beta_in_range(r.beta_alpha), "must be in (0, 100]");
   check("beta_beta", r.beta_beta, beta_in_range(r.beta_beta), "must be in (0, 100]");
   check("batch_count", r.batch_count, r.batch_count >= 1 && r.batch_count <= kMaxBatch,

@@ -41,6 +41,7 @@ struct GenerationRequest {
   std::string scheduler = "author"; // sampling::make_schedule: author, simple, beta, karras, exponential
   double beta_alpha = 0.6, beta_beta = 0.6;  // the beta scheduler's parameters (ComfyUI's defaults)
   SamplerDtype sampler_dtype = SamplerDtype::F32;
+  std::string prompt_weighting = "comfyui";  // emphasis "(word:1.2)": comfyui, sdcpp or none (text/prompt_weights.h)
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
   bool vae_tiling = false;          // decode in overlapping tiles (vae/tiled.h); also chosen when the whole
                                     // image would not fit in memory

@@ -184,12 +184,9 @@ void T5Tokenizer::encode_plain(const std::string& text, bool after_special, std:
   ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
 }
 
-// chroma-spec.md §2.1: HF T5TokenizerFast, truncation=True, max_length=512, no BOS, EOS appended.
-std::vector<int32_t> T5Tokenizer::encode(const std::string& text) const {
+void T5Tokenizer::encode_text(const std::string& text, std::vector<int32_t>& ids) const {
   static const std::vector<SpecialToken> specials = special_tokens();
-
   // Split the text at special-token strings; each stretch between them is tokenized on its own.
-  std::vector<int32_t> ids;
   size_t start = 0;  // first byte of the current plain stretch
   bool after_special = false;
   for (size_t pos = 0; pos < text.size();) {
@@ -205,11 +202,29 @@ std::vector<int32_t> T5Tokenizer::encode(const std::string& text) const {
     after_special = true;
   }
   encode_plain(text.substr(start), after_special, ids);
+}
 
+// chroma-spec.md §2.1: HF T5TokenizerFast, truncation=True, max_length=512, no BOS, EOS appended.
+std::vector<int32_t> T5Tokenizer::encode(const std::string& text) const {
+  std::vector<int32_t> ids;
+  encode_text(text, ids);
   // Keep the first 511 ids so that EOS still fits in 512; EOS is appended even after a literal "</s>".
   if (ids.size() > kMaxTokens - 1) ids.resize(kMaxTokens - 1);
   ids.push_back(kEos);
   return ids;
+}
+
+T5Tokenizer::WeightedIds T5Tokenizer::encode(const std::vector<WeightedText>& stretches) const {
+  WeightedIds out;
+  for (const WeightedText& s : stretches) {
+    encode_text(s.text, out.ids);
+    out.weights.resize(out.ids.size(), s.weight);
+  }
+  if (out.ids.size() > kMaxTokens - 1) out.ids.resize(kMaxTokens - 1);
+  out.weights.resize(out.ids.size());
+  out.ids.push_back(kEos);
+  out.weights.push_back(1.0f);
+  return out;
 }
 
 }  // namespace chroma::text

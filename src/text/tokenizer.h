@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "text/prompt_weights.h"
+
 namespace sentencepiece {
 class SentencePieceProcessor;
 }
@@ -38,10 +40,21 @@ class T5Tokenizer {
   // UTF-8 prompt → ids: [text ids (at most kMaxTokens − 1)] + [kEos]. Unpadded; "" → [kEos].
   std::vector<int32_t> encode(const std::string& text) const;
 
+  // Weighted stretches of a prompt (prompt_weights.h) → the ids of each stretch's text as encode()
+  // gives them, one stretch after the other, truncated and ended with kEos the same way, and each id's
+  // weight (kEos: 1). One stretch of weight 1 gives encode(text) exactly.
+  struct WeightedIds {
+    std::vector<int32_t> ids;
+    std::vector<float> weights;
+  };
+  WeightedIds encode(const std::vector<WeightedText>& stretches) const;
+
  private:
   // Encodes one stretch of plain text (no special tokens inside) with SentencePiece.
   // `after_special`: the stretch follows a special token, so it gets no dummy "▁" prefix of its own.
   void encode_plain(const std::string& text, bool after_special, std::vector<int32_t>& ids) const;
+  // The ids of `text` (special tokens split out), appended to ids; no truncation, no EOS.
+  void encode_text(const std::string& text, std::vector<int32_t>& ids) const;
 
   std::string path_;  // for error messages
   // The same model loaded three times with different normalizer flags (see tokenizer.cpp):

@@ -397,6 +397,40 @@ TEST(PipelineSamplers, AncestralNoiseFollowsTheSeed) {
   EXPECT_EQ(batch.images.at(1).parameters.at("scheduler"), "beta");
 }
 
+// Prompt weighting through the pipeline's T5 pass (ComfyUI's rule z_w = e + w·(z − e)): weight 1 is the
+// plain prompt bit for bit; with weights, the empty prompt joins the T5 batch, and then the weighted
+// row is affine in w (z_4 − z_2 = 2·(z_3 − z_2), whatever e is) while every other row, the padding row
+// included, is the same for every w; "none" reads the parentheses as text.
+TEST(PipelinePromptWeights, ComfyUIRuleIsAffineInTheWeightAndLeavesOtherRows) {
+  CHROMA_REQUIRE_FILE(test::mini_models().t5);
+  PipelineConfig c;
+  c.files = test::mini_models();
+  Pipeline pipeline(c);
+  const Tensor plain = pipeline.encode_text("a red fox in snow", std::nullopt).positive;
+  EXPECT_EQ(pipeline.encode_text("a (red:1) fox in snow", std::nullopt).positive.data, plain.data);
+  auto weighted = [&](int w) {
+    return pipeline.encode_text("a (red:" + std::to_string(w) + ") fox in snow", std::nullopt).positive;
+  };
+  const Tensor z2 = weighted(2), z3 = weighted(3), z4 = weighted(4);
+  ASSERT_EQ(z2.shape, plain.shape);
+  const int64_t C = plain.dim(1);
+  for (int64_t row = 0; row < plain.dim(0); ++row) {
+    bool moved = false;
+    for (int64_t k = 0; k < C; ++k) {
+      const size_t i = size_t(row * C + k);
+      const double d3 = double(z3.data[i]) - z2.data[i], d4 = double(z4.data[i]) - z2.data[i];
+      EXPECT_NEAR(d4, 2 * d3, 1e-5 * (1 + std::abs(d4))) << "row " << row << " col " << k;
+      moved = moved || d3 != 0;
+    }
+    EXPECT_EQ(moved, row == 2) << "row " << row << ": only the token of \"red\" is weighted (\"a\" is ▁ a)";
+  }
+  const Tensor literal = pipeline.encode_text("a (red:2) fox in snow", std::nullopt, {}, text::PromptWeighting::None).positive;
+  EXPECT_NE(literal.shape, plain.shape) << "the parentheses and the weight are tokens";
+  GenerationRequest bad = test::case_e_options(0);
+  bad.prompt = "a (fox:1e9)";
+  EXPECT_THROW(validate(bad), Error);
+}
+
 // Fuse mode merges each new LoRA set into fresh copies of the base weights: switching sets and back
 // gives the first result bit for bit (nothing fused on top of an earlier fusion), and no LoRA is the
 // base model exactly.
