@@ -4,7 +4,7 @@
 // the ratios share the machine's state; then the time set_loras takes to fuse each LoRA, and one
 // forward of the fused model. Not a test.
 //   cmake --build build --target lora_bench
-//   ./build/lora_bench DIT.safetensors LORA.safetensors... [--size 512] [--text-rows 64] [--rounds 2]
+//   ./build/lora_bench DIT.safetensors LORA.safetensors... [--size 512] [--text-rows 64] [--rounds 2] [--runtime-only]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -49,6 +49,7 @@ double peak_rss_gib() {
 int main(int argc, char** argv) {
   std::vector<std::string> paths;
   int size = 512, text_rows = 64, rounds = 2;
+  bool fuse = true;
   for (int i = 1; i < argc; ++i) {
     auto value = [&] {
       if (i + 1 >= argc) {
@@ -60,10 +61,12 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--size")) size = value();
     else if (!std::strcmp(argv[i], "--text-rows")) text_rows = value();
     else if (!std::strcmp(argv[i], "--rounds")) rounds = value();
+    else if (!std::strcmp(argv[i], "--runtime-only")) fuse = false;
     else paths.push_back(argv[i]);
   }
   if (paths.size() < 2 || size < 16 || size % 16 || text_rows < 1 || rounds < 1) {
-    std::fprintf(stderr, "usage: lora_bench DIT.safetensors LORA.safetensors... [--size 512] [--text-rows 64] [--rounds 2]\n");
+    std::fprintf(stderr, "usage: lora_bench DIT.safetensors LORA.safetensors... [--size 512] [--text-rows 64] [--rounds 2] "
+                         "[--runtime-only]\n");
     return 2;
   }
   try {
@@ -115,7 +118,7 @@ int main(int argc, char** argv) {
     }
 
     // Fuse: set_loras time, peak memory, one forward.
-    for (size_t i = 0; i < loras.size(); ++i) {
+    for (size_t i = 0; fuse && i < loras.size(); ++i) {
       dit::ChromaModel fused = base;
       const std::vector<dit::LoraSetting> set = {{loras[i], 1.0f}};
       const Clock::time_point start = Clock::now();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -53,11 +54,32 @@ FinalModulation final_modulation(const Tensor& mods) {
 
 // ---- Small pieces shared by the blocks ---------------------------------------------------------
 
+// Runtime LoRA's A·x for one input x: a LoRA on a whole fused weight is split over its row blocks
+// (qkv → q, k, v; linear1 → q, k, v, mlp_in) with one A, so A·x is computed once for all of them.
+class LoraInputs {
+ public:
+  explicit LoraInputs(const Tensor& x) : x_(x) {}
+  const Tensor& down_times_x(const TensorView& down) {
+    for (const auto& [data, ax] : done_)
+      if (data == down.data && down.data) return ax;
+    return done_.emplace_back(down.data, ops::linear(x_, down)).second;
+  }
+  const Tensor& x() const { return x_; }
+
+ private:
+  const Tensor& x_;
+  std::deque<std::pair<const void*, Tensor>> done_;  // A's data → A·x; a deque keeps references valid
+};
+
 // W·x + b, plus each runtime LoRA's B·(A·x) (B's view carries the scale).
-Tensor linear(const Tensor& x, const LinearWeights& l) {
-  Tensor y = ops::linear(x, l.weight, l.bias);
-  for (const LowRankWeights& d : l.lora) ops::add(y, ops::linear(ops::linear(x, d.down), d.up));
+Tensor linear(LoraInputs& in, const LinearWeights& l) {
+  Tensor y = ops::linear(in.x(), l.weight, l.bias);
+  for (const LowRankWeights& d : l.lora) ops::add(y, ops::linear(in.down_times_x(d.down), d.up));
   return y;
+}
+Tensor linear(const Tensor& x, const LinearWeights& l) {
+  LoraInputs in(x);
+  return linear(in, l);
 }
 // linear of the column concatenation [a | b] (ops::linear_concat), A read as [A_a | A_b] likewise.
 Tensor linear_concat(const Tensor& a, const Tensor& b, const LinearWeights& l) {
@@ -83,11 +105,16 @@ struct Qkv {
 // one pass. rope: the tokens' rows of the RoPE table [L, D/2, 2]. RoPE acts on each token alone,
 // so applying it per stream before the streams are joined gives what the flow's rope on the joint
 // sequence gives.
-Qkv project_qkv(const Tensor& x, const QkvWeights& w, const Tensor& rope, const ChromaConfig& c) {
-  Tensor q = linear(x, w.q), k = linear(x, w.k);
+// x is in.x(); linear1's mlp_in part can share `in` afterwards (single blocks).
+Qkv project_qkv(LoraInputs& in, const QkvWeights& w, const Tensor& rope, const ChromaConfig& c) {
+  Tensor q = linear(in, w.q), k = linear(in, w.k);
   ops::rms_norm_rope(q, w.query_norm, c.eps, c.heads, rope);
   ops::rms_norm_rope(k, w.key_norm, c.eps, c.heads, rope);
-  return {std::move(q), std::move(k), linear(x, w.v)};
+  return {std::move(q), std::move(k), linear(in, w.v)};
+}
+Qkv project_qkv(const Tensor& x, const QkvWeights& w, const Tensor& rope, const ChromaConfig& c) {
+  LoraInputs in(x);
+  return project_qkv(in, w, rope, c);
 }
 
 // ---- Packed sequences (model.h forward_packed) ------------------------------------------------
@@ -208,8 +235,9 @@ void double_block(Tensor& img, Tensor& txt, const DoubleBlockWeights& w, const D
 void single_block(Tensor& x, const SingleBlockWeights& w, const Modulation& m, const RopeTables& rope,
                   const Packing& p, const ChromaConfig& c) {
   const Tensor x_mod = norm_modulate(x, m.shift, m.scale, c);
-  const Tensor attn = joint_attention(project_qkv(x_mod, w.qkv, rope.joint, c), p, c);  // [Σ L_s, C]
-  const Tensor hidden = ops::gelu_tanh(linear(x_mod, w.mlp_in));                        // [Σ L_s, M]
+  LoraInputs in(x_mod);  // linear1's four parts share one input
+  const Tensor attn = joint_attention(project_qkv(in, w.qkv, rope.joint, c), p, c);  // [Σ L_s, C]
+  const Tensor hidden = ops::gelu_tanh(linear(in, w.mlp_in));                        // [Σ L_s, M]
   // linear2 on [attn | hidden]: [C + M] → [C], without building the concatenation
   ops::add_gated(x, m.gate, linear_concat(attn, hidden, w.linear2));
 }
