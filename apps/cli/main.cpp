@@ -1,5 +1,6 @@
 // chromacpp — the command line front end, over the library's programmatic interfaces:
-//   chromacpp generate   text to image (pipeline::Pipeline; flags from pipeline::request_options())
+//   chromacpp generate   text to image, img2img, inpainting, batches, LoRAs (pipeline::Pipeline; flags from
+//                        pipeline::request_options(), so samplers, schedulers, tiling and weighting come with it)
 //   chromacpp bench      time opening the models and a full run (pipeline/bench.h, docs/PERFORMANCE.md)
 //   chromacpp tokenize   print T5 token ids as JSON (text/tokenizer.h)
 //   chromacpp compare    dump-and-compare two safetensors files (io/compare.h)

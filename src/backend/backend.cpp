@@ -10,8 +10,9 @@ namespace {
 thread_local Backend* t_backend = nullptr;  // bound by a BackendScope; null: the shared CPU backend
 }  // namespace
 
-Tensor Backend::linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) {
-  return linear(ops::concat_cols(a, b), w, bias);
+Tensor Backend::linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
+                              std::span<const ops::ExtraProduct> extra) {
+  return linear(ops::concat_cols(a, b), w, bias, extra);
 }
 
 Tensor Backend::layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps) {

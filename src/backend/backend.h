@@ -14,9 +14,12 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
 
-  virtual Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) = 0;
+  // ops::linear, with the extra products accumulated into the output.
+  virtual Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
+                        std::span<const ops::ExtraProduct> extra) = 0;
   // ops::linear_concat. The default builds the concatenation and calls linear.
-  virtual Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias);
+  virtual Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
+                               std::span<const ops::ExtraProduct> extra);
   virtual Tensor layer_norm(const Tensor& x, float eps) = 0;
   virtual Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) = 0;
   virtual Tensor group_norm(const Tensor& x, int groups, const TensorView& weight, const TensorView& bias,

@@ -42,15 +42,24 @@ double f32_bytes(int64_t reads, int64_t writes) { return 4.0 * double(reads + wr
 }  // namespace
 // -------------------------------------------------------------------------------------------------
 
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
-  OpTimer t(OpClass::Linear, "linear");
-  if (t.on() && w.shape.size() == 2) t.flops = 2.0 * double(x.numel()) * double(w.dim(0));  // 2·M·N·K
-  return active_backend().linear(x, w, b);
+// 2·M·N·r of the extra products
+double extra_flops(std::span<const ExtraProduct> extra) {
+  double f = 0;
+  for (const ExtraProduct& e : extra) f += 2.0 * double(e.u->numel()) * double(e.v.dim(0));
+  return f;
 }
-Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) {
+
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ExtraProduct> extra) {
   OpTimer t(OpClass::Linear, "linear");
-  if (t.on() && w.shape.size() == 2) t.flops = 2.0 * double(a.numel() + b.numel()) * double(w.dim(0));  // 2·M·N·K
-  return active_backend().linear_concat(a, b, w, bias);
+  if (t.on() && w.shape.size() == 2) t.flops = 2.0 * double(x.numel()) * double(w.dim(0)) + extra_flops(extra);  // 2·M·N·K
+  return active_backend().linear(x, w, b, extra);
+}
+Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
+                     std::span<const ExtraProduct> extra) {
+  OpTimer t(OpClass::Linear, "linear");
+  if (t.on() && w.shape.size() == 2)
+    t.flops = 2.0 * double(a.numel() + b.numel()) * double(w.dim(0)) + extra_flops(extra);  // 2·M·N·K
+  return active_backend().linear_concat(a, b, w, bias, extra);
 }
 Tensor layer_norm(const Tensor& x, float eps) {
   OpTimer t(OpClass::Norm, "layer_norm");

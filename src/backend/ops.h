@@ -15,12 +15,20 @@
 
 namespace chroma::ops {
 
-// y[..., N] = x[..., K] · wᵀ + b          w: [N, K], b: [N] or empty
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b = {});
+// A product u · vᵀ added into a linear's output (e.g. a low-rank update B·(A·x)): u [M, r] (M = the
+// linear's rows), v [N, r] in its stored dtype. Accumulated in place: no [M, N] temporary, no extra pass.
+struct ExtraProduct {
+  const Tensor* u;
+  TensorView v;
+};
+
+// y[..., N] = x[..., K] · wᵀ + b (+ Σ u_j · v_jᵀ)          w: [N, K], b: [N] or empty
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b = {}, std::span<const ExtraProduct> extra = {});
 // linear of the column concatenation [a | b] without building it:
-//   a: [L, Ka], b: [L, Kb], w: [N, Ka + Kb] → y[L, N] = a · w[:, :Ka]ᵀ + b · w[:, Ka:]ᵀ + bias.
+//   a: [L, Ka], b: [L, Kb], w: [N, Ka + Kb] → y[L, N] = a · w[:, :Ka]ᵀ + b · w[:, Ka:]ᵀ + bias (+ extra).
 // Equals linear(concat_cols(a, b), w, bias) up to float32 summation order.
-Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias = {});
+Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias = {},
+                     std::span<const ExtraProduct> extra = {});
 
 // LayerNorm over the last dim, no affine: (x − mean) / sqrt(var_biased + eps)
 Tensor layer_norm(const Tensor& x, float eps);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 #include <span>
@@ -14,7 +15,7 @@ namespace {
 
 // ---- key tables (lora.h lists the layouts) ------------------------------------------------------
 
-enum class Role { Down, Up, Alpha };
+enum class Role { Down, Up, Alpha, W1, W1A, W1B, W2, W2A, W2B, HadaW1A, HadaW1B, HadaW2A, HadaW2B, Count };
 struct Suffix {
   const char* text;
   Role role;
@@ -23,6 +24,10 @@ constexpr Suffix kSuffixes[] = {
     {".lora_A.weight", Role::Down},    {".lora_B.weight", Role::Up},      {".lora_A", Role::Down},
     {".lora_B", Role::Up},             {".lora_down.weight", Role::Down}, {".lora_up.weight", Role::Up},
     {".lora.down.weight", Role::Down}, {".lora.up.weight", Role::Up},     {".alpha", Role::Alpha},
+    {".hada_w1_a", Role::HadaW1A},     {".hada_w1_b", Role::HadaW1B},     {".hada_w2_a", Role::HadaW2A},
+    {".hada_w2_b", Role::HadaW2B},     {".lokr_w1", Role::W1},            {".lokr_w1_a", Role::W1A},
+    {".lokr_w1_b", Role::W1B},         {".lokr_w2", Role::W2},            {".lokr_w2_a", Role::W2A},
+    {".lokr_w2_b", Role::W2B},
 };
 
 // Adapter kinds refused with a clear message: applying the rest of such a file would be wrong.
@@ -31,10 +36,8 @@ struct Unsupported {
   const char* kind;
 };
 constexpr Unsupported kUnsupported[] = {
-    {".hada_w1_a", "LoHa"}, {".hada_w1_b", "LoHa"},  {".hada_w2_a", "LoHa"},  {".hada_w2_b", "LoHa"},
-    {".hada_t1", "LoHa"},   {".hada_t2", "LoHa"},    {".lokr_w1", "LoKr"},    {".lokr_w2", "LoKr"},
-    {".lokr_w1_a", "LoKr"}, {".lokr_w1_b", "LoKr"},  {".lokr_w2_a", "LoKr"},  {".lokr_w2_b", "LoKr"},
-    {".lokr_t2", "LoKr"},   {".dora_scale", "DoRA"}, {".lora_magnitude_vector", "DoRA"}, {".lora_mid.weight", "Tucker (lora_mid)"},
+    {".hada_t1", "Tucker-decomposed LoHa"}, {".hada_t2", "Tucker-decomposed LoHa"}, {".lokr_t2", "Tucker-decomposed LoKr"},
+    {".dora_scale", "DoRA"}, {".lora_magnitude_vector", "DoRA"}, {".lora_mid.weight", "Tucker (lora_mid)"},
     {".diff", "full weight difference"},             {".diff_b", "full bias difference"},
 };
 
@@ -51,10 +54,9 @@ constexpr Prefix kPrefixes[] = {
 // ---- one module's tensors -----------------------------------------------------------------------
 
 struct Group {
-  const TensorView* down = nullptr;
-  const TensorView* up = nullptr;
-  const TensorView* alpha = nullptr;
+  const TensorView* views[size_t(Role::Count)] = {};
   std::vector<std::string> keys;
+  const TensorView* operator[](Role r) const { return views[size_t(r)]; }
 };
 
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
@@ -93,7 +95,7 @@ void check_unsupported(const std::string& path, const std::string& key) {
   for (const Unsupported& u : kUnsupported)
     if (key.ends_with(u.suffix))
       throw Error(path + ": LoRA tensor " + quoted(key) + " belongs to a " + u.kind +
-                  " adapter, which is not supported yet (only LoRA: lora_A/lora_B or lora_down/lora_up)");
+                  " adapter, which is not supported yet (LoRA, LoHa and LoKr on linear layers are)");
 }
 
 void check_matrix(const std::string& path, const TensorView& v) {
@@ -102,24 +104,69 @@ void check_matrix(const std::string& path, const TensorView& v) {
                 ", expected a non-empty float matrix");
 }
 
-// The checked delta of one mapped module: A and B present, matrices, the same rank; alpha/r.
+[[noreturn]] void disagree(const std::string& path, const TensorView& a, const TensorView& b, const std::string& what) {
+  throw Error(path + ": LoRA tensors " + quoted(a.name) + " " + shape_str(a.shape) + " and " + quoted(b.name) + " " +
+              shape_str(b.shape) + " disagree on " + what);
+}
+
+// The checked delta of one mapped module: one adapter kind, every factor present, matrices whose
+// inner sizes agree; the scale alpha/r.
 LoraDelta make_delta(const std::string& path, const std::string& module, const Group& g, const MappedName& target) {
-  if (!g.down || !g.up)
-    throw Error(path + ": LoRA module " + quoted(module) + " has " + (g.down ? "a down (A)" : "an up (B)") +
-                " tensor but no " + (g.down ? "up (B)" : "down (A)") + " tensor");
-  check_matrix(path, *g.down);
-  check_matrix(path, *g.up);
-  const int64_t rank = g.down->dim(0);
-  if (g.up->dim(1) != rank)
-    throw Error(path + ": LoRA tensors " + quoted(g.down->name) + " " + shape_str(g.down->shape) + " and " +
-                quoted(g.up->name) + " " + shape_str(g.up->shape) + " disagree on the rank (" + std::to_string(rank) +
-                " vs " + std::to_string(g.up->dim(1)) + ")");
-  LoraDelta d{.target = target.original, .part = target.part, .parts = target.parts, .down = *g.down, .up = *g.up,
-              .scale = 1.0f, .keys = g.keys};
-  if (g.alpha) {
-    const std::vector<float> alpha = g.alpha->to_f32().data;
+  auto has = [&](std::initializer_list<Role> roles) {
+    for (Role r : roles)
+      if (g[r]) return true;
+    return false;
+  };
+  const bool lowrank = has({Role::Down, Role::Up}), loha = has({Role::HadaW1A, Role::HadaW1B, Role::HadaW2A, Role::HadaW2B}),
+             lokr = has({Role::W1, Role::W1A, Role::W1B, Role::W2, Role::W2A, Role::W2B});
+  if (int(lowrank) + int(loha) + int(lokr) != 1)
+    throw Error(path + ": LoRA module " + quoted(module) + (lowrank + loha + lokr ? " mixes adapter kinds (LoRA, LoHa, LoKr)"
+                                                                                     : " has only an alpha"));
+  auto need = [&](Role r, const char* what) -> const TensorView& {
+    if (!g[r]) throw Error(path + ": LoRA module " + quoted(module) + " has no " + what + " tensor");
+    check_matrix(path, *g[r]);
+    return *g[r];
+  };
+  LoraDelta d{.target = target.original, .part = target.part, .parts = target.parts, .keys = g.keys};
+  int64_t rank = 1;
+  bool decomposed = true;  // whether alpha/r applies (LoKr with both factors whole: scale 1)
+  if (lowrank) {
+    d.down = need(Role::Down, "down (A)");
+    d.up = need(Role::Up, "up (B)");
+    rank = d.down.dim(0);
+    if (d.up.dim(1) != rank) disagree(path, d.down, d.up, "the rank (" + std::to_string(rank) + " vs " + std::to_string(d.up.dim(1)) + ")");
+  } else if (loha) {
+    d.kind = LoraDelta::Kind::LoHa;
+    d.w1a = need(Role::HadaW1A, "hada_w1_a");
+    d.w1b = need(Role::HadaW1B, "hada_w1_b");
+    d.w2a = need(Role::HadaW2A, "hada_w2_a");
+    d.w2b = need(Role::HadaW2B, "hada_w2_b");
+    if (d.w1a.dim(1) != d.w1b.dim(0)) disagree(path, d.w1a, d.w1b, "the rank");
+    if (d.w2a.dim(1) != d.w2b.dim(0)) disagree(path, d.w2a, d.w2b, "the rank");
+    if (d.w1a.dim(0) != d.w2a.dim(0) || d.w1b.dim(1) != d.w2b.dim(1)) disagree(path, d.w1a, d.w2b, "the update's shape");
+    rank = d.w1b.dim(0);
+  } else {
+    d.kind = LoraDelta::Kind::LoKr;
+    auto factor = [&](Role whole, Role a, Role b, TensorView& w, TensorView& wa, TensorView& wb, const char* name) {
+      if (g[whole]) {
+        if (g[a] || g[b]) throw Error(path + ": LoRA module " + quoted(module) + " stores " + name + " both whole and decomposed");
+        w = need(whole, name);
+        return int64_t(0);
+      }
+      wa = need(a, (std::string(name) + "_a").c_str());
+      wb = need(b, (std::string(name) + "_b").c_str());
+      if (wa.dim(1) != wb.dim(0)) disagree(path, wa, wb, "the rank");
+      return wb.dim(0);
+    };
+    const int64_t r1 = factor(Role::W1, Role::W1A, Role::W1B, d.w1, d.w1a, d.w1b, "lokr_w1");
+    const int64_t r2 = factor(Role::W2, Role::W2A, Role::W2B, d.w2, d.w2a, d.w2b, "lokr_w2");
+    rank = r2 ? r2 : r1;
+    decomposed = r1 || r2;
+  }
+  if (g[Role::Alpha] && decomposed) {
+    const std::vector<float> alpha = g[Role::Alpha]->to_f32().data;
     if (alpha.size() != 1 || !std::isfinite(alpha[0]))
-      throw Error(path + ": LoRA alpha " + quoted(g.alpha->name) + " is " + shape_str(g.alpha->shape) +
+      throw Error(path + ": LoRA alpha " + quoted(g[Role::Alpha]->name) + " is " + shape_str(g[Role::Alpha]->shape) +
                   ", expected one finite number");
     d.scale = alpha[0] / float(rank);
   }
@@ -127,6 +174,21 @@ LoraDelta make_delta(const std::string& path, const std::string& module, const G
 }
 
 }  // namespace
+
+Shape LoraDelta::shape() const {
+  switch (kind) {
+    case Kind::LowRank: return {up.dim(0), down.dim(1)};
+    case Kind::LoHa: return {w1a.dim(0), w1b.dim(1)};
+    case Kind::LoKr: {
+      const Shape a = w1 ? w1.shape : Shape{w1a.dim(0), w1b.dim(1)}, c = w2 ? w2.shape : Shape{w2a.dim(0), w2b.dim(1)};
+      Shape out(2);
+      for (size_t i = 0; i < 2; ++i)  // sizes from the file: a product past int64 shows as the largest size
+        if (__builtin_mul_overflow(a[i], c[i], &out[i])) out[i] = std::numeric_limits<int64_t>::max();
+      return out;
+    }
+  }
+  return {};
+}
 
 LoraFile LoraFile::open(const std::string& path) {
   LoraFile f;
@@ -141,7 +203,7 @@ LoraFile LoraFile::open(const std::string& path) {
     for (const Suffix& s : kSuffixes) {
       if (!key.ends_with(s.text)) continue;
       Group& g = groups[key.substr(0, key.size() - std::char_traits<char>::length(s.text))];
-      const TensorView** slot = s.role == Role::Down ? &g.down : s.role == Role::Up ? &g.up : &g.alpha;
+      const TensorView** slot = &g.views[size_t(s.role)];
       if (*slot) throw Error(path + ": LoRA tensors " + quoted((*slot)->name) + " and " + quoted(key) + " play the same role");
       *slot = &view;
       g.keys.push_back(key);

@@ -171,10 +171,11 @@ LoraMemory lora_memory(const io::WeightStore& dit, const std::vector<const io::L
   const std::string p = dit::weight_prefix(dit);
   std::set<std::string> targets;
   for (const io::LoraDelta* d : deltas) {
-    if (!fuse) {
+    if (!fuse && d->kind == io::LoraDelta::Kind::LowRank) {
       m.adapter_bytes += d->down.nbytes + d->up.nbytes;
       continue;
     }
+    // Merged into a copy of the weight: fuse mode, and LoHa / LoKr in either mode.
     const auto w = dit.tensors().find(p + d->target + ".weight");
     if (w == dit.tensors().end() || !targets.insert(d->target).second) continue;
     const TensorView& v = w->second;

@@ -65,9 +65,10 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, const io::WeightStore& vae,
                        const RunShape& run, const LoraMemory& lora = {});
 
-// What the LoRA deltas `deltas` (of every file, strength ≠ 0) cost on the DiT `dit`: in fuse mode the
-// adapted weights' bytes stored as dit::fused_dtype (fused_bytes only when `allocate`: a LoRA set not
-// fused yet), else the deltas' own bytes. Deltas naming no weight of `dit` count nothing.
+// What the LoRA deltas `deltas` (of every file, strength ≠ 0) cost on the DiT `dit`: in fuse mode, and
+// for LoHa / LoKr in either, the adapted weights' bytes stored as dit::fused_dtype (fused_bytes only
+// when `allocate`: a LoRA set not fused yet), else the deltas' own bytes. Deltas naming no weight of
+// `dit` count nothing.
 LoraMemory lora_memory(const io::WeightStore& dit, const std::vector<const io::LoraDelta*>& deltas, bool fuse,
                        bool allocate);
 

@@ -170,10 +170,12 @@ class Pipeline {
 // A seed from the system's random source, for requests that leave it to chance.
 uint64_t random_seed();
 
-// The flow schedule of a request (spec §4.2): steps + 1 times from 1 to 0.
+// The schedule of a request (sampling/schedule.h make_schedule; the author's flow schedule, spec §4.2,
+// by default): at most steps + 1 times, from 1 to 0.
 std::vector<float> request_schedule(const GenerationRequest& request);
 // The index of the first step a request runs: 0 for text to image; steps − floor(strength·steps) with
-// an init image (the rule of diffusers and stable-diffusion.cpp), so strength 0 runs no step.
+// an init image (the rule of diffusers and stable-diffusion.cpp), so strength 0 runs no step. steps is
+// the schedule's (request_schedule), which the beta scheduler may make shorter than request.steps.
 int first_step(const GenerationRequest& request);
 
 // The initial latent: PyTorch CPU randn for `seed`, or the request's init_noise file.

@@ -106,6 +106,39 @@ TEST(LinearConcat, QuantizedWeight) {
   }
 }
 
+// Extra products u·vᵀ accumulated into a linear's output are linear of [x | u_1 | u_2] against
+// [w | v_1 | s·v_2]: the double reference of that, for weight and v dtypes, several panels, a scaled
+// v (a LoRA B with its strength), and through linear_concat too.
+TEST(Linear, ExtraProductsAccumulateIntoTheOutput) {
+  for (DType dtype : {DType::F32, DType::BF16})
+    for (int64_t M : {5, 33})
+      for (int64_t N : {33, 1100}) {
+        const int64_t K = 64, r1 = 4, r2 = 16;
+        const Tensor x = random_tensor({M, K}, 3), u1 = random_tensor({M, r1}, 4), u2 = random_tensor({M, r2}, 5);
+        const StoredWeight w = random_weight(dtype, {N, K}, 6), b = random_weight(dtype, {N}, 7, "b");
+        const StoredWeight v1 = random_weight(dtype, {N, r1}, 8, "v1"), v2 = random_weight(dtype, {N, r2}, 9, "v2");
+        TensorView v2_scaled = v2.view;
+        v2_scaled.scale = 0.5f;
+        Tensor v2_values = v2.values;
+        for (float& e : v2_values.data) e *= 0.5f;
+        const ops::ExtraProduct extra[] = {{&u1, v1.view}, {&u2, v2_scaled}};
+        const Tensor want = ref_linear(ops::concat_cols(ops::concat_cols(x, u1), u2),
+                                       ops::concat_cols(ops::concat_cols(w.values, v1.values), v2_values), &b.values);
+        const std::string name = std::string("linear + extra ") + dtype_name(dtype) + " M" + std::to_string(M) + " N" +
+                                 std::to_string(N);
+        expect_close(name, ops::linear(x, w.view, b.view, extra), want, kSumTol);
+        // linear_concat: x split as [x[:, :40] | x[:, 40:]].
+        Tensor a({M, 40}), c({M, K - 40});
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t k = 0; k < K; ++k) (k < 40 ? a.data[size_t(m * 40 + k)] : c.data[size_t(m * (K - 40) + k - 40)]) = x.data[size_t(m * K + k)];
+        expect_close(name + " (concat)", ops::linear_concat(a, c, w.view, b.view, extra), want, kSumTol);
+      }
+  const Tensor x = random_tensor({5, 8}, 1), u = random_tensor({4, 2}, 2);
+  const StoredWeight w = random_weight(DType::F32, {6, 8}, 3), v = random_weight(DType::F32, {6, 2}, 4);
+  const ops::ExtraProduct wrong_rows[] = {{&u, v.view}};
+  EXPECT_THROW(ops::linear(x, w.view, {}, wrong_rows), Error);
+}
+
 TEST(LinearConcat, ShapeErrors) {
   const StoredWeight w = random_weight(DType::BF16, {8, 16}, 2, "single_blocks.0.linear2.weight");
   EXPECT_THROW(ops::linear_concat(random_tensor({4, 8}, 1), random_tensor({3, 8}, 1), w.view), Error);

@@ -515,6 +515,112 @@ TEST_F(Lora, QuantizedBases) {
   }
 }
 
+// LyCORIS LoHa and LoKr (io/lora.h formulas, ComfyUI's scale rules): their dense updates are merged
+// into the weights in either mode. Built here with the kohya and original layouts, their updates
+// worked out in double with plain loops; the merged weights must be those updates rounded to bf16
+// (the base's type), and the forward the rounded merge's.
+TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
+  std::mt19937 rng(5);
+  const int64_t C = hidden_, M = base_->get("double_blocks.1.img_mlp.2.weight").dim(1);
+  const int64_t K2 = base_->get("single_blocks.0.linear2.weight").dim(1);
+  TensorMap file;
+  struct Dense {
+    std::string target;
+    std::vector<double> delta;  // [N, K]
+  };
+  std::vector<Dense> expected;
+  auto product = [](const Tensor& a, const Tensor& b) {  // [m, r] · [r, n] in double
+    const int64_t m = a.dim(0), r = a.dim(1), n = b.dim(1);
+    std::vector<double> out(size_t(m * n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t k = 0; k < r; ++k) out[size_t(i * n + j)] += double(a.data[size_t(i * r + k)]) * b.data[size_t(k * n + j)];
+    return out;
+  };
+  {  // LoHa on the fused qkv, rank 3, alpha 6: scale 2.
+    const std::string m = "lora_unet_double_blocks_0_img_attn_qkv";
+    const Tensor w1a = random_matrix(rng, {3 * C, 3}, 0.3f), w1b = random_matrix(rng, {3, C}, 0.3f);
+    const Tensor w2a = random_matrix(rng, {3 * C, 3}, 0.3f), w2b = random_matrix(rng, {3, C}, 0.3f);
+    file[m + ".hada_w1_a"] = w1a, file[m + ".hada_w1_b"] = w1b, file[m + ".hada_w2_a"] = w2a, file[m + ".hada_w2_b"] = w2b;
+    file[m + ".alpha"] = Tensor({}, {6.0f});
+    std::vector<double> d = product(w1a, w1b);
+    const std::vector<double> d2 = product(w2a, w2b);
+    for (size_t i = 0; i < d.size(); ++i) d[i] *= d2[i] * 2.0;
+    expected.push_back({"double_blocks.0.img_attn.qkv", d});
+  }
+  {  // LoKr on linear2: w1 [4, 8] whole, w2 = w2a [C/4, 2] · w2b [2, K2/8], alpha 4 over rank 2: scale 2.
+    const std::string m = "single_blocks.0.linear2";
+    const Tensor w1 = random_matrix(rng, {4, 8}, 0.5f), w2a = random_matrix(rng, {C / 4, 2}, 0.3f),
+                 w2b = random_matrix(rng, {2, K2 / 8}, 0.3f);
+    file[m + ".lokr_w1"] = w1, file[m + ".lokr_w2_a"] = w2a, file[m + ".lokr_w2_b"] = w2b, file[m + ".alpha"] = Tensor({}, {4.0f});
+    const std::vector<double> w2 = product(w2a, w2b);
+    const int64_t c = C / 4, e = K2 / 8;
+    std::vector<double> d(size_t(C * K2));
+    for (int64_t n = 0; n < C; ++n)
+      for (int64_t k = 0; k < K2; ++k) d[size_t(n * K2 + k)] = 2.0 * w1.data[size_t((n / c) * 8 + k / e)] * w2[size_t((n % c) * e + k % e)];
+    expected.push_back({"single_blocks.0.linear2", d});
+  }
+  {  // LoKr with both factors whole on an MLP: scale 1, alpha ignored.
+    const std::string m = "lora_unet_double_blocks_1_img_mlp_2";
+    const Tensor w1 = random_matrix(rng, {16, 32}, 0.4f), w2 = random_matrix(rng, {C / 16, M / 32}, 0.4f);
+    file[m + ".lokr_w1"] = w1, file[m + ".lokr_w2"] = w2, file[m + ".alpha"] = Tensor({}, {5.0f});
+    const int64_t c = C / 16, e = M / 32;
+    std::vector<double> d(size_t(C * M));
+    for (int64_t n = 0; n < C; ++n)
+      for (int64_t k = 0; k < M; ++k) d[size_t(n * M + k)] = double(w1.data[size_t((n / c) * 32 + k / e)]) * w2.data[size_t((n % c) * e + k % e)];
+    expected.push_back({"double_blocks.1.img_mlp.2", d});
+  }
+  const io::LoraFile lora = io::LoraFile::open(write_tensors(file, "lycoris.safetensors"));
+  EXPECT_TRUE(lora.unmatched().empty());
+
+  // The merge, exact and rounded to bf16 as the engine stores it.
+  TensorMap merged, rounded;
+  for (const auto& [name, v] : base_->tensors()) merged[name] = v.to_f32();
+  for (const Dense& d : expected) {
+    Tensor& w = merged.at(d.target + ".weight");
+    ASSERT_EQ(size_t(w.numel()), d.delta.size()) << d.target;
+    for (size_t i = 0; i < d.delta.size(); ++i) w.data[i] = float(double(w.data[i]) + d.delta[i]);
+  }
+  rounded = merged;
+  for (const Dense& d : expected)
+    for (float& x : rounded.at(d.target + ".weight").data) x = round_bf16(x);
+
+  ChromaModel model = base_model();
+  const Output base = run(model);
+  const LoraSetting setting[] = {{lora, 1.0f}};
+  model.set_loras(setting, LoraMode::Runtime);  // merged all the same
+  ChromaWeights weights = model.weights();
+  const auto layers = linear_layers(weights);
+  int64_t moved = 0;
+  for (const Dense& d : expected) {
+    int64_t row = 0;
+    const Tensor& m = merged.at(d.target + ".weight");
+    const Tensor original = base_->get(d.target + ".weight").to_f32();
+    for (const LinearWeights* block : layers.at(d.target)) {
+      EXPECT_EQ(block->weight.dtype, DType::BF16) << d.target;
+      EXPECT_TRUE(block->lora.empty() && block->dense_lora.empty()) << d.target;
+      const Tensor got = block->weight.to_f32();
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        const size_t at = size_t(row * m.dim(1) + i);
+        const double exact = m.data[at], bound = std::ldexp(std::abs(exact), -8) +
+                                                 std::ldexp(std::abs(original.data[at]) + std::abs(d.delta[at]), -20);
+        ASSERT_LE(std::abs(got.data[size_t(i)] - exact), bound) << d.target << " at " << at;
+        moved += std::abs(d.delta[at]) > 2 * bound;
+      }
+      row += block->weight.dim(0);
+    }
+  }
+  EXPECT_GT(moved, 10000);
+  const Output want = run(ChromaModel(io::WeightStore::open(write_tensors(rounded, "merged-lycoris.safetensors"))));
+  const Output got = run(model);
+  EXPECT_GT(rel_diff(got.velocity, base.velocity), 100 * kForwardTol.rel);
+  expect_close("lycoris velocity", got.velocity, want.velocity, test::kEndToEndTol);
+  expect_close("lycoris mod_vectors", got.mods, want.mods, test::kEndToEndTol);
+  // Back to the base model exactly.
+  model.set_loras({}, LoraMode::Runtime);
+  EXPECT_EQ(run(model).velocity.data, base.velocity.data);
+}
+
 // ---- bad files: one chroma::Error naming the file and the tensor ------------------------------
 
 // Runs `f`, expecting chroma::Error whose message holds every one of `parts`.
@@ -574,11 +680,26 @@ TEST_F(Lora, BadFilesAreErrorsNamingFileAndTensor) {
   p = write_tensors(t, "lora-half.safetensors");
   expect_error([&] { io::LoraFile::open(p); }, {p, "lora_unet_single_blocks_0_linear2", "no up"});
 
-  // LyCORIS LoHa and LoKr: refused by name, not half applied.
-  for (const char* key : {"lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a", "lora_unet_single_blocks_0_linear1.lokr_w1"}) {
+  // Tucker-decomposed LyCORIS (convolution) factors: refused by name, not half applied.
+  for (const char* key : {"lora_unet_double_blocks_0_img_attn_qkv.hada_t1", "lora_unet_single_blocks_0_linear1.lokr_t2"}) {
     p = write_tensors({{key, a}}, "lora-lycoris.safetensors");
     expect_error([&] { io::LoraFile::open(p); }, {p, key, "not supported"});
   }
+  // A LoHa with a factor missing, a LoKr factor stored twice, LoRA and LoHa tensors on one module.
+  p = write_tensors({{"lora_unet_double_blocks_0_img_attn_proj.hada_w1_a", a}, {"lora_unet_double_blocks_0_img_attn_proj.hada_w1_b", a}},
+                    "lora-loha-half.safetensors");
+  expect_error([&] { io::LoraFile::open(p); }, {p, "lora_unet_double_blocks_0_img_attn_proj", "hada_w2_a"});
+  p = write_tensors({{"single_blocks.0.linear2.lokr_w1", a}, {"single_blocks.0.linear2.lokr_w1_a", a},
+                     {"single_blocks.0.linear2.lokr_w1_b", a}, {"single_blocks.0.linear2.lokr_w2", a}},
+                    "lora-lokr-twice.safetensors");
+  expect_error([&] { io::LoraFile::open(p); }, {p, "single_blocks.0.linear2", "both whole and decomposed"});
+  p = write_tensors({{"single_blocks.0.linear2.lora_A.weight", a}, {"single_blocks.0.linear2.hada_w1_a", a}},
+                    "lora-mixed.safetensors");
+  expect_error([&] { io::LoraFile::open(p); }, {p, "single_blocks.0.linear2", "mixes adapter kinds"});
+  // A LoKr whose Kronecker product does not fit its layer.
+  p = write_tensors({{"single_blocks.0.linear2.lokr_w1", Tensor({4, 4})}, {"single_blocks.0.linear2.lokr_w2", Tensor({3, 3})}},
+                    "lora-lokr-shape.safetensors");
+  expect_error([&] { apply(p); }, {p, "single_blocks.0.linear2", "[12, 12]"});
 
   // A truncated file and a file that is not safetensors.
   const std::string whole = write_lora(Layout::Kohya, "-whole");

@@ -12,9 +12,13 @@ class CpuBackend final : public Backend {
   // Every sgemm runs on one OpenMP thread (see set_num_threads); OpenBLAS must not start its own pool.
   CpuBackend() { openblas_set_num_threads(1); }
   const char* name() const override { return "cpu"; }
-  Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) override { return cpu::linear(x, w, b); }
-  Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) override {
-    return cpu::linear_concat(a, b, w, bias);
+  Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
+                std::span<const ops::ExtraProduct> extra) override {
+    return cpu::linear(x, w, b, extra);
+  }
+  Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
+                       std::span<const ops::ExtraProduct> extra) override {
+    return cpu::linear_concat(a, b, w, bias, extra);
   }
   Tensor layer_norm(const Tensor& x, float eps) override { return cpu::layer_norm(x, eps); }
   Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) override {

@@ -20,8 +20,9 @@ void widen_rows(const TensorView& v, int64_t row0, int64_t rows, float* dst);
 Tensor widen(const TensorView& v);
 
 // linear.cpp     y[M, N] = x[M, K] · wᵀ + b;   linear_concat: x = [a | b] (ops.h)
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b);
-Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias);
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ops::ExtraProduct> extra = {});
+Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
+                     std::span<const ops::ExtraProduct> extra = {});
 
 // norm.cpp
 Tensor layer_norm(const Tensor& x, float eps);

@@ -49,7 +49,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // ranges of one logical input [M, ΣK_i = K] (linear of a concatenation, without building it).
 // Each panel of weight rows is widened once; the first input's sgemm writes y, the others
 // accumulate into it (beta = 1) reading their columns of the widened panel (leading dimension K).
-void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b, Tensor& y) {
+// Then each extra product u_j · v_jᵀ (ops.h) accumulates into the same block of y, its panel of v_j
+// rows widened alike, while that block is still in cache.
+void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b,
+                 std::span<const ops::ExtraProduct> extra, Tensor& y) {
   const int64_t K = w.dim(1), N = w.dim(0), M = N ? y.numel() / N : 0;
   if (M == 0 || N == 0) return;
   const Tensor bias = b ? widen(b) : Tensor();
@@ -93,6 +96,15 @@ void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const T
         }
         k0 += Ki;
       }
+      for (const ops::ExtraProduct& e : extra) {
+        const int64_t r = e.v.dim(1);
+        thread_local std::vector<float> widened_v;
+        if (widened_v.size() < size_t(rows * r)) widened_v.resize(size_t(rows * r));
+        widen_rows(e.v, n0, rows, widened_v.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(mr), int(rows), int(r), 1.0f, e.u->ptr() + m0 * r,
+                    int(r), widened_v.data(), int(r), beta, yp, int(N));
+        beta = 1.0f;
+      }
       if (b)
         for (int64_t m = 0; m < mr; ++m)
           for (int64_t n = 0; n < rows; ++n) yp[m * N + n] += bias.data[size_t(n0 + n)];
@@ -101,24 +113,39 @@ void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const T
 
 }  // namespace
 
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b) {
+// Each extra u [M, r] with v [N, r]: M the linear's rows (x's elements / K), N the weight's.
+void check_extra(int64_t M, const TensorView& w, std::span<const ops::ExtraProduct> extra) {
+  for (const ops::ExtraProduct& e : extra) {
+    check_float_view("linear", e.v);
+    if (e.v.shape.size() != 2 || e.v.dim(0) != w.dim(0) || e.u->rank() != 2 || e.u->dim(0) != M ||
+        e.u->dim(1) != e.v.dim(1))
+      throw Error("linear: extra product " + shape_str(e.u->shape) + " · " + describe(e.v) + " " +
+                  shape_str(e.v.shape) + "ᵀ does not fit the output [" + std::to_string(M) + ", " +
+                  std::to_string(w.dim(0)) + "]");
+  }
+}
+
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ops::ExtraProduct> extra) {
   check_linear_shapes(x.shape, w, b);
+  check_extra(w.dim(1) ? x.numel() / w.dim(1) : 0, w, extra);
   Shape out_shape = x.shape;
   out_shape.back() = w.dim(0);
   Tensor y(out_shape);
   const Tensor* xs[] = {&x};
-  linear_into(xs, w, b, y);
+  linear_into(xs, w, b, extra, y);
   return y;
 }
 
-Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias) {
+Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
+                     std::span<const ops::ExtraProduct> extra) {
   if (a.rank() != 2 || b.rank() != 2 || a.dim(0) != b.dim(0))
     throw Error("linear_concat: inputs " + shape_str(a.shape) + " and " + shape_str(b.shape) +
                 " must be 2-D with the same number of rows");
   check_linear_shapes({a.dim(0), a.dim(1) + b.dim(1)}, w, bias);
+  check_extra(a.dim(0), w, extra);
   Tensor y({a.dim(0), w.dim(0)});
   const Tensor* xs[] = {&a, &b};
-  linear_into(xs, w, bias, y);
+  linear_into(xs, w, bias, extra, y);
   return y;
 }
 

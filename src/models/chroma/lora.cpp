@@ -32,31 +32,79 @@ void check_fits(const std::string& file, const io::LoraDelta& d, const TensorVie
                 std::to_string(w.dim(0)) + " to adapt " + what + " " + shape_str(w.shape));
 }
 
+// a [m, r] · b [r, n] in float32 (linear(a, bᵀ)).
+Tensor matmul(const TensorView& a, const TensorView& b) {
+  return ops::linear(a.to_f32(), view_of(ops::transpose(b.to_f32())));
+}
+
+// A LoHa / LoKr update as a dense float32 matrix [N_part, K] (io/lora.h gives the formulas), times scale.
+Tensor dense_update(const io::LoraDelta& d, float scale) {
+  Tensor out;
+  if (d.kind == io::LoraDelta::Kind::LoHa) {
+    out = matmul(d.w1a, d.w1b);
+    const Tensor m2 = matmul(d.w2a, d.w2b);
+    for (size_t i = 0; i < out.data.size(); ++i) out.data[i] *= m2.data[i] * scale;
+    return out;
+  }
+  const Tensor w1 = d.w1 ? d.w1.to_f32() : matmul(d.w1a, d.w1b), w2 = d.w2 ? d.w2.to_f32() : matmul(d.w2a, d.w2b);
+  const int64_t a = w1.dim(0), b = w1.dim(1), c = w2.dim(0), e = w2.dim(1);
+  out = Tensor({a * c, b * e});
+  for (int64_t i = 0; i < a; ++i)
+    for (int64_t k = 0; k < c; ++k)
+      for (int64_t j = 0; j < b; ++j) {
+        const float s = w1.data[size_t(i * b + j)] * scale;
+        float* row = out.ptr() + (i * c + k) * (b * e) + j * e;
+        for (int64_t l = 0; l < e; ++l) row[l] = s * w2.data[size_t(k * e + l)];
+      }
+  return out;
+}
+
 // Adds `d` at `scale` to the row blocks of its target. A delta on the whole target (parts 1) splits
-// B's rows over the blocks; a delta on one part (diffusers' to_q of qkv, proj_mlp of linear1) goes
-// to that block.
+// its rows (B's, or the dense update's) over the blocks; a delta on one part (diffusers' to_q of qkv,
+// proj_mlp of linear1) goes to that block.
 void attach(const std::string& file, const io::LoraDelta& d, float scale, const std::vector<LinearWeights*>& blocks) {
-  auto add = [&](LinearWeights& block, TensorView up, const std::string& what) {
-    check_fits(file, d, up, block, what);
-    up.scale *= scale;
-    if (scale != 0.0f) block.lora.push_back({d.down, up});  // scale 0 leaves the layer exactly as it was
+  const bool low_rank = d.kind == io::LoraDelta::Kind::LowRank;
+  const Shape shape = d.shape();
+  int64_t rows = 0;  // of the whole target, or of the part the delta adapts
+  if (d.parts == 1)
+    for (const LinearWeights* b : blocks) rows += b->weight.dim(0);
+  else if (d.part < int(blocks.size()))
+    rows = blocks[size_t(d.part)]->weight.dim(0);
+  std::shared_ptr<const Tensor> dense;
+  if (!low_rank) {
+    // The update's shape must be the layer's (or its part's) before it is computed: a LoKr's
+    // Kronecker product can be far larger than its factors.
+    const Shape want = {rows, blocks.front()->weight.dim(1)};
+    if (shape != want)
+      throw Error(file + ": LoRA update of " + d.target + (d.parts > 1 ? " part " + std::to_string(d.part) : "") + " (" +
+                  quoted(d.keys.front()) + ") is " + shape_str(shape) + ", expected " + shape_str(want));
+    if (scale != 0.0f) dense = std::make_shared<const Tensor>(dense_update(d, scale));
+  }
+  // Rows [at, at + n) of the update go to `block`.
+  auto add = [&](LinearWeights& block, int64_t at, int64_t n, const std::string& what) {
+    if (low_rank) {
+      TensorView up = d.up.rows(at, at + n);
+      check_fits(file, d, up, block, what);
+      up.scale *= scale;
+      if (scale != 0.0f) block.lora.push_back({d.down, up});  // scale 0 leaves the layer exactly as it was
+    } else if (dense) {
+      block.dense_lora.push_back(std::make_shared<const Tensor>(dense->rows(at, at + n)));
+    }
   };
   if (d.parts == 1) {
-    int64_t rows = 0;
-    for (const LinearWeights* b : blocks) rows += b->weight.dim(0);
-    if (d.up.dim(0) != rows)
-      throw Error(file + ": LoRA tensor " + quoted(d.up.name) + " has " + std::to_string(d.up.dim(0)) +
-                  " rows, expected " + std::to_string(rows) + " to adapt " + d.target);
+    if (shape[0] != rows)  // (low-rank: a dense update was checked above)
+      throw Error(file + ": LoRA tensor " + quoted(d.up.name) + " has " + std::to_string(shape[0]) + " rows, expected " +
+                  std::to_string(rows) + " to adapt " + d.target);
     int64_t at = 0;
     for (LinearWeights* b : blocks) {
       const int64_t n = b->weight.dim(0);
-      add(*b, d.up.rows(at, at + n), d.target);
+      add(*b, at, n, d.target);
       at += n;
     }
   } else if (d.parts == int(blocks.size())) {
-    add(*blocks[size_t(d.part)], d.up, d.target + " part " + std::to_string(d.part));
+    add(*blocks[size_t(d.part)], 0, shape[0], d.target + " part " + std::to_string(d.part));
   } else {
-    throw Error(file + ": LoRA tensor " + quoted(d.up.name) + " adapts part " + std::to_string(d.part) + " of " +
+    throw Error(file + ": LoRA tensor " + quoted(d.keys.front()) + " adapts part " + std::to_string(d.part) + " of " +
                 std::to_string(d.parts) + " of " + d.target + ", which has " + std::to_string(blocks.size()) + " parts");
   }
 }
@@ -87,8 +135,8 @@ LoraReport attach_all(const LoraSetting& lora, Layers& layers) {
 // same kind as the base's). Types we do not encode (fp8 scaled) are stored as bf16.
 std::shared_ptr<const FusedWeight> fuse(const LinearWeights& l) {
   Tensor w = l.weight.to_f32();  // [N, K], dequantized or widened
-  for (const LowRankWeights& d : l.lora)
-    ops::add(w, ops::linear(d.up.to_f32(), view_of(ops::transpose(d.down.to_f32()))));
+  for (const LowRankWeights& d : l.lora) ops::add(w, matmul(d.up, d.down));
+  for (const auto& dense : l.dense_lora) ops::add(w, *dense);
   const quant::TypeTraits* type = quant::traits(fused_dtype(l.weight.dtype));
   auto fused = std::make_shared<FusedWeight>();
   fused->bytes.resize(*tensor_bytes(type->dtype, w.shape));
@@ -121,17 +169,17 @@ std::vector<LoraReport> ChromaModel::set_loras(std::span<const LoraSetting> lora
     files.push_back(lora.file);  // keeps the mapping the views point into
   }
 
+  // Fuse mode merges every adapter; LoHa / LoKr updates are merged in either mode.
   std::vector<std::shared_ptr<const FusedWeight>> fused;
-  if (mode == LoraMode::Fuse) {
-    for (auto& [name, blocks] : layers)
-      for (LinearWeights* b : blocks) {
-        if (b->lora.empty()) continue;
-        fused.push_back(fuse(*b));
-        b->weight = fused.back()->view;
-        b->lora.clear();
-      }
-    files.clear();  // the fused weights no longer read the LoRA files
-  }
+  for (auto& [name, blocks] : layers)
+    for (LinearWeights* b : blocks) {
+      if (b->dense_lora.empty() && (mode != LoraMode::Fuse || b->lora.empty())) continue;
+      fused.push_back(fuse(*b));
+      b->weight = fused.back()->view;
+      b->lora.clear();
+      b->dense_lora.clear();
+    }
+  if (mode == LoraMode::Fuse) files.clear();  // the fused weights no longer read the LoRA files
 
   weights_ = std::move(weights);
   lora_files_ = std::move(files);

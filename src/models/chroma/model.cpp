@@ -71,11 +71,12 @@ class LoraInputs {
   std::deque<std::pair<const void*, Tensor>> done_;  // A's data → A·x; a deque keeps references valid
 };
 
-// W·x + b, plus each runtime LoRA's B·(A·x) (B's view carries the scale).
+// W·x + b, plus each runtime LoRA's B·(A·x) (B's view carries the scale), accumulated into the
+// same output as the main product (ops::ExtraProduct).
 Tensor linear(LoraInputs& in, const LinearWeights& l) {
-  Tensor y = ops::linear(in.x(), l.weight, l.bias);
-  for (const LowRankWeights& d : l.lora) ops::add(y, ops::linear(in.down_times_x(d.down), d.up));
-  return y;
+  std::vector<ops::ExtraProduct> extra;
+  for (const LowRankWeights& d : l.lora) extra.push_back({&in.down_times_x(d.down), d.up});
+  return ops::linear(in.x(), l.weight, l.bias, extra);
 }
 Tensor linear(const Tensor& x, const LinearWeights& l) {
   LoraInputs in(x);
@@ -83,9 +84,14 @@ Tensor linear(const Tensor& x, const LinearWeights& l) {
 }
 // linear of the column concatenation [a | b] (ops::linear_concat), A read as [A_a | A_b] likewise.
 Tensor linear_concat(const Tensor& a, const Tensor& b, const LinearWeights& l) {
-  Tensor y = ops::linear_concat(a, b, l.weight, l.bias);
-  for (const LowRankWeights& d : l.lora) ops::add(y, ops::linear(ops::linear_concat(a, b, d.down), d.up));
-  return y;
+  std::vector<Tensor> down_times_x;
+  down_times_x.reserve(l.lora.size());  // the products below point into it
+  std::vector<ops::ExtraProduct> extra;
+  for (const LowRankWeights& d : l.lora) {
+    down_times_x.push_back(ops::linear_concat(a, b, d.down));
+    extra.push_back({&down_times_x.back(), d.up});
+  }
+  return ops::linear_concat(a, b, l.weight, l.bias, extra);
 }
 
 // (1 + scale) ⊙ LayerNorm(x) + shift — LayerNorm without affine (spec §3.7), in one pass

@@ -5,6 +5,7 @@
 // width (64), T context dim (4096), A approximator in (64), X approximator hidden (5120).
 #pragma once
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct LinearWeights {
   TensorView weight;  // [out, in]
   TensorView bias;    // [out]
   std::vector<LowRankWeights> lora = {};  // none in the base model
+  // LoHa / LoKr updates of this block, dense [out, in] float32 with their scale applied; set_loras
+  // merges them into the weight (they are not low-rank), so forwards never see them.
+  std::vector<std::shared_ptr<const Tensor>> dense_lora = {};
 };
 
 // distilled_guidance_layer.* (spec §3.4)
