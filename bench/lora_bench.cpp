@@ -17,6 +17,7 @@
 #include "io/lora.h"
 #include "io/safetensors.h"
 #include "models/chroma/model.h"
+#include "peak_rss.h"
 
 using namespace chroma;
 using Clock = std::chrono::steady_clock;
@@ -32,17 +33,6 @@ Tensor random_tensor(Shape shape, std::mt19937& rng) {
   return t;
 }
 
-// Peak resident memory of the process so far (VmHWM), in GiB.
-double peak_rss_gib() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (!f) return 0;
-  char line[256];
-  long kb = 0;
-  while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-  std::fclose(f);
-  return double(kb) / (1024.0 * 1024.0);
-}
 
 }  // namespace
 

@@ -13,25 +13,11 @@
 
 #include "models/vae/tiled.h"
 #include "models/vae/vae.h"
+#include "peak_rss.h"
 #include "sampling/rng.h"
 
 using namespace chroma;
 using Clock = std::chrono::steady_clock;
-
-namespace {
-
-double peak_rss_gib() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (!f) return 0;
-  char line[256];
-  long kb = 0;
-  while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-  std::fclose(f);
-  return double(kb) / (1024.0 * 1024.0);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 4 || std::atoi(argv[2]) < 8 || std::atoi(argv[2]) % 8) {
