@@ -109,6 +109,30 @@ BENCHMARK_CAPTURE(BM_GEMM, f32, DType::F32)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, q8_0, DType::Q8_0)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, q4_k, DType::Q4_K)->Apply(gemm_shapes);
 
+// ---- Runtime LoRA: W·x plus B·(A·x) accumulated into the same output (ops::ExtraProduct) --------
+// Args: M (2176 = 512² CFG-packed: 2 × (1024 image + 64 text) rows), K, N, rank r (0: the plain
+// linear). FLOP counts the base product only, so the rate drop against r = 0 is LoRA's cost.
+void BM_LinearLora(benchmark::State& state) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2), r = state.range(3);
+  const TensorView& w = weight(DType::BF16, N, K);
+  const Tensor x = random_tensor({M, K}, 1);
+  measure(state, 2.0 * double(M) * double(N) * double(K), 0, [&] {
+    if (r == 0) {
+      benchmark::DoNotOptimize(ops::linear(x, w));
+      return;
+    }
+    const Tensor ax = ops::linear(x, weight(DType::BF16, r, K));
+    const ops::ExtraProduct extra[] = {{&ax, weight(DType::BF16, N, r)}};
+    benchmark::DoNotOptimize(ops::linear(x, w, {}, extra));
+  });
+}
+void lora_shapes(benchmark::internal::Benchmark* b) {
+  for (auto [K, N] : {std::pair<int64_t, int64_t>{3072, 3072}, {3072, 12288}, {12288, 3072}})
+    for (int64_t r : {0, 16, 64}) b->Args({2176, K, N, r});
+  b->ArgNames({"M", "K", "N", "r"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK(BM_LinearLora)->Apply(lora_shapes);
+
 // ---- Single-block linear2: concat_cols + linear vs linear_concat --------------------------------
 // [M, 3072] attention ++ [M, 12288] MLP → [M, 3072], bf16 weight. Arg: M.
 void BM_Linear2(benchmark::State& state, bool fused) {

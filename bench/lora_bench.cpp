@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <sys/resource.h>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,22 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Major page faults so far: weight pages read back from disk because memory ran short, which makes
+// a step slower for a reason that is not the arithmetic being compared.
+long major_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_majflt;
+}
+
+// CPU seconds (user + system) of the process so far: the work a step took, whatever share of the cores
+// a shared machine gave it (wall times of the same step vary by ±10 % there).
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 Tensor random_tensor(Shape shape, std::mt19937& rng) {
   Tensor t(std::move(shape));
@@ -89,22 +106,28 @@ int main(int argc, char** argv) {
     }
 
     // Runtime: base, then each LoRA, per round.
-    std::vector<std::vector<double>> times(loras.size() + 1);
+    std::vector<std::vector<double>> times(loras.size() + 1), cpu(loras.size() + 1);
     for (int round = 0; round < rounds; ++round)
       for (size_t i = 0; i <= loras.size(); ++i) {
         std::vector<dit::LoraSetting> set;
         if (i > 0) set.push_back({loras[i - 1], 1.0f});
         model.set_loras(set, dit::LoraMode::Runtime);
+        const long faults = major_faults();
+        const double cpu0 = cpu_seconds();
         times[i].push_back(step(model));
-        std::printf("  round %d %-40s %8.2f s\n", round + 1, i ? paths[i].c_str() : "base", times[i].back());
+        cpu[i].push_back(cpu_seconds() - cpu0);
+        std::printf("  round %d %-40s %8.2f s wall %8.2f s CPU  (%ld major page faults)\n", round + 1,
+                    i ? paths[i].c_str() : "base", times[i].back(), cpu[i].back(), major_faults() - faults);
         std::fflush(stdout);
       }
-    std::printf("runtime LoRA, step time per round relative to the base step of the same round:\n");
-    for (size_t i = 1; i <= loras.size(); ++i) {
-      std::printf("  %-40s", paths[i].c_str());
-      for (int round = 0; round < rounds; ++round)
-        std::printf("  %+.1f %%", 100.0 * (times[i][size_t(round)] / times[0][size_t(round)] - 1.0));
-      std::printf("\n");
+    for (const auto& [what, t] : {std::pair{"wall", &times}, {"CPU", &cpu}}) {
+      std::printf("runtime LoRA, step %s time per round relative to the base step of the same round:\n", what);
+      for (size_t i = 1; i <= loras.size(); ++i) {
+        std::printf("  %-40s", paths[i].c_str());
+        for (int round = 0; round < rounds; ++round)
+          std::printf("  %+.1f %%", 100.0 * ((*t)[i][size_t(round)] / (*t)[0][size_t(round)] - 1.0));
+        std::printf("\n");
+      }
     }
 
     // Fuse: set_loras time, peak memory, one forward.

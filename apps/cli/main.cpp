@@ -128,6 +128,11 @@ using RequestFlags = std::vector<std::pair<std::string, std::string>>;  // (key,
 void add_request_options(CLI::App* cmd, const pipeline::GenerationRequest& defaults, RequestFlags& flags,
                          bool prompt_required) {
   const nlohmann::json shown = pipeline::request_to_json(defaults);
+  cmd->add_option_function<std::string>(
+         "--preset", [&flags](const std::string& name) { flags.push_back({"preset", name}); },
+         "Settings of another front end (" + pipeline::preset_names() +
+             "), applied before the other flags, which override them")
+      ->type_name("NAME");
   for (const pipeline::RequestOption& o : pipeline::request_options()) {
     if (o.flag_value) {
       cmd->add_flag_callback(o.flags, [&flags, &o] { flags.push_back({o.key, o.flag_value}); }, o.help);
@@ -153,7 +158,10 @@ void add_request_options(CLI::App* cmd, const pipeline::GenerationRequest& defau
 }
 
 pipeline::GenerationRequest apply_request_flags(pipeline::GenerationRequest request, const RequestFlags& flags) {
-  for (const auto& [key, text] : flags) pipeline::set_option(request, key, text);
+  for (const auto& [key, text] : flags)  // presets first, wherever they stand
+    if (key == "preset") pipeline::apply_preset(request, text);
+  for (const auto& [key, text] : flags)
+    if (key != "preset") pipeline::set_option(request, key, text);
   pipeline::validate(request);
   return request;
 }

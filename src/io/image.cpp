@@ -1,6 +1,7 @@
 #include "io/image.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -80,22 +81,65 @@ Image read_image(const std::string& path) {
   return {};
 }
 
-void write_image(const std::string& path, const Image& image, ImageFormat format, int quality) {
+namespace {
+
+void check_encodable(const std::string& what, const Image& image, int quality) {
   if (image.width <= 0 || image.height <= 0 || image.rgb.size() != size_t(image.width) * size_t(image.height) * 3)
-    throw Error(path + ": image buffer does not match " + std::to_string(image.width) + "×" +
+    throw Error(what + ": image buffer does not match " + std::to_string(image.width) + "×" +
                 std::to_string(image.height) + " RGB");
-  if (quality < 1 || quality > 100) throw Error(path + ": quality " + std::to_string(quality) + ": must be 1 to 100");
+  if (quality < 1 || quality > 100) throw Error(what + ": quality " + std::to_string(quality) + ": must be 1 to 100");
+}
+
+void encode_to(std::FILE* f, const Image& image, ImageFormat format, int quality) {
+  switch (format) {
+    case ImageFormat::Png: return encode_png(f, image);
+    case ImageFormat::Jpeg: return encode_jpeg(f, image, quality);
+    case ImageFormat::Webp: return encode_webp(f, image, quality);
+  }
+}
+
+}  // namespace
+
+void write_image(const std::string& path, const Image& image, ImageFormat format, int quality) {
+  check_encodable(path, image, quality);
   write_atomically(path, [&](const std::string& tmp) {
     try {
-      switch (format) {
-        case ImageFormat::Png: return encode_png_file(tmp, image);
-        case ImageFormat::Jpeg: return encode_jpeg_file(tmp, image, quality);
-        case ImageFormat::Webp: return encode_webp_file(tmp, image, quality);
+      std::FILE* f = std::fopen(tmp.c_str(), "wb");
+      if (!f) throw Error("cannot create the output file");
+      try {
+        encode_to(f, image, format, quality);
+      } catch (...) {
+        std::fclose(f);
+        throw;
       }
+      const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
+      if (std::fclose(f) != 0 || !flushed) throw Error("write failed (disk full?)");
     } catch (const Error& e) {
       throw Error(path + ": " + e.what());  // the codecs only know the temporary name
     }
   });
+}
+
+std::vector<uint8_t> encode_image(const Image& image, ImageFormat format, int quality) {
+  check_encodable("image", image, quality);
+  char* data = nullptr;
+  size_t size = 0;
+  std::FILE* f = open_memstream(&data, &size);  // POSIX: a FILE* onto a growing buffer
+  if (!f) throw Error("image: out of memory for the encoded image");
+  bool ok = true;
+  std::string why;
+  try {
+    encode_to(f, image, format, quality);
+  } catch (const Error& e) {
+    ok = false;
+    why = e.what();
+  }
+  ok = std::fclose(f) == 0 && ok;  // fclose publishes data/size
+  std::vector<uint8_t> bytes;
+  if (ok) bytes.assign(reinterpret_cast<uint8_t*>(data), reinterpret_cast<uint8_t*>(data) + size);
+  std::free(data);
+  if (!ok) throw Error("image: " + (why.empty() ? std::string("encoding failed") : why));
+  return bytes;
 }
 
 }  // namespace chroma::io

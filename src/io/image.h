@@ -3,6 +3,7 @@
 // small file that claims 50000×50000 pixels is refused instead of allocating gigabytes. Writes are
 // atomic (temp file + rename, io/atomic_file.h).
 #pragma once
+#include <cstdio>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -43,14 +44,16 @@ Image read_image(const std::string& path);
 // no metadata).
 // quality: JPEG/WebP 1..100 (ignored for PNG).
 void write_image(const std::string& path, const Image& image, ImageFormat format, int quality = 90);
+// The same file's bytes, in memory (a server's response).
+std::vector<uint8_t> encode_image(const Image& image, ImageFormat format, int quality = 90);
 
 // Codecs, used by the two functions above (image.cpp dispatches; png.cpp, jpeg.cpp, webp.cpp).
 Image decode_png(const std::string& path);
 Image decode_jpeg(const std::string& path);
 Image decode_webp(const std::string& path);
-void encode_png_file(const std::string& tmp_path, const Image& image);
-void encode_jpeg_file(const std::string& tmp_path, const Image& image, int quality);
-void encode_webp_file(const std::string& tmp_path, const Image& image, int quality);
+void encode_png(std::FILE* f, const Image& image);
+void encode_jpeg(std::FILE* f, const Image& image, int quality);
+void encode_webp(std::FILE* f, const Image& image, int quality);
 
 // Throws chroma::Error naming `path` when width × height is 0 or beyond the limits above.
 void check_image_size(const std::string& path, int64_t width, int64_t height);

@@ -143,7 +143,7 @@ Image decode_jpeg(const std::string& path) {
   return img;
 }
 
-void encode_jpeg_file(const std::string& tmp_path, const Image& image, int quality) {
+void encode_jpeg(std::FILE* f, const Image& image, int quality) {
   // A JPEG has no text chunks: each goes into a COM marker as "key\0value" (65533 bytes at most each).
   std::vector<std::string> comments;
   for (const auto& [key, value] : image.text) {
@@ -157,15 +157,10 @@ void encode_jpeg_file(const std::string& tmp_path, const Image& image, int quali
     ptrs.push_back(c.data());
     lengths.push_back(unsigned(c.size()));
   }
-  std::FILE* f = std::fopen(tmp_path.c_str(), "wb");
-  if (!f) throw Error("cannot create the output file");
   ErrorManager err;
   const bool ok = encode_frame(f, image.rgb.data(), image.width, image.height, quality, ptrs.data(), lengths.data(),
                                int(ptrs.size()), &err);
-  const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
-  std::fclose(f);
   if (!ok) throw Error(std::string("JPEG write failed: ") + err.message);
-  if (!flushed) throw Error("write failed (disk full?)");
 }
 
 }  // namespace chroma::io

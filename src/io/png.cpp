@@ -159,7 +159,7 @@ Image decode_png(const std::string& path) {
   return img;
 }
 
-void encode_png_file(const std::string& tmp_path, const Image& image) {
+void encode_png(std::FILE* f, const Image& image) {
   // tEXt holds Latin-1; text with other characters (a UTF-8 prompt) goes into an iTXt chunk.
   std::vector<png_text> chunks(image.text.size());
   for (size_t i = 0; i < image.text.size(); ++i) {
@@ -171,14 +171,9 @@ void encode_png_file(const std::string& tmp_path, const Image& image) {
     if (is_ascii(value)) chunks[i].text_length = value.size();
     else chunks[i].itxt_length = value.size();
   }
-  std::FILE* f = std::fopen(tmp_path.c_str(), "wb");
-  if (!f) throw Error("cannot create the output file");
   ErrorBuffer err;
   const bool ok = encode_frame(f, image.rgb.data(), image.width, image.height, chunks.data(), int(chunks.size()), &err);
-  const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
-  std::fclose(f);
   if (!ok) throw Error(std::string("PNG write failed: ") + err.message);
-  if (!flushed) throw Error("write failed (disk full?)");
 }
 
 }  // namespace chroma::io

@@ -34,16 +34,14 @@ Image decode_webp(const std::string& path) {
   return img;
 }
 
-void encode_webp_file(const std::string& tmp_path, const Image& image, int quality) {
+void encode_webp(std::FILE* f, const Image& image, int quality) {
   uint8_t* out = nullptr;
   const size_t n = WebPEncodeRGB(image.rgb.data(), image.width, image.height, image.width * 3, float(quality), &out);
   if (n == 0) {
     WebPFree(out);
     throw Error("WebP encoding failed (the largest WebP side is 16383 px)");
   }
-  std::FILE* f = std::fopen(tmp_path.c_str(), "wb");
-  const bool ok = f && std::fwrite(out, 1, n, f) == n && std::fflush(f) == 0;
-  if (f) std::fclose(f);
+  const bool ok = std::fwrite(out, 1, n, f) == n;
   WebPFree(out);
   if (!ok) throw Error("write failed (disk full?)");
 }

@@ -166,9 +166,10 @@ Pipeline::Pipeline(PipelineConfig config)
 Pipeline::~Pipeline() = default;
 
 TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                                       const RunHooks& hooks, text::PromptWeighting weighting) const {
+                                       const RunHooks& hooks, text::PromptWeighting weighting,
+                                       t5::Padding padding) const {
   ProgressReporter progress(hooks.progress);
-  return encode_text(prompt, negative_prompt, weighting, hooks, progress);
+  return encode_text(prompt, negative_prompt, weighting, padding, hooks, progress);
 }
 
 Tensor Pipeline::denoise(const Tensor& x, std::span<const float> schedule, int first_step,
@@ -189,8 +190,8 @@ Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled)
 }
 
 TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                                       text::PromptWeighting weighting, const RunHooks& hooks,
-                                       ProgressReporter& progress) const {
+                                       text::PromptWeighting weighting, t5::Padding padding,
+                                       const RunHooks& hooks, ProgressReporter& progress) const {
   progress.phase(Progress::Phase::TextEncoding);
   const RunContext::Bind bind(context_, hooks.dump, hooks.profiler);
   const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark profiles
@@ -200,14 +201,14 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
   const auto pos = tokenizer.encode(text::parse_prompt_weights(prompt, weighting));
   const auto neg = negative_prompt ? tokenizer.encode(text::parse_prompt_weights(*negative_prompt, weighting))
                                    : text::T5Tokenizer::WeightedIds{};
-  std::vector<t5::T5Encoder::Prompt> prompts = {{pos.ids, "pos."}};
-  if (negative_prompt) prompts.push_back({neg.ids, "neg."});
+  std::vector<t5::T5Encoder::Prompt> prompts = {{pos.ids, "pos.", padding}};
+  if (negative_prompt) prompts.push_back({neg.ids, "neg.", padding});
   auto weighted = [](const std::vector<float>& w) { return std::any_of(w.begin(), w.end(), [](float x) { return x != 1.0f; }); };
   std::vector<int32_t> empty_ids;
   if (weighting == text::PromptWeighting::ComfyUI && (weighted(pos.weights) || weighted(neg.weights))) {
     empty_ids.assign(std::max(pos.ids.size(), neg.ids.size()), text::T5Tokenizer::kPad);
     empty_ids[0] = text::T5Tokenizer::kEos;
-    prompts.push_back({empty_ids, "empty."});
+    prompts.push_back({empty_ids, "empty.", padding});
   }
   TextConditioning text;
   {
@@ -456,7 +457,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   {
     PhaseTimer t(&result.phases, "text encoding");
     text = encode_text(r.prompt, cfg ? std::optional<std::string>(r.negative_prompt) : std::nullopt,
-                       prompt_weighting_of(r), hooks, progress);
+                       prompt_weighting_of(r), text_padding_of(r), hooks, progress);
   }
   nlohmann::json models = nlohmann::json::object();
   for (const auto& [key, path] : {std::pair{"dit", config_.files.dit}, {"t5", config_.files.t5}, {"vae", config_.files.vae}})
@@ -526,7 +527,9 @@ std::vector<float> request_schedule(const GenerationRequest& r) {
   sampling::ScheduleOptions o;
   if (!sampling::parse_scheduler(r.scheduler, &o.scheduler)) throw Error("unknown scheduler '" + r.scheduler + "'");
   o.steps = r.steps;
-  o.image_seq_len = int64_t(r.height / 16) * (r.width / 16);
+  // sd.cpp counts (H/8)·(W/8) latent pixels where the author counts (H/16)·(W/16) tokens (spec §4.2).
+  const int cell = r.shift_rule == "sdcpp" ? 8 : 16;
+  o.image_seq_len = int64_t(r.height / cell) * (r.width / cell);
   o.shift = r.shift;
   o.beta_alpha = r.beta_alpha;
   o.beta_beta = r.beta_beta;

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "models/t5/t5.h"
 #include "pipeline/dump.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/model_files.h"
@@ -125,10 +126,12 @@ class Pipeline {
 
   // The phases, for callers that reuse or replace one of them. Each binds the pipeline's run
   // context (run_context.h) with the hooks' observers.
-  // Emphasis such as "(word:1.2)" is read with `weighting` (text/prompt_weights.h).
+  // Emphasis such as "(word:1.2)" is read with `weighting` (text/prompt_weights.h); `padding` is how
+  // T5 treats the prompts' padding (t5.h Padding).
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
                                const RunHooks& hooks = {},
-                               text::PromptWeighting weighting = text::PromptWeighting::ComfyUI) const;
+                               text::PromptWeighting weighting = text::PromptWeighting::ComfyUI,
+                               t5::Padding padding = t5::Padding::Flow) const;
   // The sampler from state x over schedule (a slice of the full schedule starting at index
   // first_step) with real CFG where request.cfg/skip_cfg_steps say, and the inpainting blend after
   // each step when given. Returns the final latent; throws Cancelled.
@@ -144,7 +147,8 @@ class Pipeline {
  private:
   // The phases, reporting to a request-wide progress reporter.
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
-                               text::PromptWeighting weighting, const RunHooks& hooks, ProgressReporter& progress) const;
+                               text::PromptWeighting weighting, t5::Padding padding, const RunHooks& hooks,
+                               ProgressReporter& progress) const;
   Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
                  const GenerationRequest& request, const RunHooks& hooks, const LatentBlend* blend,
                  ProgressReporter& progress) const;

@@ -3,7 +3,9 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 
+#include "models/t5/t5.h"
 #include "sampling/denoise.h"
 #include "sampling/schedule.h"
 #include "text/prompt_weights.h"
@@ -58,6 +60,47 @@ float parse_finite(const char* key, const std::string& text) {
 }
 
 bool beta_in_range(double v) { return v > 0.0 && v <= 100.0; }
+
+std::optional<t5::Padding> parse_text_padding(const std::string& name) {
+  if (name == "author") return t5::Padding::Flow;
+  if (name == "diffusers") return t5::Padding::KeyMasked;
+  if (name == "comfyui") return t5::Padding::None;
+  if (name == "sdcpp") return t5::Padding::Unmasked;
+  return std::nullopt;
+}
+
+// apply_preset (request.h): each front end's settings, spec §2.2 (padding), §4.2 (schedule), §4.5 (defaults).
+struct Preset {
+  const char* name;
+  void (*apply)(GenerationRequest& r);
+};
+const Preset kPresets[] = {
+    {"author",  // flow's inference_wrapper: its padding, resolution-dependent schedule and bf16 sampler
+     [](GenerationRequest& r) {
+       r.text_padding = "author", r.shift = true, r.shift_rule = "author", r.scheduler = "author";
+       r.sampler = "euler", r.sampler_dtype = SamplerDtype::BF16, r.prompt_weighting = "none";
+     }},
+    {"comfyui",  // the official Chroma1-HD template: shift 1, beta 26 steps, CFG 3.5, euler; no padding row
+     [](GenerationRequest& r) {
+       r.text_padding = "comfyui", r.shift = false, r.shift_rule = "author", r.scheduler = "beta";
+       r.beta_alpha = 0.6, r.beta_beta = 0.6, r.steps = 26, r.cfg = 3.5f, r.skip_cfg_steps = 0;
+       r.sampler = "euler", r.sampler_dtype = SamplerDtype::F32, r.prompt_weighting = "comfyui";
+     }},
+    {"diffusers",  // ChromaPipeline: sigmas linspace(1, 1/n) unshifted (Chroma1-HD's config), 35 steps,
+                   // CFG 5, the one padding row under HF's key mask, bf16 latents between steps
+     [](GenerationRequest& r) {
+       r.text_padding = "diffusers", r.shift = false, r.shift_rule = "author", r.scheduler = "author";
+       r.steps = 35, r.cfg = 5.0f, r.skip_cfg_steps = 0;
+       r.sampler = "euler", r.sampler_dtype = SamplerDtype::BF16, r.prompt_weighting = "none";
+     }},
+    {"sdcpp",  // sd.cpp's CLI: flux schedule with mu from (H/8)(W/8), 20 steps, CFG 7, T5 unmasked over
+               // 512 ids and the DiT seeing one pad, its emphasis rule
+     [](GenerationRequest& r) {
+       r.text_padding = "sdcpp", r.shift = true, r.shift_rule = "sdcpp", r.scheduler = "author";
+       r.steps = 20, r.cfg = 7.0f, r.skip_cfg_steps = 0;
+       r.sampler = "euler", r.sampler_dtype = SamplerDtype::F32, r.prompt_weighting = "sdcpp";
+     }},
+};
 
 double parse_beta(const char* key, const std::string& text) {
   double v = 0;
@@ -116,13 +159,13 @@ const RequestOption kOptions[] = {
     {"shift", "--no-shift", "No resolution-dependent shift: a linear author schedule, an unshifted table for the others", "false", nullptr,
      [](GenerationRequest& r, const std::string& t) { r.shift = parse_bool("shift", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift); }},
-    {"sampler", "--sampler,--sampling-method", "Sampler: euler, heun, dpm++2m, res_multistep, gradient_estimation, euler_a", nullptr, nullptr,
+    {"sampler", "--sampler,--sampling-method", "Sampler: euler, heun, dpm++2m, dpm++2s_a, dpm++sde, res_multistep, gradient_estimation, euler_a", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        if (!sampling::is_sampler_name(t)) bad_value("sampler", t, "unknown sampler (known: " + sampling::sampler_names() + ")");
        r.sampler = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.sampler); }},
-    {"scheduler", "--scheduler", "Schedule: author (default), simple, beta, karras, exponential", nullptr, nullptr,
+    {"scheduler", "--scheduler", "Schedule: author (default), simple, beta, karras, exponential, sigmoid_offset, bong_tangent", nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        sampling::Scheduler s;
        if (!sampling::parse_scheduler(t, &s))
@@ -152,6 +195,22 @@ const RequestOption kOptions[] = {
        r.prompt_weighting = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.prompt_weighting); }},
+    {"text_padding", "--text-padding",
+     "Prompt padding seen by T5 and the DiT: author (the author's one padding row), diffusers (key-masked row), "
+     "comfyui (none), sdcpp (512 ids, no T5 mask)",
+     nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       if (!parse_text_padding(t)) bad_value("text_padding", t, "must be author, diffusers, comfyui or sdcpp");
+       r.text_padding = t;
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.text_padding); }},
+    {"shift_rule", "--shift-rule", "The shift's image size: author ((H/16)(W/16) tokens) or sdcpp ((H/8)(W/8))",
+     nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       if (t != "author" && t != "sdcpp") bad_value("shift_rule", t, "must be author or sdcpp");
+       r.shift_rule = t;
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.shift_rule); }},
     {"vae_tiling", "--vae-tiling", "Decode the image in overlapping 512-pixel tiles (less memory; automatic when needed)",
      "true", nullptr, [](GenerationRequest& r, const std::string& t) { r.vae_tiling = parse_bool("vae_tiling", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.vae_tiling); }},
@@ -187,6 +246,24 @@ const RequestOption kOptions[] = {
 
 std::span<const RequestOption> request_options() { return kOptions; }
 
+void apply_preset(GenerationRequest& request, const std::string& name) {
+  for (const Preset& p : kPresets)
+    if (name == p.name) return p.apply(request);
+  throw Error("preset (--preset) '" + name + "': unknown preset (known: " + preset_names() + ")");
+}
+
+std::string preset_names() {
+  std::string names;
+  for (const Preset& p : kPresets) names += (names.empty() ? "" : ", ") + std::string(p.name);
+  return names;
+}
+
+t5::Padding text_padding_of(const GenerationRequest& r) {
+  const std::optional<t5::Padding> p = parse_text_padding(r.text_padding);
+  if (!p) throw Error(option_label(find_option("text_padding")) + " '" + r.text_padding + "': unknown padding");
+  return *p;
+}
+
 void set_option(GenerationRequest& request, const std::string& key, const std::string& text) {
   find_option(key).set(request, text);
 }
@@ -206,6 +283,9 @@ void validate(const GenerationRequest& r) {
   sampling::Scheduler scheduler;
   if (!sampling::parse_scheduler(r.scheduler, &scheduler))
     throw Error(option_label(find_option("scheduler")) + " '" + r.scheduler + "': unknown scheduler");
+  text_padding_of(r);
+  if (r.shift_rule != "author" && r.shift_rule != "sdcpp")
+    throw Error(option_label(find_option("shift_rule")) + " '" + r.shift_rule + "': must be author or sdcpp");
   text::PromptWeighting weighting;
   if (!text::parse_prompt_weighting(r.prompt_weighting, &weighting))
     throw Error(option_label(find_option("prompt_weighting")) + " '" + r.prompt_weighting + "': must be comfyui, sdcpp or none");
@@ -242,7 +322,12 @@ nlohmann::json request_to_json(const GenerationRequest& r) {
 GenerationRequest request_from_json(const nlohmann::json& j, const GenerationRequest& defaults) {
   if (!j.is_object()) throw Error("a request must be a JSON object");
   GenerationRequest r = defaults;
+  if (const auto preset = j.find("preset"); preset != j.end()) {  // first, so the other fields override it
+    if (!preset->is_string()) throw Error("preset: expected a string, found " + std::string(preset->type_name()));
+    apply_preset(r, preset->get<std::string>());
+  }
   for (const auto& [key, value] : j.items()) {
+    if (key == "preset") continue;
     const RequestOption& o = find_option(key);
     // Each value goes through the option's own text parser, so both front ends accept the same values;
     // the JSON type must match the option's (a number for a number, a string for text).

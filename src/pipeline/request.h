@@ -11,6 +11,10 @@
 
 #include "io/image.h"
 
+namespace chroma::t5 {
+enum class Padding;  // models/t5/t5.h
+}
+
 namespace chroma::pipeline {
 
 // How the sampler state is kept between steps (sampling/sampler.h).
@@ -42,6 +46,13 @@ struct GenerationRequest {
   double beta_alpha = 0.6, beta_beta = 0.6;  // the beta scheduler's parameters (ComfyUI's defaults)
   SamplerDtype sampler_dtype = SamplerDtype::F32;
   std::string prompt_weighting = "comfyui";  // emphasis "(word:1.2)": comfyui, sdcpp or none (text/prompt_weights.h)
+  // What T5 and the DiT see of the prompt's padding (t5.h Padding): author (the one padding row of the
+  // author's outer-product mask), diffusers (that row under a key-padding mask), comfyui (no padding
+  // row), sdcpp (512 ids without a T5 mask, the first n + 1 rows).
+  std::string text_padding = "author";
+  // How the shift's mu counts the image: author ((H/16)·(W/16) tokens, spec §4.2) or sdcpp
+  // ((H/8)·(W/8), 4× the tokens, as sd.cpp passes it).
+  std::string shift_rule = "author";
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
   bool vae_tiling = false;          // decode in overlapping tiles (vae/tiled.h); also chosen when the whole
                                     // image would not fit in memory
@@ -88,6 +99,20 @@ void set_option(GenerationRequest& request, const std::string& key, const std::s
 // starts from `defaults`, rejects unknown keys and values of the wrong type, and validates.
 nlohmann::json request_to_json(const GenerationRequest& request);
 GenerationRequest request_from_json(const nlohmann::json& j, const GenerationRequest& defaults = {});
+
+// Presets: the settings with which another front end makes its Chroma images (spec §2.2, §4.2–4.5), so
+// that an image made there can be reproduced here up to its noise generator: author (flow's
+// inference: bf16 sampler state, the author's padding and schedule), comfyui (the official
+// Chroma1-HD template: beta schedule unshifted, 26 steps, cfg 3.5, no padding row), diffusers
+// (ChromaPipeline: unshifted linear schedule, 35 steps, cfg 5, key-masked padding row, bf16 state),
+// sdcpp (sd.cpp's CLI: flux schedule with its token count, 20 steps, cfg 7, unmasked T5 over 512
+// ids, its emphasis rule). apply_preset sets those fields of `request` and leaves the others; throws
+// chroma::Error for an unknown name. A JSON request's "preset" is applied before its other fields,
+// and the command line's --preset before its other flags.
+void apply_preset(GenerationRequest& request, const std::string& name);
+// The request's text_padding as the T5 encoder's Padding; throws chroma::Error for an unknown name.
+t5::Padding text_padding_of(const GenerationRequest& request);
+std::string preset_names();  // "author, comfyui, diffusers, sdcpp"
 
 // "FILE[:SCALE]" → a LoraRequest (the scale after the last ':' when it is a number; 1 otherwise).
 LoraRequest parse_lora(const std::string& text);

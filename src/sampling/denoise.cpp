@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "tensor/error.h"
 
@@ -108,6 +109,74 @@ Tensor EulerAncestralSampler::step(const Tensor& x, float t, float t_next, int s
 }
 
 namespace {
+
+// The flow's half log-SNR λ = log((1 − t)/t) and its inverse t = 1/(e^λ + 1).
+double half_log_snr(double t) { return std::log((1.0 - t) / t); }
+double time_of_half_log_snr(double lambda) { return 1.0 / (std::exp(lambda) + 1.0); }
+
+// k-diffusion get_ancestral_step: (σ_down, σ_up) for a step from σ to σ_next with noise share η.
+std::pair<double, double> ancestral_split(double sigma, double sigma_next, double eta) {
+  if (eta == 0.0) return {sigma_next, 0.0};
+  const double up = std::min(
+      sigma_next, eta * std::sqrt(std::max(0.0, sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
+                                                    (sigma * sigma))));
+  return {std::sqrt(std::max(0.0, sigma_next * sigma_next - up * up)), up};
+}
+
+}  // namespace
+
+Tensor DpmPP2SAncestralSampler::step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+                                     StepHistory&) const {
+  const Tensor d = denoised(x, velocity(x, round_state(t, precision_), step), t);
+  if (t_next == 0.0f) return round_state(d, precision_);
+  const double s = t, sn = t_next;
+  const double down = sn * (1.0 + (sn / s - 1.0) * eta_);
+  const double t_mid =
+      s == 1.0 ? 0.9999 : time_of_half_log_snr(0.5 * (half_log_snr(s) + half_log_snr(down)));
+  const auto t_s = float(t_mid);
+  const Tensor u = combine(float(t_mid / s), x, float(1.0 - t_mid / s), d);
+  const Tensor d_s = denoised(u, velocity(round_state(u, precision_), round_state(t_s, precision_), step), t_s);
+  Tensor out = combine(float(down / s), x, float(1.0 - down / s), d_s);
+  if (eta_ > 0.0f) {
+    const double alpha_next = 1.0 - sn, alpha_down = 1.0 - down;
+    const double renoise =
+        std::sqrt(std::max(0.0, sn * sn - down * down * alpha_next * alpha_next / (alpha_down * alpha_down)));
+    out = combine(float(alpha_next / alpha_down), out, float(renoise), noise_(x.shape));
+  }
+  return round_state(out, precision_);
+}
+
+Tensor DpmPPSdeSampler::step(const Tensor& x, float t_in, float t_next, int step, const VelocityFn& velocity,
+                             StepHistory&) const {
+  const float t = t_in >= 1.0f ? 0.9999f : t_in;
+  const Tensor d = denoised(x, velocity(x, round_state(t, precision_), step), t);
+  if (t_next == 0.0f) return round_state(d, precision_);
+  const double s = t, sn = t_next;
+  const double lambda_s = half_log_snr(s), lambda_t = half_log_snr(sn);
+  const double lambda_1 = 0.5 * (lambda_s + lambda_t), t_1 = time_of_half_log_snr(lambda_1);
+  const double alpha_s = 1.0 - s, alpha_1 = 1.0 - t_1, alpha_t = 1.0 - sn;
+  // One stochastic DPM-Solver++ step from (x at λ_s, D) to λ_to, whose α is alpha_to.
+  auto solver_step = [&](double lambda_to, double alpha_to, const Tensor& d_use, const Tensor* noise) {
+    const auto [down, up] = ancestral_split(std::exp(-lambda_s), std::exp(-lambda_to), eta_);
+    const double h = -std::log(down) - lambda_s;
+    Tensor out = combine(float(alpha_to / alpha_s * std::exp(-h)), x, float(-alpha_to * std::expm1(-h)), d_use);
+    if (noise) out = combine(1.0f, out, float(alpha_to * up), *noise);
+    return out;
+  };
+  Tensor noise_1, noise_2;
+  if (eta_ > 0.0f) {
+    // Brownian increments over t: W(t_1) − W(t) and W(t_next) − W(t), each divided by √|Δt|.
+    const double a = s - t_1, b = t_1 - sn;
+    noise_1 = noise_(x.shape);
+    noise_2 = combine(float(std::sqrt(a / (a + b))), noise_1, float(std::sqrt(b / (a + b))), noise_(x.shape));
+  }
+  const Tensor x_1 = solver_step(lambda_1, alpha_1, d, eta_ > 0.0f ? &noise_1 : nullptr);
+  const auto t_1f = float(t_1);
+  const Tensor d_1 = denoised(x_1, velocity(round_state(x_1, precision_), round_state(t_1f, precision_), step), t_1f);
+  return round_state(solver_step(lambda_t, alpha_t, d_1, eta_ > 0.0f ? &noise_2 : nullptr), precision_);
+}
+
+namespace {
 struct NamedSampler {
   const char* name;
   bool ancestral;
@@ -117,16 +186,19 @@ template <typename S>
 std::unique_ptr<Sampler> make_ode(SamplerPrecision p, NoiseFn) {
   return std::make_unique<S>(p);
 }
+template <typename S>
+std::unique_ptr<Sampler> make_noisy(SamplerPrecision p, NoiseFn noise) {
+  return std::make_unique<S>(p, std::move(noise));
+}
 const NamedSampler kSamplers[] = {
     {"euler", false, make_ode<EulerSampler>},
     {"heun", false, make_ode<HeunSampler>},
     {"dpm++2m", false, make_ode<DpmPP2MSampler>},
     {"res_multistep", false, make_ode<ResMultistepSampler>},
     {"gradient_estimation", false, make_ode<GradientEstimationSampler>},
-    {"euler_a", true,
-     [](SamplerPrecision p, NoiseFn noise) -> std::unique_ptr<Sampler> {
-       return std::make_unique<EulerAncestralSampler>(p, std::move(noise));
-     }},
+    {"euler_a", true, make_noisy<EulerAncestralSampler>},
+    {"dpm++2s_a", true, make_noisy<DpmPP2SAncestralSampler>},
+    {"dpm++sde", true, make_noisy<DpmPPSdeSampler>},
 };
 const NamedSampler* find_sampler(const std::string& name) {
   for (const NamedSampler& s : kSamplers)

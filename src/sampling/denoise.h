@@ -126,6 +126,47 @@ class EulerAncestralSampler final : public Sampler {
   float eta_;
 };
 
+// DPM-Solver++(2S) ancestral for flow models (ComfyUI sample_dpmpp_2s_ancestral_RF, η, s_noise 1): the
+// step down to t_down as euler_a, taken with D evaluated at the midpoint in λ = log((1 − t)/t)
+// between t and t_down (t_s = 1/(e^λ_s + 1); 0.9999 when t = 1, where λ is −∞):
+// u = (t_s/t)·x + (1 − t_s/t)·D, D_s = D(u, t_s), x' = (t_down/t)·x + (1 − t_down/t)·D_s, then renoised
+// to t_next as euler_a. The last step gives D. Two evaluations per step (one on the last); η = 0 is a
+// 2nd-order ODE method.
+class DpmPP2SAncestralSampler final : public Sampler {
+ public:
+  DpmPP2SAncestralSampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
+      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+  const char* name() const override { return "dpm++2s_a"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+
+ private:
+  NoiseFn noise_;
+  float eta_;
+};
+
+// DPM-Solver++ SDE (ComfyUI sample_dpmpp_sde, η, s_noise 1, r = 1/2) in the flow's half log-SNR
+// λ = log(α/t), α = 1 − t: a first stochastic DPM-Solver++ step from t to the λ-midpoint t_1, a model
+// evaluation there, and a second from t to t_next with D_1 (fac = 1/(2r) = 1); each step is
+// x' = (α'/α)·e^(−h')·x − α'·expm1(−h')·D + α'·σ_up·ε with (σ_down, σ_up) k-diffusion's ancestral
+// split of e^(−λ) and h' = −log σ_down − λ. A first time t ≥ 1 is taken as 0.9999 (ComfyUI's offset for
+// a finite λ at shift 1). The last step gives D. The two noises of a step are increments of one
+// Brownian path over t (the second's interval [t_next, t] holds the first's [t_1, t]), drawn as two
+// independent normals and combined, as ComfyUI's Brownian tree correlates them (not its samples).
+// η = 0 is a 2nd-order ODE method.
+class DpmPPSdeSampler final : public Sampler {
+ public:
+  DpmPPSdeSampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
+      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+  const char* name() const override { return "dpm++sde"; }
+  Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
+              StepHistory& history) const override;
+
+ private:
+  NoiseFn noise_;
+  float eta_;
+};
+
 // The samplers by name; throws chroma::Error for an unknown name, or an ancestral sampler without
 // a noise source.
 std::unique_ptr<Sampler> make_sampler(const std::string& name, SamplerPrecision precision, NoiseFn noise = {});

@@ -32,7 +32,16 @@ std::vector<float> flow_schedule(int steps, int64_t image_seq_len, bool shift);
 //                 (ComfyUI's rule: many steps may give fewer distinct times)
 //   karras        (σmax^(1/ρ) + i/(steps−1)·(σmin^(1/ρ) − σmax^(1/ρ)))^ρ, ρ = 7, σmin/σmax = table ends
 //   exponential   exp(log σmax + i/(steps−1)·(log σmin − log σmax))
-enum class Scheduler { Author, Simple, Beta, Karras, Exponential };
+//   sigmoid_offset  σ_table[rint((1 − S(i/steps))·999)], i = 0…steps, repeats dropped, the last (σmin)
+//                 replaced by 0; S(x) = (s(x) − s(0))/(s(1) − s(0)), s(x) = 1/(1 + e^(−k·(8x − 4 + 8·(c − ½))))
+//                 with k = 1, c = ½ (the ComfyUI sigmoid_offset node of the Chroma community, defaults)
+//   bong_tangent  RES4LYF's two arctangent stages from 1 through ½ to 0 (defaults: pivots 0.6, slopes
+//                 0.2): over n = steps + 2 points, stage 1 has m = ⌊0.6·n⌋ points from 1 to ½, stage 2
+//                 the other n − m from ½ to 0, each f(x) = (a(x) − a(last))/(a(0) − a(last))·(start − end)
+//                 + end with a(x) = (2/π)·atan(−slope·(x − pivot)), slope = 0.2·40/n, pivot ⌊0.6·n⌋
+//                 (stage 2: minus m); stage 1's last point (= stage 2's first) is dropped. Flow times
+//                 directly: independent of the shift and of the image size.
+enum class Scheduler { Author, Simple, Beta, Karras, Exponential, SigmoidOffset, BongTangent };
 
 struct ScheduleOptions {
   Scheduler scheduler = Scheduler::Author;

@@ -255,6 +255,27 @@ TEST_F(CliGenerate, RejectsBadSamplerOptions) {
   expect_rejected({{"--skip-cfg-steps", "-2"}}, {"--skip-cfg-steps", "-2"});
   expect_rejected({{"--sampler-dtype", "xx"}}, {"--sampler-dtype", "xx"});
   expect_rejected({{"--cfg", "nan"}}, {"--cfg"});
+  expect_rejected({{"--preset", "a1111"}}, {"--preset", "a1111", "unknown preset"});
+  expect_rejected({{"--text-padding", "hf"}}, {"--text-padding", "hf"});
+  expect_rejected({{"--scheduler", "bong"}}, {"--scheduler", "bong"});
+  expect_rejected({{"--sampler", "dpm++3m"}}, {"--sampler", "dpm++3m"});
+}
+
+// A preset sets its front end's options wherever it stands; the other flags override it, and the
+// image's metadata holds the settings that ran.
+TEST_F(CliGenerate, PresetIsAppliedBeforeTheOtherFlags) {
+  const Outcome r = generate({{"--seed", "3"}, {"--preset", "comfyui"}, {"--sampler", "dpm++2s_a"}});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const io::Image png = io::read_image(out_);
+  auto it = std::find_if(png.text.begin(), png.text.end(), [](const auto& t) { return t.first == "chroma.cpp"; });
+  ASSERT_NE(it, png.text.end());
+  const json params = json::parse(it->second);
+  EXPECT_EQ(params.at("steps"), 2) << "the fixture's --steps 2 comes before --preset and still wins";
+  EXPECT_EQ(params.at("scheduler"), "beta");
+  EXPECT_EQ(params.at("text_padding"), "comfyui");
+  EXPECT_EQ(params.at("shift"), false);
+  EXPECT_EQ(params.at("cfg"), 3.5);
+  EXPECT_EQ(params.at("sampler"), "dpm++2s_a");
 }
 
 TEST_F(CliGenerate, RejectsUnknownFlagAndMissingPrompt) {

@@ -73,6 +73,23 @@ TEST(Image, JpegAndWebpStayCloseAndKeepTheJpegComment) {
   }
 }
 
+// encode_image gives in memory exactly the bytes write_image puts in the file (a server's response is
+// the file a CLI run would write).
+TEST(Image, EncodedBytesAreTheFilesBytes) {
+  Image img = smooth(16, 8);
+  img.text = {{"parameters", "a fox"}};
+  for (ImageFormat f : {ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp}) {
+    const fs::path path = test::temp_path(std::string("bytes.") + image_format_name(f));
+    write_image(path, img, f, 90);
+    const std::vector<uint8_t> bytes = encode_image(img, f, 90);
+    EXPECT_EQ(std::string(bytes.begin(), bytes.end()), bytes_of(path)) << image_format_name(f);
+  }
+  Image bad = img;
+  bad.rgb.pop_back();
+  EXPECT_NE(error_of([&] { encode_image(bad, ImageFormat::Png); }).find("does not match"), std::string::npos);
+  EXPECT_NE(error_of([&] { encode_image(img, ImageFormat::Jpeg, 0); }).find("quality"), std::string::npos);
+}
+
 TEST(Image, FormatsByNameAndExtension) {
   EXPECT_EQ(parse_image_format("jpg"), ImageFormat::Jpeg);
   EXPECT_EQ(image_format_of_path("a/b.WEBP"), ImageFormat::Webp);

@@ -5,7 +5,9 @@
 #include <set>
 #include <string>
 
+#include "pipeline/pipeline.h"
 #include "pipeline/request.h"
+#include "sampling/schedule.h"
 #include "tensor/error.h"
 #include "testdata.h"
 
@@ -93,6 +95,8 @@ TEST(RequestJson, RoundTripsEveryOption) {
   r.scheduler = "karras";
   r.beta_alpha = 0.3;  // not exact in binary either
   r.init_noise = "noise.safetensors";
+  r.text_padding = "sdcpp";
+  r.shift_rule = "sdcpp";
   const GenerationRequest back = request_from_json(json::parse(request_to_json(r).dump()));
   EXPECT_EQ(request_to_json(back), request_to_json(r));
   EXPECT_EQ(back.cfg, r.cfg);
@@ -111,6 +115,78 @@ TEST(RequestJson, RejectsUnknownKeysWrongTypesAndBadValues) {
   GenerationRequest defaults;
   defaults.steps = 2;
   EXPECT_EQ(request_from_json(json{{"prompt", "x"}}, defaults).steps, 2) << "absent keys keep the defaults";
+}
+
+// Each preset sets what spec §2.2 (padding), §4.2 (schedule) and §4.5 (defaults) say its front end does,
+// and only that: the prompt, size and seed stay.
+TEST(Presets, SetTheirFrontEndsSettingsAndNothingElse) {
+  GenerationRequest base;
+  base.prompt = "a fox";
+  base.width = 512;
+  base.seed = 7;
+  GenerationRequest r = base;
+  apply_preset(r, "comfyui");  // the official Chroma1-HD template
+  EXPECT_EQ(r.text_padding, "comfyui");
+  EXPECT_FALSE(r.shift);
+  EXPECT_EQ(r.scheduler, "beta");
+  EXPECT_EQ(r.beta_alpha, 0.6);
+  EXPECT_EQ(r.steps, 26);
+  EXPECT_EQ(r.cfg, 3.5f);
+  EXPECT_EQ(r.sampler, "euler");
+  EXPECT_EQ(r.prompt_weighting, "comfyui");
+  EXPECT_EQ(r.prompt, "a fox");
+  EXPECT_EQ(r.width, 512);
+  EXPECT_EQ(r.seed, std::optional<uint64_t>(7));
+  r = base;
+  apply_preset(r, "diffusers");  // ChromaPipeline with Chroma1-HD's scheduler config
+  EXPECT_EQ(r.text_padding, "diffusers");
+  EXPECT_FALSE(r.shift);
+  EXPECT_EQ(r.scheduler, "author");
+  EXPECT_EQ(r.steps, 35);
+  EXPECT_EQ(r.cfg, 5.0f);
+  EXPECT_EQ(r.sampler_dtype, SamplerDtype::BF16);
+  r = base;
+  apply_preset(r, "sdcpp");
+  EXPECT_EQ(r.text_padding, "sdcpp");
+  EXPECT_TRUE(r.shift);
+  EXPECT_EQ(r.shift_rule, "sdcpp");
+  EXPECT_EQ(r.steps, 20);
+  EXPECT_EQ(r.cfg, 7.0f);
+  EXPECT_EQ(r.prompt_weighting, "sdcpp");
+  r = base;
+  apply_preset(r, "author");
+  EXPECT_EQ(r.text_padding, "author");
+  EXPECT_EQ(r.sampler_dtype, SamplerDtype::BF16);
+  EXPECT_EQ(r.scheduler, "author");
+  EXPECT_TRUE(r.shift);
+  EXPECT_EQ(preset_names(), "author, comfyui, diffusers, sdcpp");
+  EXPECT_NE(error_of([&] { apply_preset(r, "a1111"); }).find("unknown preset"), std::string::npos);
+  for (const auto& [key, text] : std::vector<std::pair<std::string, std::string>>{
+           {"text_padding", "hf"}, {"text_padding", ""}, {"shift_rule", "comfyui"}})
+    EXPECT_NE(error_of([&] { set_option(r, key, text); }).find(key), std::string::npos) << key << " = " << text;
+}
+
+// sd.cpp's mu counts (H/8)·(W/8) latent pixels: at 512² that is 4096, the author's count at 1024²
+// (spec §4.2: mu(512²) = 1.15 in sd.cpp).
+TEST(Presets, SdcppShiftRuleCountsLatentPixels) {
+  GenerationRequest r;
+  r.width = r.height = 512;
+  r.steps = 6;
+  EXPECT_EQ(request_schedule(r), sampling::flow_schedule(6, 1024, true));
+  r.shift_rule = "sdcpp";
+  EXPECT_EQ(request_schedule(r), sampling::flow_schedule(6, 4096, true));
+  EXPECT_NEAR(sampling::schedule_mu(4096), 1.15, 1e-12);
+}
+
+// A JSON request's preset comes first, whatever the key order: its other fields override it.
+TEST(Presets, JsonPresetIsAppliedBeforeTheOtherFields) {
+  const GenerationRequest r = request_from_json(json{{"steps", 9}, {"preset", "comfyui"}, {"text_padding", "author"}});
+  EXPECT_EQ(r.steps, 9);
+  EXPECT_EQ(r.text_padding, "author");
+  EXPECT_EQ(r.scheduler, "beta");
+  EXPECT_NE(error_of([] { request_from_json(json{{"preset", "nope"}}); }).find("nope"), std::string::npos);
+  EXPECT_NE(error_of([] { request_from_json(json{{"preset", 3}}); }).find("preset"), std::string::npos);
+  EXPECT_FALSE(request_to_json(r).contains("preset")) << "a request stores the settings, not the preset's name";
 }
 
 TEST(Lora, FlagTextsAndPromptTags) {

@@ -71,6 +71,26 @@ TEST(Samplers, OrderOfConvergence) {
   }
 }
 
+// The two noisy DPM-Solver++ samplers without noise (η = 0) are 2nd-order ODE methods. They start
+// at t = 0.95: from t = 1 ComfyUI's rules move their first time to 0.9999, an offset that does not
+// shrink with the step.
+TEST(Samplers, NoiselessDpmSolverSamplersAreSecondOrder) {
+  const NoiseFn no_noise = [](const Shape&) -> Tensor { throw Error("no noise expected"); };
+  const DpmPP2SAncestralSampler two_s(SamplerPrecision::F32, no_noise, 0.0f);
+  const DpmPPSdeSampler sde(SamplerPrecision::F32, no_noise, 0.0f);
+  for (const Sampler* sampler : {static_cast<const Sampler*>(&two_s), static_cast<const Sampler*>(&sde)}) {
+    auto error = [&](int steps) {
+      std::vector<float> ts(size_t(steps) + 1);
+      for (int i = 0; i <= steps; ++i) ts[size_t(i)] = 0.95f - 0.75f * float(i) / float(steps);
+      const Tensor x = denoise(*sampler, Tensor({1}, {1.0f}), ts, linear_field(2.0));
+      return std::abs(double(x.data[0]) - std::exp(-0.75 * 2.0));
+    };
+    const double e16 = error(16), e32 = error(32), measured = std::log2(e16 / e32);
+    std::printf("  %-9s e(16) %.3g  e(32) %.3g  order %.3f\n", sampler->name(), e16, e32, measured);
+    EXPECT_NEAR(measured, 2.0, 0.15) << sampler->name();
+  }
+}
+
 TEST(Samplers, HeunEvaluatesTwicePerStepButOnceOnTheLast) {
   int calls = 0;
   denoise(HeunSampler(SamplerPrecision::F32), Tensor({1}, {1.0f}), uniform_schedule(5), linear_field(1.0, &calls));
@@ -102,10 +122,11 @@ TEST(Samplers, PointMassDataIsReachedExactly) {
   for (size_t i = 0; i < target.data.size(); ++i) target.data[i] = 0.25f * float(int(i % 9) - 4);
   const Tensor eps = torch_randn(3, {1, 16, 2, 2});
   const std::vector<float> ts = {1.0f, 0.9f, 0.7f, 0.45f, 0.2f, 0.0f};
-  for (const char* name : {"euler", "heun", "dpm++2m", "res_multistep", "gradient_estimation", "euler_a"}) {
+  for (const char* name :
+       {"euler", "heun", "dpm++2m", "res_multistep", "gradient_estimation", "euler_a", "dpm++2s_a", "dpm++sde"}) {
     const auto sampler = make_sampler(name, SamplerPrecision::F32, generator_noise(5));
     const StepHook on_path = [&](int step, int, Tensor& x) {
-      if (std::string(name) == "euler_a") return true;  // stochastic path, checked below
+      if (is_ancestral(name)) return true;  // stochastic path, checked below
       const float t = ts[size_t(step) + 1];
       for (size_t i = 0; i < x.data.size(); ++i)
         EXPECT_NEAR(x.data[i], (1 - t) * target.data[i] + t * eps.data[i], 2e-6) << name << " step " << step;
@@ -116,14 +137,16 @@ TEST(Samplers, PointMassDataIsReachedExactly) {
   }
 }
 
-// Euler ancestral keeps the flow marginal: after each step x = (1 − t)·x0 + t·z with z standard
-// normal (the renoise coefficient is chosen for that), so over 64k values z has mean 0 and variance 1.
-TEST(Samplers, EulerAncestralKeepsTheFlowMarginal) {
+// The noisy samplers keep the flow marginal: after each step x = (1 − t)·x0 + t·z with z standard
+// normal (the renoise coefficients are chosen for that), so over 64k values z has mean 0 and variance 1.
+TEST(Samplers, NoisySamplersKeepTheFlowMarginal) {
   const Shape shape = {1, 16, 64, 64};
   Tensor target(shape);
   for (size_t i = 0; i < target.data.size(); ++i) target.data[i] = std::sin(0.01f * float(i));
   const std::vector<float> ts = {1.0f, 0.8f, 0.55f, 0.3f, 0.1f, 0.0f};
-  EulerAncestralSampler sampler(SamplerPrecision::F32, generator_noise(11));
+  for (const char* name : {"euler_a", "dpm++2s_a", "dpm++sde"}) {
+  SCOPED_TRACE(name);
+  const auto sampler = make_sampler(name, SamplerPrecision::F32, generator_noise(11));
   const StepHook check = [&](int step, int, Tensor& x) {
     const double t = ts[size_t(step) + 1];
     if (t == 0) return true;
@@ -138,8 +161,35 @@ TEST(Samplers, EulerAncestralKeepsTheFlowMarginal) {
     EXPECT_NEAR(var, 1.0, 0.03) << "step " << step;
     return true;
   };
-  const Tensor x = denoise(sampler, torch_randn(10, shape), ts, point_mass_field(target), check);
+  const Tensor x = denoise(*sampler, torch_randn(10, shape), ts, point_mass_field(target), check);
   for (size_t i = 0; i < x.data.size(); i += 997) EXPECT_NEAR(x.data[i], target.data[i], 1e-5) << i;
+  }
+}
+
+// dpm++sde's two noises in a step are increments of one Brownian path: W(t_1) − W(t) over [t_1, t] and
+// W(t_next) − W(t) over [t_next, t] ⊃ [t_1, t], each divided by the square root of its length. With
+// point-mass data its last noise alone reaches x, so x = (1 − t_next)·x0 + α·(σ_down·z + σ_up·n₂)
+// (point_mass: D = x0 everywhere) with n₂ = √(a/(a+b))·n_a + √(b/(a+b))·n_b, a = t − t_1, b = t_1 − t_next,
+// t_1 the λ-midpoint, λ = log((1 − t)/t).
+TEST(Samplers, DpmSdeNoisesAreIncrementsOfOneBrownianPath) {
+  const Tensor x0({1}, {0.25f}), eps({1}, {0.5f});
+  std::vector<float> draws = {1.5f, -0.75f};
+  size_t drawn = 0;
+  const NoiseFn noise = [&](const Shape& s) { return Tensor(s, {draws.at(drawn++)}); };
+  const float t = 0.6f, t_next = 0.3f;
+  const Tensor x_t({1}, {(1 - t) * x0.data[0] + t * eps.data[0]});
+  StepHistory history;
+  const Tensor x = DpmPPSdeSampler(SamplerPrecision::F32, noise).step(x_t, t, t_next, 0, point_mass_field(x0), history);
+  EXPECT_EQ(drawn, 2u);
+  const double lt = std::log((1.0 - t) / t), ln = std::log((1.0 - t_next) / t_next);
+  const double t1 = 1.0 / (std::exp(0.5 * (lt + ln)) + 1.0), a = t - t1, b = t1 - t_next;
+  const double n2 = std::sqrt(a / (a + b)) * 1.5 + std::sqrt(b / (a + b)) * -0.75;
+  // k-diffusion's ancestral split of the VE sigmas s = t/(1 − t) → s_next (η = 1).
+  const double s = t / (1.0 - t), sn = t_next / (1.0 - t_next);
+  const double up = std::sqrt(sn * sn * (s * s - sn * sn) / (s * s)), down = std::sqrt(sn * sn - up * up);
+  const double z = eps.data[0];  // x_t = (1 − t)·(x0 + s·z)
+  const double want = (1.0 - t_next) * (x0.data[0] + down * z + up * n2);
+  EXPECT_NEAR(x.data[0], want, 1e-6);
 }
 
 // η = 0 takes no noise and is Euler (up to float32 rounding); the noise comes from the generator.
@@ -240,11 +290,49 @@ TEST(Schedulers, KarrasAndExponentialSpanTheTable) {
   EXPECT_EQ(e[4], 0.0f);
 }
 
+TEST(Schedulers, SigmoidOffsetResamplesTheTableAlongALogistic) {
+  // 5 steps, no shift (σ_k = k/1000), k = 1, c = ½: x = i/5, s(x) = (1 + tanh((8x − 4)/2))/2; the
+  // normalised logistic S gives 1 − S = 1, .932381, .697065, .302935, .067619, 0, indices
+  // rint(·999) = 999, 931, 696, 303, 68, 0, and σ = (index + 1)/1000 with the last one 0.
+  const std::vector<float> got = schedule(Scheduler::SigmoidOffset, 5);
+  EXPECT_EQ(got, (std::vector<float>{1.0f, 0.932f, 0.697f, 0.304f, 0.069f, 0.0f}));
+  auto s = [](double x) { return 0.5 * (1.0 + std::tanh((8.0 * x - 4.0) / 2.0)); };
+  for (int i = 0; i < 5; ++i) {
+    const double S = (s(i / 5.0) - s(0)) / (s(1) - s(0));
+    EXPECT_FLOAT_EQ(got[size_t(i)], float((std::nearbyint((1 - S) * 999) + 1) / 1000)) << i;
+  }
+  // Many steps: repeats dropped, strictly decreasing, ends with 0.
+  const std::vector<float> many = schedule(Scheduler::SigmoidOffset, 400);
+  EXPECT_LT(many.size(), 401u);
+  for (size_t i = 0; i + 1 < many.size(); ++i) EXPECT_GT(many[i], many[i + 1]) << i;
+}
+
+TEST(Schedulers, BongTangentJoinsTwoArctangentStagesAtOneHalf) {
+  // 20 steps: n = 22 points, stage 1 is the first ⌊13.2⌋ = 13 (1 → ½), stage 2 the other 9 (½ → 0),
+  // slope 0.2·40/22, pivot 13 (stage 2: 0); 12 + 9 = 21 times. Within a stage the affine map of the
+  // arctangent cancels: f(x) = end + (start − end)·(atan(−k(x − p)) − atan(−k(L − p)))/(atan(kp) − atan(−k(L − p))).
+  const std::vector<float> got = schedule(Scheduler::BongTangent, 20, true, 0.6, 0.6, 1024);
+  ASSERT_EQ(got.size(), 21u);
+  const double k = 0.2 / (22 / 40.0);
+  auto stage = [k](double x, double p, double last, double start, double end) {
+    const double lo = std::atan(-k * (last - p)), hi = std::atan(k * p);
+    return end + (start - end) * (std::atan(-k * (x - p)) - lo) / (hi - lo);
+  };
+  for (int x = 0; x < 12; ++x) EXPECT_FLOAT_EQ(got[size_t(x)], float(stage(x, 13, 12, 1.0, 0.5))) << x;
+  for (int x = 0; x < 9; ++x) EXPECT_NEAR(got[size_t(12 + x)], float(stage(x, 0, 8, 0.5, 0.0)), 1e-7) << x;
+  EXPECT_EQ(got.front(), 1.0f);
+  EXPECT_FLOAT_EQ(got[12], 0.5f);
+  EXPECT_EQ(got.back(), 0.0f);
+  for (size_t i = 0; i + 1 < got.size(); ++i) EXPECT_GT(got[i], got[i + 1]) << i;
+  // Flow times directly: the shift and the image size do not enter.
+  EXPECT_EQ(got, schedule(Scheduler::BongTangent, 20, false));
+}
+
 TEST(Schedulers, AuthorIsTheFlowScheduleAndNamesParse) {
   EXPECT_EQ(schedule(Scheduler::Author, 28, true, 0.6, 0.6, 1024), flow_schedule(28, 1024, true));
   EXPECT_EQ(schedule(Scheduler::Author, 7, false), flow_schedule(7, 4096, false));
   Scheduler s;
-  for (const char* name : {"author", "simple", "beta", "karras", "exponential"}) {
+  for (const char* name : {"author", "simple", "beta", "karras", "exponential", "sigmoid_offset", "bong_tangent"}) {
     ASSERT_TRUE(parse_scheduler(name, &s)) << name;
     EXPECT_STREQ(scheduler_name(s), name);
   }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -228,6 +229,119 @@ TEST(T5Weights, BadIdsAreRejected) {
   const std::vector<int32_t> ok = {1, 2, 3};
   EXPECT_THROW(encoder.encode_batch({}), Error);
   EXPECT_THROW(encoder.encode_batch({{ok}, {too_large}}), Error);  // a bad prompt anywhere in the batch
+}
+
+// ---- the other front ends' padding (Padding), against a plain double-precision T5 ----
+
+// T5 (spec §2.4) on the ids `seq` in double with plain loops: query i attends to key j when
+// attends(i, j); every row is returned. Weights from the tiny model's map (float32 tensors).
+std::vector<std::vector<double>> plain_t5(const std::map<std::string, Tensor>& m, const std::vector<int32_t>& seq,
+                                          const std::function<bool(int64_t, int64_t)>& attends) {
+  const int64_t L = int64_t(seq.size()), C = 8, H = 2, D = 4, F = 16;
+  auto w = [&](const std::string& name) { return m.at(name).data; };
+  auto rms = [&](const std::vector<double>& x, const std::vector<float>& g) {
+    double ms = 0;
+    for (double v : x) ms += v * v;
+    const double r = 1.0 / std::sqrt(ms / double(x.size()) + 1e-6);
+    std::vector<double> out(x.size());
+    for (size_t c = 0; c < x.size(); ++c) out[c] = x[c] * r * g[c];
+    return out;
+  };
+  auto matvec = [](const std::vector<float>& W, const std::vector<double>& x, int64_t rows) {  // W [rows, x.size()]
+    std::vector<double> out(size_t(rows), 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < x.size(); ++c) out[size_t(r)] += double(W[size_t(r) * x.size() + c]) * x[c];
+    return out;
+  };
+  const std::vector<float> shared = w("shared.weight");
+  const std::vector<float> rel = w("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");  // [32, H]
+  std::vector<std::vector<double>> x(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(C)));
+  for (int64_t i = 0; i < L; ++i)
+    for (int64_t c = 0; c < C; ++c) x[size_t(i)][size_t(c)] = shared[size_t(seq[size_t(i)] * C + c)];
+  for (int layer = 0; layer < 2; ++layer) {
+    const std::string b = "encoder.block." + std::to_string(layer) + ".";
+    std::vector<std::vector<double>> q, k, v;
+    for (const auto& row : x) {
+      const std::vector<double> h = rms(row, w(b + "layer.0.layer_norm.weight"));
+      q.push_back(matvec(w(b + "layer.0.SelfAttention.q.weight"), h, H * D));
+      k.push_back(matvec(w(b + "layer.0.SelfAttention.k.weight"), h, H * D));
+      v.push_back(matvec(w(b + "layer.0.SelfAttention.v.weight"), h, H * D));
+    }
+    for (int64_t i = 0; i < L; ++i) {
+      std::vector<double> att(size_t(H * D), 0.0);
+      for (int64_t h = 0; h < H; ++h) {
+        std::vector<double> p(size_t(L), 0.0);
+        double top = -1e300, total = 0;
+        for (int64_t j = 0; j < L; ++j) {
+          if (!attends(i, j)) continue;
+          double dot = rel[size_t(relative_position_bucket(j - i, 32, 128) * H + h)];
+          for (int64_t d = 0; d < D; ++d) dot += q[size_t(i)][size_t(h * D + d)] * k[size_t(j)][size_t(h * D + d)];
+          p[size_t(j)] = dot;
+          top = std::max(top, dot);
+        }
+        for (int64_t j = 0; j < L; ++j) total += attends(i, j) ? (p[size_t(j)] = std::exp(p[size_t(j)] - top)) : 0.0;
+        for (int64_t j = 0; j < L; ++j)
+          if (attends(i, j))
+            for (int64_t d = 0; d < D; ++d) att[size_t(h * D + d)] += p[size_t(j)] / total * v[size_t(j)][size_t(h * D + d)];
+      }
+      const std::vector<double> o = matvec(w(b + "layer.0.SelfAttention.o.weight"), att, C);
+      for (int64_t c = 0; c < C; ++c) x[size_t(i)][size_t(c)] += o[size_t(c)];
+    }
+    for (auto& row : x) {
+      const std::vector<double> h = rms(row, w(b + "layer.1.layer_norm.weight"));
+      std::vector<double> gate = matvec(w(b + "layer.1.DenseReluDense.wi_0.weight"), h, F);
+      const std::vector<double> lin = matvec(w(b + "layer.1.DenseReluDense.wi_1.weight"), h, F);
+      for (int64_t f = 0; f < F; ++f) {
+        const double g = gate[size_t(f)];
+        gate[size_t(f)] = 0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) * lin[size_t(f)];
+      }
+      const std::vector<double> out = matvec(w(b + "layer.1.DenseReluDense.wo.weight"), gate, C);
+      for (int64_t c = 0; c < C; ++c) row[size_t(c)] += out[size_t(c)];
+    }
+  }
+  for (auto& row : x) row = rms(row, w("encoder.final_layer_norm.weight"));
+  return x;
+}
+
+void expect_rows_near(const Tensor& got, const std::vector<std::vector<double>>& want, int64_t rows, const char* what) {
+  ASSERT_EQ(shape_str(got.shape), shape_str({rows, 8})) << what;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < 8; ++c)
+      EXPECT_NEAR(got.data[size_t(i * 8 + c)], want[size_t(i)][size_t(c)], 2e-5) << what << " row " << i << " col " << c;
+}
+
+TEST(T5Padding, EachFrontEndsPaddingMatchesPlainT5) {
+  const auto model = tiny_model();
+  const T5Encoder encoder(write_and_open(model, "t5_tiny_padding.safetensors"));
+  const std::vector<int32_t> ids = {3, 9, 4, 7, 1};
+  const int64_t n = int64_t(ids.size());
+  // ComfyUI: the ids alone, no mask, no padding row.
+  expect_rows_near(encoder.encode(ids, Padding::None), plain_t5(model, ids, [](int64_t, int64_t) { return true; }), n,
+                   "comfyui");
+  // diffusers / HF: [ids, <pad>] with the <pad> key masked for every query, the <pad> row returned.
+  std::vector<int32_t> with_pad = ids;
+  with_pad.push_back(kPadId);
+  expect_rows_near(encoder.encode(ids, Padding::KeyMasked),
+                   plain_t5(model, with_pad, [n](int64_t, int64_t j) { return j < n; }), n + 1, "diffusers");
+  // sd.cpp: 512 ids (the rest <pad>), no mask at all; the first n + 1 rows returned.
+  std::vector<int32_t> padded = ids;
+  padded.resize(size_t(kPaddedLength), kPadId);
+  expect_rows_near(encoder.encode(ids, Padding::Unmasked), plain_t5(model, padded, [](int64_t, int64_t) { return true; }),
+                   n + 1, "sdcpp");
+  // The author's: valid rows attend to valid rows only, like HF's; only the padding row differs.
+  const Tensor flow = encoder.encode(ids), keyed = encoder.encode(ids, Padding::KeyMasked);
+  for (int64_t i = 0; i < n * 8; ++i) EXPECT_NEAR(flow.data[size_t(i)], keyed.data[size_t(i)], 1e-6) << i;
+  double pad_diff = 0;
+  for (int64_t c = 0; c < 8; ++c) pad_diff += std::abs(flow.data[size_t(n * 8 + c)] - keyed.data[size_t(n * 8 + c)]);
+  EXPECT_GT(pad_diff, 1e-4);  // far above the 1e-6 agreement of the valid rows
+  // A batch mixing the rules gives each prompt what it gives alone.
+  const std::vector<Tensor> batch =
+      encoder.encode_batch({{ids, "", Padding::Unmasked}, {ids, "", Padding::None}, {ids, "", Padding::KeyMasked}});
+  for (const auto& [got, padding] : {std::pair{batch[0], Padding::Unmasked}, {batch[1], Padding::None}, {batch[2], Padding::KeyMasked}}) {
+    const Tensor alone = encoder.encode(ids, padding);
+    ASSERT_EQ(got.shape, alone.shape);
+    for (size_t i = 0; i < got.data.size(); ++i) EXPECT_NEAR(got.data[i], alone.data[i], 1e-6) << i;
+  }
 }
 
 }  // namespace

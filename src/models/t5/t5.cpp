@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "backend/ops.h"
 #include "tensor/trace.h"
@@ -87,13 +88,17 @@ T5Encoder::T5Encoder(const io::WeightStore& weights, io::Residency residency)
 // Rows of a batch in the stacked matrix: the valid rows of every prompt, prompt after prompt, then
 // the padding rows of the prompts shorter than 512, in the same order. Row-wise steps see one matrix;
 // attention takes the valid rows as packed sequences and computes the padding rows itself.
+// With Padding::Unmasked the 512 padded ids are all "valid" rows (they attend to each other
+// unmasked), and the first n + 1 are returned; Padding::None has no padding row.
 struct T5Encoder::Packing {
-  std::vector<int64_t> lens;     // n_s: valid rows of prompt s
+  std::vector<int64_t> lens;     // rows of prompt s in the packed attention: n_s, or 512 (Unmasked)
   std::vector<int64_t> begin;    // first valid row of prompt s
-  std::vector<int64_t> pad_row;  // row of prompt s's padding row; −1 when n_s == 512 (none)
-  int64_t valid_rows = 0;        // Σ n_s
+  std::vector<int64_t> out_rows; // of those, the rows returned: n_s, or n_s + 1 (Unmasked, at most 512)
+  std::vector<int64_t> pad_row;  // row of prompt s's padding row (Flow, KeyMasked); −1 when none
+  std::vector<Padding> padding;  // prompt s's
+  int64_t valid_rows = 0;        // Σ lens
   int64_t rows = 0;              // valid rows + padding rows
-  int64_t longest = 0;           // max n_s: the relative-position bias covers it
+  int64_t longest = 0;           // max lens: the relative-position bias covers it
 
   explicit Packing(const std::vector<Prompt>& prompts) {
     if (prompts.empty()) throw Error("t5: no prompts to encode");
@@ -102,18 +107,24 @@ struct T5Encoder::Packing {
       if (n < 1 || n > kPaddedLength)
         throw Error("t5: " + std::to_string(n) + " token ids, expected 1.." + std::to_string(kPaddedLength) +
                     " (text + EOS)");
-      lens.push_back(n);
+      const bool unmasked = prompt.padding == Padding::Unmasked;
+      lens.push_back(unmasked ? kPaddedLength : n);
+      out_rows.push_back(unmasked ? std::min<int64_t>(n + 1, kPaddedLength) : n);
+      padding.push_back(prompt.padding);
       begin.push_back(valid_rows);
-      valid_rows += n;
-      longest = std::max(longest, n);
+      valid_rows += lens.back();
+      longest = std::max(longest, lens.back());
     }
     rows = valid_rows;
-    for (int64_t n : lens) pad_row.push_back(n < kPaddedLength ? rows++ : -1);
+    for (size_t s = 0; s < lens.size(); ++s) {
+      const bool has_row = (padding[s] == Padding::Flow || padding[s] == Padding::KeyMasked) && lens[s] < kPaddedLength;
+      pad_row.push_back(has_row ? rows++ : -1);
+    }
   }
 
   // Prompt s's rows of x, as encode() returns them: [n_s(+1), ·].
   Tensor of(const Tensor& x, size_t s) const {
-    const Tensor valid = x.rows(begin[s], begin[s] + lens[s]);
+    const Tensor valid = x.rows(begin[s], begin[s] + out_rows[s]);
     return pad_row[s] < 0 ? valid : ops::concat_rows(valid, x.rows(pad_row[s], pad_row[s] + 1));
   }
 
@@ -145,7 +156,9 @@ std::vector<Tensor> T5Encoder::encode_batch(const std::vector<Prompt>& prompts) 
   return out;
 }
 
-Tensor T5Encoder::encode(std::span<const int32_t> ids) const { return encode_batch({Prompt(ids)})[0]; }
+Tensor T5Encoder::encode(std::span<const int32_t> ids, Padding padding) const {
+  return encode_batch({Prompt(ids, "", padding)})[0];
+}
 
 // Rows of shared.weight, no scaling (spec §1.3); each padding row is <pad>'s embedding.
 Tensor T5Encoder::embed(const std::vector<Prompt>& prompts, const Packing& p) const {
@@ -159,7 +172,8 @@ Tensor T5Encoder::embed(const std::vector<Prompt>& prompts, const Packing& p) co
     std::copy(e.data.begin(), e.data.end(), x.data.begin() + row * C);
   };
   for (size_t s = 0; s < prompts.size(); ++s) {
-    for (int64_t i = 0; i < p.lens[s]; ++i) put(p.begin[s] + i, prompts[s].ids[size_t(i)], i);
+    const auto n = int64_t(prompts[s].ids.size());  // Unmasked: the ids, then <pad> up to 512
+    for (int64_t i = 0; i < p.lens[s]; ++i) put(p.begin[s] + i, i < n ? prompts[s].ids[size_t(i)] : kPadId, i);
     if (p.pad_row[s] >= 0) put(p.pad_row[s], kPadId, p.lens[s]);
   }
   return x;
@@ -189,6 +203,7 @@ void T5Encoder::block(Tensor& x, const Block& w, const Tensor& bias, const Packi
 // Valid rows attend to their prompt's n valid rows only. A padding row's logits are all −3.4e38 (the
 // bias is absorbed), so its softmax is uniform over the 512 padded positions: n valid ones and
 // 512 − n identical padding ones, i.e. (Σ_valid V + (512 − n)·V_pad) / 512 in every head (README §3.2).
+// Padding::KeyMasked: the padding row is an ordinary query at position n over the n valid keys.
 Tensor T5Encoder::self_attention(const Tensor& h, const Block& w, const Tensor& bias, const Packing& p) const {
   const Tensor q = ops::linear(h, w.q), k = ops::linear(h, w.k), v = ops::linear(h, w.v);  // [rows, H·D]
   const int64_t N = p.valid_rows, HD = v.dim(1);
@@ -201,13 +216,43 @@ Tensor T5Encoder::self_attention(const Tensor& h, const Block& w, const Tensor& 
     if (p.pad_row[s] < 0) continue;
     const int64_t n = p.lens[s];
     const float* vs = v.ptr() + p.begin[s] * HD;  // prompt s's valid rows
+    float* o = pads.ptr() + (p.pad_row[s] - N) * HD;
+    if (p.padding[s] == Padding::KeyMasked) {
+      key_masked_pad_attention(q.ptr() + p.pad_row[s] * HD, k.ptr() + p.begin[s] * HD, vs, n, o);
+      continue;
+    }
     for (int64_t c = 0; c < HD; ++c) {
       double sum = double(kPaddedLength - n) * v.data[size_t(p.pad_row[s] * HD + c)];  // the padding positions
       for (int64_t i = 0; i < n; ++i) sum += vs[i * HD + c];                            // the valid positions
-      pads.data[size_t((p.pad_row[s] - N) * HD + c)] = float(sum / kPaddedLength);
+      o[c] = float(sum / kPaddedLength);
     }
   }
   return ops::linear(ops::concat_rows(out, pads), w.o);
+}
+
+// One query row q [H·D] at position n over the n keys/values [n, H·D] at positions 0…n−1: per head
+// softmax_k(q·k_k + W_rel[bucket(k − n), h])·v, no scaling (spec §2.4). out: [H·D].
+void T5Encoder::key_masked_pad_attention(const float* q, const float* k, const float* v, int64_t n, float* out) const {
+  const int H = config_.heads;
+  const int64_t D = config_.d_kv, HD = H * D;
+  std::vector<double> logits(static_cast<size_t>(n));
+  for (int h = 0; h < H; ++h) {
+    double top = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += double(q[h * D + d]) * double(k[j * HD + h * D + d]);
+      const int b = relative_position_bucket(j - n, config_.buckets, config_.max_distance);
+      logits[size_t(j)] = dot + double(relative_bias_.data[size_t(b * H + h)]);
+      top = std::max(top, logits[size_t(j)]);
+    }
+    double total = 0;
+    for (double& l : logits) total += (l = std::exp(l - top));
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = 0;
+      for (int64_t j = 0; j < n; ++j) acc += logits[size_t(j)] * double(v[j * HD + h * D + d]);
+      out[h * D + d] = float(acc / total);
+    }
+  }
 }
 
 // T5DenseGatedActDense: wo(gelu_tanh(wi_0(h)) ⊙ wi_1(h)).                 h: [L, C] → [L, C]

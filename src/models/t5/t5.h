@@ -22,6 +22,18 @@
 
 namespace chroma::t5 {
 
+// How a prompt's padding is treated (spec §2.2, §2.3.3): which padding row the DiT sees, if any. The
+// valid rows are the same in Flow, KeyMasked and None (valid rows attend to valid rows only).
+enum class Padding {
+  Flow,       // the author's: ids padded to 512, outer-product mask; the padding row attends uniformly
+              // to all 512 positions (the default; the reference data's)
+  KeyMasked,  // Hugging Face / diffusers: a key-padding mask; the padding row at position n attends to
+              // the n valid rows, with its relative-position bias
+  None,       // ComfyUI: no padding, no mask; no padding row (encode returns [n, C])
+  Unmasked,   // sd.cpp: ids padded to 512 and no T5 mask, every row attends to all 512; the first
+              // n + 1 rows are returned
+};
+
 // Length the author's tokenizer pads to (spec §2.1); the padding row depends on it.
 inline constexpr int kPaddedLength = 512;
 // Id of <pad> (spec §2.1); the padding row starts as its embedding.
@@ -59,10 +71,11 @@ class T5Encoder {
 
   // One prompt of a batch.
   struct Prompt {
-    Prompt(std::span<const int32_t> ids, std::string trace_prefix = "")
-        : ids(ids), trace_prefix(std::move(trace_prefix)) {}
+    Prompt(std::span<const int32_t> ids, std::string trace_prefix = "", Padding padding = Padding::Flow)
+        : ids(ids), trace_prefix(std::move(trace_prefix)), padding(padding) {}
     std::span<const int32_t> ids;  // the n valid ids including the final EOS, each in [0, V)
     std::string trace_prefix;      // this prompt's intermediates are traced as trace_prefix + name
+    Padding padding;
   };
 
   // Encodes the prompts in one pass over the weights: their rows are stacked into one matrix, so each
@@ -73,8 +86,9 @@ class T5Encoder {
 
   // ids: the n valid ids including the final EOS, each in [0, V).
   // Returns [n + 1, C]: the n valid rows, then the one padding row the DiT sees; [512, C] when n == 512
-  // (no padding). Traces "layer.<i>" (residual stream after block i) and "hidden" (the result).
-  Tensor encode(std::span<const int32_t> ids) const;
+  // (no padding); [n, C] with Padding::None. Traces "layer.<i>" (residual stream after block i) and
+  // "hidden" (the result).
+  Tensor encode(std::span<const int32_t> ids, Padding padding = Padding::Flow) const;
 
  private:
   struct Packing;  // where each prompt's rows lie in the stacked matrix (t5.cpp)
@@ -95,6 +109,7 @@ class T5Encoder {
   void block(Tensor& x, const Block& w, const Tensor& bias, const Packing& p) const;
   Tensor self_attention(const Tensor& h, const Block& w, const Tensor& bias, const Packing& p) const;
   Tensor feed_forward(const Tensor& h, const Block& w) const;
+  void key_masked_pad_attention(const float* q, const float* k, const float* v, int64_t n, float* out) const;
 
   io::WeightStore weights_;
   T5Config config_;
