@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libboost-dev libsentencepiece-dev libpng-dev libjpeg-dev libwebp-dev nlohmann-json3-dev libcli11-dev
-          libcurl4-openssl-dev libssl-dev
+          libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
           libgtest-dev libgmock-dev libbenchmark-dev)
 
 missing=()

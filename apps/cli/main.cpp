@@ -7,6 +7,7 @@
 //   chromacpp quantize   write a DiT or T5 checkpoint as GGUF (io/quantize.h)
 //   chromacpp info       what a weight file holds: model, configuration, tensor types, size (io/formats.h)
 //   chromacpp pull       download a model from a Hugging Face repository into the cache (net/hub.h)
+//   chromacpp serve      HTTP server: OpenAI images, A1111 /sdapi/v1, jobs with live progress (server/server.h)
 // What is here is only the terminal's part: flags, the progress display and the output files. Every
 // error is one line on stderr and a non-zero exit.
 #include <sys/stat.h>
@@ -22,6 +23,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <cerrno>
+#include <csignal>
+#include <thread>
 
 #include "io/atomic_file.h"
 #include "io/compare.h"
@@ -37,6 +41,7 @@
 #include "pipeline/pipeline.h"
 #include "net/cache.h"
 #include "net/hub.h"
+#include "server/server.h"
 #include "text/tokenizer.h"
 
 namespace {
@@ -267,6 +272,57 @@ int run_image_info(const std::string& path) {
   return 0;
 }
 
+// ---- serve ----
+
+struct ServeOptions {
+  server::ServerOptions server;
+  server::QueueLimits queue;
+  int max_body_mib = 32;
+};
+
+// SIGINT/SIGTERM during serve: the handler only writes the signal number to a pipe (all a handler
+// may safely do; any thread, OpenBLAS's included, may receive it), and one thread stops the server.
+int serve_signal_pipe[2] = {-1, -1};
+void on_serve_signal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  [[maybe_unused]] const ssize_t n = write(serve_signal_pipe[1], &b, 1);
+}
+
+int run_serve(ModelOptions m, ServeOptions o) {
+  if (!resolve(m)) return 2;
+  pipeline::Pipeline pipeline(m.config);
+  o.server.model_name = std::filesystem::path(m.config.files.dit).filename().string();
+  o.server.lora_dir = m.config.lora_dir;
+  o.server.max_body_bytes = size_t(o.max_body_mib) << 20;
+  server::JobQueue queue([&pipeline](const pipeline::GenerationRequest& r, const pipeline::RunHooks& hooks) {
+    return pipeline.generate(r, hooks);
+  }, o.queue);
+  server::Server http(queue, o.server);
+  const int port = http.bind();
+  if (pipe(serve_signal_pipe) != 0) throw Error("serve: cannot create the signal pipe");
+  struct sigaction sa {};
+  sa.sa_handler = on_serve_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM}) sigaction(sig, &sa, nullptr);
+  std::thread stopper([&] {
+    unsigned char sig = 0;
+    while (read(serve_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    if (sig != 0)
+      std::fprintf(stderr, "chromacpp: %s: stopping (the running job is cancelled at its next step)\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM");
+    queue.shutdown();
+    http.stop();
+  });
+  std::fprintf(stderr, "chromacpp: serving %s on http://%s:%d (Ctrl-C stops)\n", o.server.model_name.c_str(),
+               o.server.host.c_str(), port);
+  http.run();
+  const unsigned char none = 0;  // run() ended by itself: release the stopper
+  [[maybe_unused]] const ssize_t n = write(serve_signal_pipe[1], &none, 1);
+  stopper.join();
+  return 0;
+}
+
 int run_bench(ModelOptions m, const pipeline::GenerationRequest& defaults, const RequestFlags& flags,
               const std::string& json_path) {
   const pipeline::GenerationRequest request = apply_request_flags(defaults, flags);
@@ -441,6 +497,26 @@ int main(int argc, char** argv) {
   add_request_options(bench, bench_request, bench_flags, /*prompt_required=*/false);
   bench->add_option("--json", bench_json_path, "Also write the results as JSON to FILE");
 
+  ModelOptions serve_models;
+  ServeOptions serve_opts;
+  CLI::App* serve = app.add_subcommand("serve", "HTTP server: OpenAI images API, A1111 /sdapi/v1, jobs with live progress");
+  add_model_options(serve, serve_models);
+  serve->add_option("--host", serve_opts.server.host, "Address to listen on (127.0.0.1: this machine only)")->capture_default_str();
+  serve->add_option("--port", serve_opts.server.port, "Port")->capture_default_str()->check(CLI::Range(0, 65535));
+  serve->add_option("--api-key", serve_opts.server.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
+  serve->add_option("--max-queue", serve_opts.queue.max_queued, "Jobs that may wait; more get 429")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  serve->add_option("--keep-results", serve_opts.queue.keep_seconds, "Seconds a finished job's images are kept")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e7));
+  serve->add_option("--max-size", serve_opts.server.limits.max_side, "Largest width or height a request may ask")
+      ->capture_default_str()->check(CLI::Range(16, 8192));
+  serve->add_option("--max-steps", serve_opts.server.limits.max_steps, "Most steps a request may ask")
+      ->capture_default_str()->check(CLI::Range(1, 10000));
+  serve->add_option("--max-images", serve_opts.server.limits.max_images, "Most images per request")
+      ->capture_default_str()->check(CLI::Range(1, 1000));
+  serve->add_option("--max-body", serve_opts.max_body_mib, "Largest request body, MiB")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+
   std::string tok_path, tok_text;
   CLI::App* tok = app.add_subcommand("tokenize", "Print the T5 token ids of a text as a JSON array");
   tok->add_option("--tokenizer", tok_path, "T5 spiece.model")->required();
@@ -496,6 +572,7 @@ int main(int argc, char** argv) {
       return run_generate(gen_models, gen_flags, gen_out);
     }
     if (*bench) return run_bench(bench_models, bench_request, bench_flags, bench_json_path);
+    if (*serve) return run_serve(serve_models, serve_opts);
     if (*tok) {
       const text::T5Tokenizer t(tok_path);
       std::cout << nlohmann::json(t.encode(tok_text)).dump() << "\n";

@@ -30,12 +30,26 @@ using json = nlohmann::json;
 TEST_F(Cli, HelpListsTheSubcommands) {
   const Outcome r = run({"--help"});
   EXPECT_EQ(r.exit_code, 0) << describe(r);
-  for (const char* sub : {"generate", "tokenize", "compare"}) EXPECT_NE(r.out.find(sub), std::string::npos) << r.out;
+  for (const char* sub : {"generate", "tokenize", "compare", "serve"}) EXPECT_NE(r.out.find(sub), std::string::npos) << r.out;
 }
 
 TEST_F(Cli, NoSubcommandIsAnError) {
   expect_one_line_error(run({}), {"subcommand"});
   expect_one_line_error(run({"paint"}), {"subcommand"});  // CLI11 reports the missing subcommand, not the word
+}
+
+// serve: bad flags and an address it cannot take are one-line errors before or instead of serving.
+TEST_F(Cli, ServeRefusesBadFlagsAndATakenPort) {
+  expect_one_line_error(run({"serve", "--port", "70000"}), {"--port"});
+  expect_one_line_error(run({"serve", "--max-queue", "0"}), {"--max-queue"});
+  expect_one_line_error(run({"serve", "--max-size", "abc"}), {"--max-size"});
+  const std::vector<std::string> models = {"--dit", reference_abs("chroma-mini.safetensors"), "--t5",
+                                           reference_abs("t5-mini.safetensors"), "--vae",
+                                           reference_abs("ae-mini.safetensors"), "--tokenizer", spiece_path()};
+  for (size_t i = 1; i < models.size(); i += 2) CHROMA_REQUIRE_FILE(models[i]);
+  std::vector<std::string> args = {"serve", "--host", "203.0.113.7", "--port", "8080"};  // TEST-NET-3: not ours
+  args.insert(args.end(), models.begin(), models.end());
+  expect_one_line_error(run(args), {"203.0.113.7:8080", "cannot listen"});
 }
 
 // ---------------------------------------------------------------------------------------------------

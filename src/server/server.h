@@ -1,0 +1,57 @@
+// `chromacpp serve`: HTTP front end over a JobQueue (server/jobs.h) — the OpenAI images API, the
+// AUTOMATIC1111 /sdapi/v1 subset Open WebUI and SillyTavern call, and our jobs API with live progress
+// as Server-Sent Events. Synchronous endpoints are thin wrappers over jobs. The HTTP library
+// (cpp-httplib) stays inside server.cpp.
+//
+//   GET  /health                        200 once the models are loaded (the server starts after)
+//   GET  /v1/models                     the loaded model set
+//   POST /v1/images/generations         OpenAI: waits, answers {"created", "data": [{"b64_json"}]}
+//   POST /v1/jobs                       our request JSON (pipeline/request.h keys, "preset",
+//                                       "output_format") → 202 {"id", "status", "queue_position"}
+//   GET  /v1/jobs/{id}                  status, progress, and when done the images (base64)
+//   GET  /v1/jobs/{id}/events           text/event-stream: one event per phase and step, then the last
+//   DELETE /v1/jobs/{id}                cancels (queued: at once; running: at the next step)
+//   POST /sdapi/v1/txt2img              A1111: {"images", "parameters", "info"}
+//   GET  /sdapi/v1/progress             A1111: progress, eta_relative, state.sampling_step/steps
+//   POST /sdapi/v1/interrupt            cancels the running job
+//   GET  /sdapi/v1/sd-models, samplers, schedulers, loras; GET/POST /sdapi/v1/options
+#pragma once
+#include <memory>
+#include <string>
+
+#include "server/api.h"
+#include "server/jobs.h"
+
+namespace chroma::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";  // loopback unless asked: the API can take the machine
+  int port = 8080;                 // 0: any free port (tests)
+  std::string api_key;             // non-empty: every route but /health needs "Authorization: Bearer KEY"
+  size_t max_body_bytes = 32 << 20;  // larger bodies get 413
+  RequestLimits limits;
+  std::string model_name;          // what /v1/models and /sdapi/v1/sd-models report
+  std::string lora_dir;            // what /sdapi/v1/loras lists
+  int threads = 8;                 // HTTP worker threads (each open event stream holds one)
+};
+
+class Server {
+ public:
+  Server(JobQueue& queue, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port; returns the port (the chosen one for port 0). Throws chroma::Error naming the
+  // address when it cannot bind.
+  int bind();
+  // Serves until stop() (from another thread or a signal handler's thread).
+  void run();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chroma::server

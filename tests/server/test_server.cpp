@@ -1,0 +1,438 @@
+// The server (server/): the OpenAI and A1111 request mappings as pure functions, the job queue with a
+// stand-in runner (order, bound, cancellation, events), the HTTP routes over loopback with that
+// runner (status codes and error shapes), and one end-to-end run on the mini models whose image must
+// be the library's own image, byte for byte.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "../pipeline/case_e.h"
+#include "pipeline/output.h"
+#include "server/api.h"
+#include "server/jobs.h"
+#include "server/server.h"
+#include "testdata.h"
+
+namespace chroma::server {
+namespace {
+
+using nlohmann::json;
+using pipeline::GenerationRequest;
+using test::error_of;
+
+// ---- mappings ----
+
+TEST(OpenAiRequest, MapsFieldsExtrasAndSdCppArgs) {
+  OutputChoice out;
+  const GenerationRequest r = openai_request(
+      json{{"prompt", "a fox <sd_cpp_extra_args>{\"steps\": 9, \"seed\": 5, \"sample_method\": \"heun\"}</sd_cpp_extra_args>"},
+           {"n", 2}, {"size", "512x768"}, {"response_format", "b64_json"}, {"output_format", "webp"},
+           {"negative_prompt", "blurry"}, {"cfg_scale", 3.5}, {"scheduler", "beta"}, {"lora", "ink.safetensors:0.5"},
+           {"model", "anything"}, {"quality", "high"}},
+      &out);
+  EXPECT_EQ(r.prompt, "a fox ");
+  EXPECT_EQ(r.batch_count, 2);
+  EXPECT_EQ(r.width, 512);
+  EXPECT_EQ(r.height, 768);
+  EXPECT_EQ(r.steps, 9);
+  EXPECT_EQ(r.seed, std::optional<uint64_t>(5));
+  EXPECT_EQ(r.sampler, "heun");
+  EXPECT_EQ(r.negative_prompt, "blurry");
+  EXPECT_EQ(r.cfg, 3.5f);
+  EXPECT_EQ(r.scheduler, "beta");
+  ASSERT_EQ(r.loras.size(), 1u);
+  EXPECT_EQ(r.loras[0].scale, 0.5f);
+  EXPECT_EQ(out.format, io::ImageFormat::Webp);
+}
+
+TEST(OpenAiRequest, BadRequestsNameTheField) {
+  auto param_of = [](const json& body) {
+    OutputChoice out;
+    try {
+      openai_request(body, &out);
+    } catch (const BadRequest& e) {
+      return e.param;
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(param_of(json{{"n", 1}}), "prompt");
+  EXPECT_EQ(param_of(json{{"prompt", 3}}), "prompt");
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"size", "big"}}), "size");
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"size", "100x64"}}), "size");  // not a multiple of 16
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"n", 0}}), "n");
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"response_format", "url"}}), "response_format");
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"output_format", "gif"}}), "output_format");
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"sampler", "dpm++3m"}}), "sampler");
+  EXPECT_EQ(param_of(json{{"prompt", "x"}, {"steps", "many"}}), "steps");
+  EXPECT_EQ(param_of(json{{"prompt", "x <sd_cpp_extra_args>{oops</sd_cpp_extra_args>"}}), "prompt");
+  EXPECT_EQ(param_of(json{{"prompt", "x <sd_cpp_extra_args>{}"}}), "prompt");
+  OutputChoice out;
+  EXPECT_THROW(openai_request(json::array(), &out), BadRequest);
+}
+
+TEST(A1111Request, MapsTheTxt2ImgFields) {
+  const GenerationRequest d = a1111_request(json{{"prompt", "a fox"}});
+  EXPECT_EQ(d.width, 512);  // A1111's defaults, not ours
+  EXPECT_EQ(d.steps, 20);
+  EXPECT_EQ(d.cfg, 7.0f);
+  const GenerationRequest r = a1111_request(json{{"prompt", "a fox"}, {"negative_prompt", "blurry"}, {"seed", -1},
+                                                 {"steps", 12}, {"cfg_scale", 4.5}, {"width", 768}, {"height", 512},
+                                                 {"sampler_name", "DPM++ 2M"}, {"scheduler", "Karras"},
+                                                 {"batch_size", 2}, {"n_iter", 3}, {"restore_faces", false}});
+  EXPECT_FALSE(r.seed.has_value()) << "-1 is random";
+  EXPECT_EQ(r.sampler, "dpm++2m");
+  EXPECT_EQ(r.scheduler, "karras");
+  EXPECT_EQ(r.batch_count, 6);
+  EXPECT_EQ(r.width, 768);
+  EXPECT_EQ(sampler_from_a1111("Euler a"), "euler_a");
+  EXPECT_EQ(sampler_from_a1111("euler_a"), "euler_a");
+  EXPECT_EQ(sampler_from_a1111("DDIM"), "");
+  EXPECT_EQ(scheduler_from_a1111("Automatic"), "author");
+  EXPECT_THROW(a1111_request(json{{"sampler_name", "DDIM"}}), BadRequest);
+  EXPECT_THROW(a1111_request(json{{"width", 100}}), BadRequest);
+  for (const json& s : a1111_samplers()) EXPECT_FALSE(sampler_from_a1111(s.at("name")).empty()) << s;
+}
+
+TEST(Limits, OneRequestCannotTakeTheMachine) {
+  const RequestLimits limits{512, 30, 4, 100};
+  GenerationRequest r;
+  r.width = r.height = 512;
+  r.steps = 30;
+  EXPECT_NO_THROW(check_limits(r, limits));
+  r.width = 528;
+  EXPECT_NE(error_of([&] { check_limits(r, limits); }).find("--max-size"), std::string::npos);
+  r.width = 512;
+  r.steps = 31;
+  EXPECT_NE(error_of([&] { check_limits(r, limits); }).find("--max-steps"), std::string::npos);
+  r.steps = 30;
+  r.batch_count = 5;
+  EXPECT_THROW(check_limits(r, limits), BadRequest);
+  r.batch_count = 1;
+  r.prompt = std::string(101, 'a');
+  EXPECT_THROW(check_limits(r, limits), BadRequest);
+  r.prompt = "a";
+  r.init_image = "/etc/passwd";
+  EXPECT_NE(error_of([&] { check_limits(r, limits); }).find("file paths"), std::string::npos);
+}
+
+TEST(Base64, KnownVectors) {
+  auto enc = [](const std::string& s) { return base64_encode(std::vector<uint8_t>(s.begin(), s.end())); };
+  EXPECT_EQ(enc(""), "");
+  EXPECT_EQ(enc("f"), "Zg==");
+  EXPECT_EQ(enc("fo"), "Zm8=");
+  EXPECT_EQ(enc("foo"), "Zm9v");
+  EXPECT_EQ(enc("foobar"), "Zm9vYmFy");  // RFC 4648 §10
+}
+
+// ---- the queue, with a stand-in runner ----
+
+// A runner that reports `steps` denoising steps, waiting `step_ms` each, then returns one 8×8 image
+// per batch image whose first byte is the request's step count; it honours cancellation as the
+// pipeline does (Cancelled at a step boundary).
+struct FakeRunner {
+  int step_ms = 0;
+  std::atomic<int> started{0};
+  std::vector<std::string> order;  // prompts in the order run
+  std::mutex mutex;
+
+  JobQueue::Runner runner() {
+    return [this](const GenerationRequest& r, const pipeline::RunHooks& hooks) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        order.push_back(r.prompt);
+      }
+      ++started;
+      pipeline::Progress p;
+      p.phase = pipeline::Progress::Phase::Denoising;
+      p.steps = r.steps;
+      for (int i = 0; i <= r.steps; ++i) {
+        p.step = i;
+        if (hooks.progress && !hooks.progress(p)) throw pipeline::Cancelled("cancelled at step " + std::to_string(i));
+        std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
+      }
+      if (r.prompt == "fail") throw Error("the model ran out of memory");
+      pipeline::GenerationResult result;
+      for (int i = 0; i < r.batch_count; ++i) {
+        pipeline::GeneratedImage g;
+        g.width = g.height = 8;
+        g.rgb.assign(8 * 8 * 3, uint8_t(r.steps));
+        g.parameters = pipeline::request_to_json(r);
+        g.parameters["seed"] = 100 + i;
+        result.images.push_back(std::move(g));
+      }
+      return result;
+    };
+  }
+};
+
+GenerationRequest small(const std::string& prompt, int steps = 2) {
+  GenerationRequest r;
+  r.prompt = prompt;
+  r.width = r.height = 64;
+  r.steps = steps;
+  return r;
+}
+
+TEST(JobQueue, RunsInOrderAndKeepsEachResult) {
+  FakeRunner fake;
+  JobQueue queue(fake.runner(), {});
+  const std::string a = queue.submit(small("a", 3)), b = queue.submit(small("b", 4));
+  const std::optional<JobStatus> sb = queue.wait(b), sa = queue.wait(a);
+  ASSERT_TRUE(sa && sb);
+  EXPECT_EQ(sa->state, JobState::Done);
+  EXPECT_EQ(sb->state, JobState::Done);
+  EXPECT_EQ(fake.order, (std::vector<std::string>{"a", "b"}));
+  ASSERT_EQ(sb->images.size(), 1u);
+  const io::Image decoded = io::read_image([&] {
+    const std::string path = test::temp_path("job.png").string();
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    std::fwrite(sb->images[0].bytes.data(), 1, sb->images[0].bytes.size(), f);
+    std::fclose(f);
+    return path;
+  }());
+  EXPECT_EQ(decoded.rgb[0], 4) << "b's own image";
+  EXPECT_NE(sb->images[0].infotext.find("Steps: 4"), std::string::npos) << sb->images[0].infotext;
+  EXPECT_FALSE(queue.status("job-nope").has_value());
+}
+
+TEST(JobQueue, BoundedQueueAndCancellation) {
+  FakeRunner fake;
+  fake.step_ms = 20;
+  JobQueue queue(fake.runner(), {2, 600});
+  const std::string running = queue.submit(small("long", 1000));
+  while (fake.started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const std::string q1 = queue.submit(small("q1")), q2 = queue.submit(small("q2"));
+  EXPECT_THROW(queue.submit(small("q3")), QueueFull);
+  EXPECT_EQ(queue.status(q2)->queue_position, 1);
+  EXPECT_TRUE(queue.cancel(q1));                        // queued: at once
+  EXPECT_EQ(queue.status(q1)->state, JobState::Cancelled);
+  EXPECT_EQ(queue.status(q2)->queue_position, 0);
+  EXPECT_TRUE(queue.cancel(running));                   // running: at its next step
+  const std::optional<JobStatus> r = queue.wait(running);
+  EXPECT_EQ(r->state, JobState::Cancelled);
+  EXPECT_LT(r->progress.step, 1000);
+  EXPECT_EQ(queue.wait(q2)->state, JobState::Done);
+  EXPECT_FALSE(queue.cancel(q2)) << "it has ended";
+  EXPECT_EQ(fake.order, (std::vector<std::string>{"long", "q2"})) << "the cancelled job never ran";
+  const std::string failing = queue.submit(small("fail"));
+  const std::optional<JobStatus> f = queue.wait(failing);
+  EXPECT_EQ(f->state, JobState::Failed);
+  EXPECT_NE(f->error.find("out of memory"), std::string::npos);
+}
+
+TEST(JobQueue, EventsFollowTheStepsThenTheEnd) {
+  FakeRunner fake;
+  JobQueue queue(fake.runner(), {});
+  const std::string id = queue.submit(small("e", 3));
+  std::vector<json> events;
+  bool ended = false;
+  while (!ended) {
+    const auto more = queue.events_after(id, events.size(), 1000, &ended);
+    ASSERT_TRUE(more);
+    events.insert(events.end(), more->begin(), more->end());
+  }
+  ASSERT_EQ(events.size(), 5u);  // steps 0…3, then the end
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(events[size_t(i)].at("event"), "progress");
+    EXPECT_EQ(events[size_t(i)].at("progress").at("step"), i);
+  }
+  EXPECT_EQ(events.back().at("event"), "done");
+  EXPECT_EQ(events.back().at("images").size(), 1u);
+  EXPECT_FALSE(events.back().at("images")[0].contains("b64_json")) << "events stay small";
+}
+
+TEST(JobQueue, ShutdownCancelsTheRunningAndTheQueued) {
+  FakeRunner fake;
+  fake.step_ms = 10;
+  auto queue = std::make_unique<JobQueue>(fake.runner(), QueueLimits{});
+  const std::string a = queue->submit(small("a", 100000)), b = queue->submit(small("b"));
+  while (fake.started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  queue->shutdown();
+  EXPECT_EQ(queue->status(a)->state, JobState::Cancelled);
+  EXPECT_EQ(queue->status(b)->state, JobState::Cancelled);
+  EXPECT_THROW(queue->submit(small("c")), Error);
+}
+
+// ---- HTTP over loopback ----
+
+class Http : public ::testing::Test {
+ protected:
+  void start(ServerOptions options = {}, QueueLimits limits = {}) {
+    queue_ = std::make_unique<JobQueue>(fake_.runner(), limits);
+    options.port = 0;
+    options.model_name = "chroma-test";
+    server_ = std::make_unique<Server>(*queue_, options);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->run(); });
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    for (int i = 0; i < 200 && !client_->Get("/health"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+    if (thread_.joinable()) thread_.join();
+    client_.reset();
+    server_.reset();
+    queue_.reset();
+  }
+  httplib::Result post(const std::string& path, const json& body) {
+    return client_->Post(path.c_str(), body.dump(), "application/json");
+  }
+  static json body_of(const httplib::Result& r) { return json::parse(r->body); }
+
+  FakeRunner fake_;
+  std::unique_ptr<JobQueue> queue_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<httplib::Client> client_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+TEST_F(Http, OpenAiGenerationsAndErrorShapes) {
+  start();
+  const auto ok = post("/v1/images/generations", {{"prompt", "a fox"}, {"size", "64x64"}, {"n", 2}, {"steps", 3}});
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  const json body = body_of(ok);
+  ASSERT_EQ(body.at("data").size(), 2u);
+  EXPECT_EQ(body["data"][0]["b64_json"].get<std::string>().substr(0, 8), "iVBORw0K") << "a PNG";
+  const auto bad = post("/v1/images/generations", {{"prompt", "x"}, {"size", "100x100"}});
+  ASSERT_EQ(bad->status, 400);
+  const json err = body_of(bad).at("error");
+  EXPECT_EQ(err.at("type"), "invalid_request_error");
+  EXPECT_EQ(err.at("param"), "size");
+  EXPECT_NE(err.at("message").get<std::string>().find("multiple of 16"), std::string::npos);
+  const auto not_json = client_->Post("/v1/images/generations", "{nope", "application/json");
+  EXPECT_EQ(not_json->status, 400);
+  EXPECT_EQ(client_->Get("/v1/nothing")->status, 404);
+  EXPECT_EQ(body_of(client_->Get("/v1/models")).at("data")[0].at("id"), "chroma-test");
+  const auto failed = post("/v1/images/generations", {{"prompt", "fail"}, {"size", "64x64"}, {"steps", 1}});
+  EXPECT_EQ(failed->status, 500);
+  EXPECT_NE(body_of(failed).at("error").at("message").get<std::string>().find("out of memory"), std::string::npos);
+}
+
+TEST_F(Http, LimitsKeyAndBodySize) {
+  ServerOptions o;
+  o.api_key = "sekrit";
+  o.limits.max_side = 128;
+  o.max_body_bytes = 4096;
+  start(o);
+  EXPECT_EQ(client_->Get("/health")->status, 200) << "health needs no key";
+  const auto no_key = post("/v1/images/generations", {{"prompt", "x"}});
+  EXPECT_EQ(no_key->status, 401);
+  EXPECT_EQ(body_of(no_key).at("error").at("type"), "authentication_error");
+  const httplib::Headers auth = {{"Authorization", "Bearer sekrit"}};
+  const auto big = client_->Post("/v1/images/generations", auth, json{{"prompt", "x"}, {"size", "256x256"}}.dump(), "application/json");
+  EXPECT_EQ(big->status, 400);
+  EXPECT_NE(body_of(big).at("error").at("message").get<std::string>().find("--max-size"), std::string::npos);
+  const auto huge = client_->Post("/v1/images/generations", auth, json{{"prompt", std::string(8000, 'a')}}.dump(), "application/json");
+  EXPECT_EQ(huge->status, 413);
+  const auto fine = client_->Post("/sdapi/v1/txt2img", auth, json{{"prompt", "x"}, {"width", 64}, {"height", 64}, {"steps", 1}}.dump(), "application/json");
+  EXPECT_EQ(fine->status, 200) << fine->body;
+}
+
+TEST_F(Http, JobsEventsCancelAndQueueFull) {
+  fake_.step_ms = 20;
+  ServerOptions o;
+  o.limits.max_steps = 10000;
+  start(o, {1, 600});
+  const auto created = post("/v1/jobs", {{"prompt", "long"}, {"width", 64}, {"height", 64}, {"steps", 1000}});
+  ASSERT_EQ(created->status, 202) << created->body;
+  const std::string id = body_of(created).at("id");
+  EXPECT_EQ(created->get_header_value("Location"), "/v1/jobs/" + id);
+  while (fake_.started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto queued = post("/v1/jobs", {{"prompt", "next"}, {"width", 64}, {"height", 64}, {"steps", 2}, {"output_format", "jpeg"}});
+  ASSERT_EQ(queued->status, 202);
+  const auto full = post("/v1/jobs", {{"prompt", "one too many"}, {"width", 64}, {"height", 64}});
+  EXPECT_EQ(full->status, 429);
+  EXPECT_FALSE(full->get_header_value("Retry-After").empty());
+  EXPECT_EQ(post("/v1/jobs", {{"prompt", "x"}, {"widht", 64}})->status, 400) << "unknown keys are refused";
+
+  // The event stream of the running job: progress events, then, after DELETE, the end.
+  std::string stream;
+  std::thread reader([&] {
+    httplib::Client c("127.0.0.1", port_);
+    c.Get(("/v1/jobs/" + id + "/events").c_str(), [&](const char* data, size_t n) {
+      stream.append(data, n);
+      return true;
+    });
+  });
+  const auto progress = client_->Get("/sdapi/v1/progress");
+  EXPECT_EQ(body_of(progress).at("state").at("sampling_steps"), 1000);
+  EXPECT_EQ(body_of(progress).at("state").at("job_count"), 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto deleted = client_->Delete(("/v1/jobs/" + id).c_str());
+  EXPECT_EQ(deleted->status, 200);
+  reader.join();
+  EXPECT_NE(stream.find("data: {\"event\":\"progress\""), std::string::npos) << stream.substr(0, 300);
+  EXPECT_NE(stream.find("\"event\":\"cancelled\""), std::string::npos) << stream.substr(stream.size() - std::min<size_t>(300, stream.size()));
+  EXPECT_EQ(client_->Delete(("/v1/jobs/" + id).c_str())->status, 409) << "already ended";
+  EXPECT_EQ(client_->Get("/v1/jobs/job-unknown")->status, 404);
+  const std::string next = body_of(queued).at("id");
+  json status;
+  for (int i = 0; i < 500; ++i) {
+    status = body_of(client_->Get(("/v1/jobs/" + next).c_str()));
+    if (status.at("status") == "done") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(status.at("status"), "done");
+  EXPECT_EQ(status.at("images")[0].at("format"), "jpeg");
+  EXPECT_EQ(status.at("images")[0].at("b64_json").get<std::string>().substr(0, 4), "/9j/") << "a JPEG";
+}
+
+TEST_F(Http, A1111ListsAndInterrupt) {
+  start();
+  EXPECT_EQ(body_of(client_->Get("/sdapi/v1/samplers")).size(), a1111_samplers().size());
+  EXPECT_EQ(body_of(client_->Get("/sdapi/v1/schedulers"))[0].at("name"), "author");
+  EXPECT_EQ(body_of(client_->Get("/sdapi/v1/sd-models"))[0].at("model_name"), "chroma-test");
+  EXPECT_EQ(body_of(client_->Get("/sdapi/v1/options")).at("sd_model_checkpoint"), "chroma-test");
+  EXPECT_EQ(post("/sdapi/v1/options", {{"sd_model_checkpoint", "x"}})->status, 200);
+  const auto bad = post("/sdapi/v1/txt2img", {{"sampler_name", "DDIM"}});
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(body_of(bad).at("detail").get<std::string>().find("DDIM"), std::string::npos);
+  EXPECT_EQ(post("/sdapi/v1/interrupt", json::object())->status, 200);
+  const auto ok = post("/sdapi/v1/txt2img", {{"prompt", "a fox"}, {"width", 64}, {"height", 64}, {"steps", 2}, {"batch_size", 2}});
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  const json info = json::parse(body_of(ok).at("info").get<std::string>());
+  EXPECT_EQ(info.at("all_seeds"), json({100, 101}));
+  EXPECT_EQ(body_of(ok).at("images").size(), 2u);
+}
+
+// ---- end to end on the mini models ----
+
+TEST(ServerEndToEnd, TheServersImageIsTheLibrarysImage) {
+  const pipeline::ModelFiles files = test::mini_models();
+  for (const std::string& f : {files.dit, files.t5, files.vae, files.tokenizer}) CHROMA_REQUIRE_FILE(f);
+  pipeline::PipelineConfig config;
+  config.files = files;
+  pipeline::Pipeline pipeline(config);
+  JobQueue queue([&](const GenerationRequest& r, const pipeline::RunHooks& h) { return pipeline.generate(r, h); }, {});
+  ServerOptions options;
+  options.port = 0;
+  Server server(queue, options);
+  const int port = server.bind();
+  std::thread t([&] { server.run(); });
+  httplib::Client client("127.0.0.1", port);
+  const auto res = client.Post("/sdapi/v1/txt2img",
+                               json{{"prompt", "a red fox"}, {"width", 64}, {"height", 64}, {"steps", 2}, {"seed", 42},
+                                    {"cfg_scale", 4}, {"sampler_name", "Euler"}}.dump(),
+                               "application/json");
+  server.stop();
+  t.join();
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  GenerationRequest r;
+  r.prompt = "a red fox";
+  r.width = r.height = 64;
+  r.steps = 2;
+  r.seed = 42;
+  r.cfg = 4;
+  const pipeline::GenerationResult direct = pipeline.generate(r);
+  const std::string want = base64_encode(io::encode_image(direct.images[0].to_image(), io::ImageFormat::Png));
+  EXPECT_EQ(json::parse(res->body).at("images")[0].get<std::string>(), want);
+}
+
+}  // namespace
+}  // namespace chroma::server
