@@ -50,6 +50,13 @@ void check_image_size(const std::string& path, int64_t width, int64_t height) {
 namespace {
 // The format the first bytes announce, or nothing.
 // Only a regular file is opened (untrusted.h InputFile): a FIFO given as an image must not block.
+std::optional<ImageFormat> sniff_bytes(const unsigned char* magic, size_t n) {
+  if (n >= 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
+  if (n >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return ImageFormat::Jpeg;
+  if (n >= 12 && std::memcmp(magic, "RIFF", 4) == 0 && std::memcmp(magic + 8, "WEBP", 4) == 0) return ImageFormat::Webp;
+  return std::nullopt;
+}
+
 std::optional<ImageFormat> sniff(const std::string& path, bool must_open) {
   std::optional<InputFile> file;
   try {
@@ -60,13 +67,49 @@ std::optional<ImageFormat> sniff(const std::string& path, bool must_open) {
   }
   unsigned char magic[12] = {};
   const ssize_t got = ::pread(file->fd(), magic, sizeof magic, 0);
-  const size_t n = got > 0 ? size_t(got) : 0;
-  if (n >= 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
-  if (n >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return ImageFormat::Jpeg;
-  if (n >= 12 && std::memcmp(magic, "RIFF", 4) == 0 && std::memcmp(magic + 8, "WEBP", 4) == 0) return ImageFormat::Webp;
-  return std::nullopt;
+  return sniff_bytes(magic, got > 0 ? size_t(got) : 0);
+}
+
+// Runs a FILE*-reading codec on a file, closing it whatever happens.
+Image decode_file(const std::string& path, Image (*decode)(std::FILE*, const std::string&)) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open");
+  try {
+    Image img = decode(f, path);
+    std::fclose(f);
+    return img;
+  } catch (...) {
+    std::fclose(f);
+    throw;
+  }
+}
+
+// The same on bytes in memory (fmemopen: a read-only FILE* over the buffer).
+Image decode_buffer(const std::vector<uint8_t>& bytes, const std::string& what,
+                    Image (*decode)(std::FILE*, const std::string&)) {
+  std::FILE* f = fmemopen(const_cast<uint8_t*>(bytes.data()), bytes.size(), "rb");
+  if (!f) throw Error(what + ": cannot read the image bytes");
+  try {
+    Image img = decode(f, what);
+    std::fclose(f);
+    return img;
+  } catch (...) {
+    std::fclose(f);
+    throw;
+  }
 }
 }  // namespace
+
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& what) {
+  const std::optional<ImageFormat> format = sniff_bytes(bytes.data(), bytes.size());
+  if (!format) throw Error(what + ": not a PNG, JPEG or WebP image");
+  switch (*format) {
+    case ImageFormat::Png: return decode_buffer(bytes, what, decode_png);
+    case ImageFormat::Jpeg: return decode_buffer(bytes, what, decode_jpeg);
+    case ImageFormat::Webp: return decode_webp(bytes, what);
+  }
+  return {};
+}
 
 bool is_image_file(const std::string& path) { return sniff(path, false).has_value(); }
 
@@ -74,8 +117,8 @@ Image read_image(const std::string& path) {
   const std::optional<ImageFormat> format = sniff(path, true);
   if (!format) throw Error(path + ": not a PNG, JPEG or WebP image");
   switch (*format) {
-    case ImageFormat::Png: return decode_png(path);
-    case ImageFormat::Jpeg: return decode_jpeg(path);
+    case ImageFormat::Png: return decode_file(path, decode_png);
+    case ImageFormat::Jpeg: return decode_file(path, decode_jpeg);
     case ImageFormat::Webp: return decode_webp(path);
   }
   return {};

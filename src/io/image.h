@@ -17,6 +17,7 @@ struct Image {
   int width = 0, height = 0;
   std::vector<uint8_t> rgb;  // height × width × 3, row-major
   TextChunks text;           // PNG tEXt/iTXt chunks; JPEG COM markers (ours "key\0value", others {"comment", …})
+  std::vector<uint8_t> alpha{};  // height × width when a PNG read had transparency; empty otherwise (never written)
 };
 
 // The largest image read: a side of 16384 px and 64 Mpx (192 MiB of RGB), far above any size the
@@ -47,10 +48,16 @@ void write_image(const std::string& path, const Image& image, ImageFormat format
 // The same file's bytes, in memory (a server's response).
 std::vector<uint8_t> encode_image(const Image& image, ImageFormat format, int quality = 90);
 
-// Codecs, used by the two functions above (image.cpp dispatches; png.cpp, jpeg.cpp, webp.cpp).
-Image decode_png(const std::string& path);
-Image decode_jpeg(const std::string& path);
+// An image from its file's bytes (a server's upload), recognised by content like read_image; `what`
+// names it in errors ("image", "mask").
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& what);
+
+// Codecs, used by the functions above (image.cpp dispatches; png.cpp, jpeg.cpp, webp.cpp); `path`
+// names the source in errors.
+Image decode_png(std::FILE* f, const std::string& path);
+Image decode_jpeg(std::FILE* f, const std::string& path);
 Image decode_webp(const std::string& path);
+Image decode_webp(const std::vector<uint8_t>& bytes, const std::string& path);
 void encode_png(std::FILE* f, const Image& image);
 void encode_jpeg(std::FILE* f, const Image& image, int quality);
 void encode_webp(std::FILE* f, const Image& image, int quality);

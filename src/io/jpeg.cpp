@@ -116,13 +116,10 @@ bool encode_frame(FILE* f, const unsigned char* rgb, int width, int height, int 
 
 }  // namespace
 
-Image decode_jpeg(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open");
+Image decode_jpeg(std::FILE* f, const std::string& path) {
   Decoded d;
   ErrorManager err;
   const bool ok = decode_frame(f, &d, &err);
-  std::fclose(f);
   Image img;
   if (ok) {
     img.width = int(d.width);

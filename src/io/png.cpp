@@ -26,6 +26,7 @@ void on_png_warning(png_structp, png_const_charp) {}
 // libpng never skips a destructor.
 struct Decoded {
   png_uint_32 width = 0, height = 0;
+  bool has_alpha = false;       // rgb then holds RGBA
   unsigned char* rgb = nullptr;
   png_bytep* rows = nullptr;
   int n_text = 0;
@@ -65,14 +66,15 @@ bool decode_frame(FILE* f, Decoded* d, ErrorBuffer* err) {
     png_destroy_read_struct(&png, &info, nullptr);
     return false;
   }
-  // Any PNG to 8-bit RGB: palette and grey expanded, 16-bit stripped, alpha dropped.
+  // Any PNG to 8-bit RGB, or RGBA when it has transparency (an alpha channel or tRNS): palette and
+  // grey expanded, 16-bit stripped.
   png_set_expand(png);
   png_set_strip_16(png);
-  png_set_strip_alpha(png);
   png_set_gray_to_rgb(png);
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
-  const size_t stride = size_t(d->width) * 3;
+  d->has_alpha = png_get_channels(png, info) == 4;
+  const size_t stride = size_t(d->width) * (d->has_alpha ? 4 : 3);
   d->rgb = static_cast<unsigned char*>(std::malloc(stride * d->height));
   d->rows = static_cast<png_bytep*>(std::malloc(sizeof(png_bytep) * d->height));
   if (!d->rgb || !d->rows) {
@@ -138,18 +140,25 @@ bool is_ascii(const std::string& s) {
 
 }  // namespace
 
-Image decode_png(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open");
+Image decode_png(std::FILE* f, const std::string& path) {
   Decoded d;
   ErrorBuffer err;
   const bool ok = decode_frame(f, &d, &err);
-  std::fclose(f);
   Image img;
   if (ok) {
     img.width = int(d.width);
     img.height = int(d.height);
-    img.rgb.assign(d.rgb, d.rgb + size_t(d.width) * d.height * 3);
+    const size_t pixels = size_t(d.width) * d.height;
+    if (d.has_alpha) {
+      img.rgb.resize(pixels * 3);
+      img.alpha.resize(pixels);
+      for (size_t i = 0; i < pixels; ++i) {
+        for (int c = 0; c < 3; ++c) img.rgb[i * 3 + size_t(c)] = d.rgb[i * 4 + size_t(c)];
+        img.alpha[i] = d.rgb[i * 4 + 3];
+      }
+    } else {
+      img.rgb.assign(d.rgb, d.rgb + pixels * 3);
+    }
     for (int i = 0; i < d.n_text; ++i) img.text.emplace_back(d.keys[i], d.values[i]);
   }
   free_decoded(d);

@@ -21,6 +21,11 @@ Image decode_webp(const std::string& path) {
   in.seekg(0);
   in.read(reinterpret_cast<char*>(bytes.data()), size);
   if (!in) throw Error(path + ": read failed");
+  return decode_webp(bytes, path);
+}
+
+Image decode_webp(const std::vector<uint8_t>& bytes, const std::string& path) {
+  if (bytes.size() > (size_t(256) << 20)) throw Error(path + ": not a readable WebP (size)");
   int w = 0, h = 0;
   if (!WebPGetInfo(bytes.data(), bytes.size(), &w, &h)) throw Error(path + ": not a readable WebP");
   check_image_size(path, w, h);

@@ -2,6 +2,7 @@
 
 #include <cctype>
 
+#include "pipeline/output.h"
 #include "sampling/denoise.h"
 #include "sampling/schedule.h"
 
@@ -228,6 +229,91 @@ pipeline::GenerationRequest a1111_request(const nlohmann::json& body) {
   return r;
 }
 
+namespace {
+
+// An uploaded image, decoded, or BadRequest naming the field.
+io::Image decode_upload(const std::vector<uint8_t>& bytes, const std::string& field) {
+  try {
+    return io::decode_image(bytes, field);
+  } catch (const Error& e) {
+    throw BadRequest(e.what(), field);
+  }
+}
+
+// OpenAI's mask (transparent = edit) as ours (white = repaint); a mask without alpha is ours already.
+io::Image mask_from_openai(io::Image mask) {
+  if (mask.alpha.empty()) return mask;
+  for (size_t i = 0; i < mask.alpha.size(); ++i) {
+    const auto v = uint8_t(255 - mask.alpha[i]);
+    for (int c = 0; c < 3; ++c) mask.rgb[i * 3 + size_t(c)] = v;
+  }
+  mask.alpha.clear();
+  return mask;
+}
+
+}  // namespace
+
+pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body) {
+  if (!body.is_object()) throw BadRequest("the request body must be a JSON object");
+  nlohmann::json txt = body;
+  for (const char* key : {"init_images", "mask", "denoising_strength", "mask_blur"}) txt.erase(key);
+  pipeline::GenerationRequest r = a1111_request(txt);
+  const nlohmann::json images = body.value("init_images", nlohmann::json::array());
+  if (!images.is_array() || images.empty() || !images[0].is_string())
+    throw BadRequest("init_images: expected an array with one base64 image", "init_images");
+  r.init_pixels = decode_upload(base64_decode(images[0].get<std::string>(), "init_images"), "init_images");
+  if (body.contains("mask") && !body.at("mask").is_null()) {
+    if (!body.at("mask").is_string()) throw BadRequest("mask: expected a base64 image", "mask");
+    r.mask_pixels = decode_upload(base64_decode(body.at("mask").get<std::string>(), "mask"), "mask");
+  }
+  r.strength = 0.75f;
+  if (body.contains("denoising_strength")) set_from_json(r, "strength", body.at("denoising_strength"), "denoising_strength");
+  if (body.contains("mask_blur")) set_from_json(r, "mask_blur", body.at("mask_blur"), "mask_blur");
+  validate_as_bad_request(r);
+  return r;
+}
+
+pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, const std::vector<uint8_t>& image,
+                                                const std::vector<uint8_t>& mask, OutputChoice* output) {
+  if (image.empty()) throw BadRequest("image: required (a PNG, JPEG or WebP file)", "image");
+  // Form fields are text: numbers become numbers, so that openai_request reads them as a JSON body.
+  nlohmann::json body = nlohmann::json::object();
+  for (const auto& [key, value] : fields.items()) {
+    const std::string text = value.get<std::string>();
+    const nlohmann::json number = nlohmann::json::parse(text, nullptr, false);
+    body[key] = key != "prompt" && key != "negative_prompt" && number.is_number() ? number : nlohmann::json(text);
+  }
+  const bool has_strength = body.contains("strength");
+  nlohmann::json without_strength = body;
+  without_strength.erase("strength");
+  pipeline::GenerationRequest r = openai_request(without_strength, output);
+  r.init_pixels = decode_upload(image, "image");
+  if (!mask.empty()) r.mask_pixels = mask_from_openai(decode_upload(mask, "mask"));
+  r.strength = r.has_mask() ? 1.0f : 0.75f;
+  if (has_strength) set_from_json(r, "strength", body.at("strength"), "strength");
+  if (!fields.contains("size")) {  // the image's own size, to a multiple of 16
+    r.width = std::max(16, r.init_pixels.width / 16 * 16);
+    r.height = std::max(16, r.init_pixels.height / 16 * 16);
+  }
+  validate_as_bad_request(r);
+  return r;
+}
+
+nlohmann::json png_info(const nlohmann::json& body) {
+  if (!body.is_object() || !body.contains("image") || !body.at("image").is_string())
+    throw BadRequest("image: expected a base64 image", "image");
+  const io::Image img = decode_upload(base64_decode(body.at("image").get<std::string>(), "image"), "image");
+  nlohmann::json items = nlohmann::json::object(), parameters = nullptr;
+  std::string info;
+  for (const auto& [key, value] : img.text) {
+    items[key] = value;
+    if (key == "parameters") info = value;
+    if (key == pipeline::kMetadataKey) parameters = nlohmann::json::parse(value, nullptr, false);
+  }
+  if (parameters.is_discarded()) parameters = nullptr;
+  return {{"info", info}, {"items", items}, {"parameters", parameters}};
+}
+
 nlohmann::json openai_error(const std::string& message, const std::string& type, const std::string& param,
                             const std::string& code) {
   return {{"error",
@@ -253,6 +339,47 @@ std::string base64_encode(const std::vector<uint8_t>& bytes) {
     out += i + 1 < bytes.size() ? k[n >> 6 & 63] : '=';
     out += i + 2 < bytes.size() ? k[n & 63] : '=';
   }
+  return out;
+}
+
+std::vector<uint8_t> base64_decode(const std::string& text, const std::string& field) {
+  size_t start = 0;
+  if (text.rfind("data:", 0) == 0) {
+    const size_t comma = text.find(',');
+    if (comma == std::string::npos || text.substr(0, comma).find(";base64") == std::string::npos)
+      throw BadRequest(field + ": a data URL must be base64 (data:…;base64,…)", field);
+    start = comma + 1;
+  }
+  std::vector<uint8_t> out;
+  out.reserve((text.size() - start) / 4 * 3);
+  uint32_t acc = 0;
+  int bits = 0, pad = 0;
+  for (size_t i = start; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+' || c == '-') v = 62;  // '-' and '_': the URL-safe alphabet
+    else if (c == '/' || c == '_') v = 63;
+    else if (c == '=') {
+      ++pad;
+      continue;
+    } else {
+      throw BadRequest(field + ": not base64 (character " + std::to_string(int(static_cast<unsigned char>(c))) +
+                           " at " + std::to_string(i) + ")",
+                       field);
+    }
+    if (pad) throw BadRequest(field + ": not base64 (data after '=' padding)", field);
+    acc = acc << 6 | uint32_t(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(uint8_t(acc >> bits & 0xFF));
+    }
+  }
+  if (bits >= 6 || pad > 2) throw BadRequest(field + ": not base64 (truncated)", field);
   return out;
 }
 

@@ -49,6 +49,22 @@ pipeline::GenerationRequest openai_request(const nlohmann::json& body, OutputCho
 // (restore_faces, hr options, …) are ignored as A1111 clients send many. Throws BadRequest.
 pipeline::GenerationRequest a1111_request(const nlohmann::json& body);
 
+// A1111 POST /sdapi/v1/img2img: txt2img's fields plus init_images (base64; the first is used), mask
+// (base64, white = repaint), denoising_strength (default 0.75), mask_blur. Throws BadRequest.
+pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body);
+
+// OpenAI POST /v1/images/edits, from the multipart form: `fields` holds the text fields (prompt, n,
+// size, … as openai_request reads them; numbers given as text are read as numbers), `image` and
+// `mask` the uploaded files' bytes (mask may be empty). OpenAI's mask marks with transparency where
+// to edit; a mask without an alpha channel is read as ours (white = repaint). strength defaults to
+// 1 with a mask (the masked area is generated anew) and 0.75 without. Throws BadRequest.
+pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, const std::vector<uint8_t>& image,
+                                                const std::vector<uint8_t>& mask, OutputChoice* output);
+
+// A1111 POST /sdapi/v1/png-info {"image": base64}: {"info": the A1111 parameters text, "items": every
+// text chunk, "parameters": our JSON parameters when the image has them}. Throws BadRequest.
+nlohmann::json png_info(const nlohmann::json& body);
+
 // Our sampler and scheduler for an A1111 display name ("DPM++ 2M", "Euler a", "Karras", …) or one of
 // our own names; empty for an unknown one.
 std::string sampler_from_a1111(const std::string& name);
@@ -63,5 +79,8 @@ nlohmann::json openai_error(const std::string& message, const std::string& type,
 nlohmann::json a1111_error(const std::string& message, const std::string& type);
 
 std::string base64_encode(const std::vector<uint8_t>& bytes);
+// Strict base64 (RFC 4648, padding optional, whitespace ignored), after an optional data-URL prefix
+// ("data:image/png;base64,"); throws BadRequest naming `field` for anything else.
+std::vector<uint8_t> base64_decode(const std::string& text, const std::string& field);
 
 }  // namespace chroma::server

@@ -68,6 +68,23 @@ struct Server::Impl {
     return *s;
   }
 
+  // A1111's answer to txt2img and img2img: the images, the parameters echoed, and "info" as a JSON
+  // string with the seeds and infotexts.
+  void a1111_reply(httplib::Response& res, const json& body, const pipeline::GenerationRequest& r) {
+    const JobStatus s = run_sync(r, {});
+    json images = json::array(), seeds = json::array(), infotexts = json::array();
+    for (const JobImage& img : s.images) {
+      images.push_back(base64_encode(img.bytes));
+      seeds.push_back(img.parameters.value("seed", json(nullptr)));
+      infotexts.push_back(img.infotext);
+    }
+    const json info = {{"prompt", r.prompt}, {"negative_prompt", r.negative_prompt},
+                       {"seed", seeds.empty() ? json(nullptr) : seeds[0]}, {"all_seeds", seeds},
+                       {"width", r.width}, {"height", r.height}, {"steps", r.steps}, {"cfg_scale", r.cfg},
+                       {"sampler_name", r.sampler}, {"scheduler", r.scheduler}, {"infotexts", infotexts}};
+    send_json(res, 200, {{"images", images}, {"parameters", body}, {"info", info.dump()}});
+  }
+
   void routes() {
     http.set_payload_max_length(options.max_body_bytes);
     const int threads = options.threads;
@@ -99,6 +116,31 @@ struct Server::Impl {
       const JobStatus s = run_sync(r, out);
       json data = json::array();
       for (const JobImage& img : s.images) data.push_back({{"b64_json", base64_encode(img.bytes)}, {"revised_prompt", r.prompt}});
+      const auto now = std::chrono::system_clock::now().time_since_epoch();
+      send_json(res, 200, {{"created", std::chrono::duration_cast<std::chrono::seconds>(now).count()},
+                           {"data", data},
+                           {"output_format", io::image_format_name(out.format)}});
+    }));
+
+    http.Post("/v1/images/edits", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      if (!req.is_multipart_form_data())
+        throw BadRequest("expected multipart/form-data with an image file, a prompt, and optionally a mask");
+      json fields = json::object();
+      std::vector<uint8_t> image, mask;
+      for (const auto& [name, part] : req.files) {
+        if (name == "image" || name == "image[]") {
+          if (image.empty()) image.assign(part.content.begin(), part.content.end());
+        } else if (name == "mask") {
+          mask.assign(part.content.begin(), part.content.end());
+        } else if (part.filename.empty()) {
+          fields[name] = part.content;
+        }
+      }
+      OutputChoice out;
+      const pipeline::GenerationRequest r = openai_edit_request(fields, image, mask, &out);
+      const JobStatus s = run_sync(r, out);
+      json data = json::array();
+      for (const JobImage& img : s.images) data.push_back({{"b64_json", base64_encode(img.bytes)}});
       const auto now = std::chrono::system_clock::now().time_since_epoch();
       send_json(res, 200, {{"created", std::chrono::duration_cast<std::chrono::seconds>(now).count()},
                            {"data", data},
@@ -165,19 +207,17 @@ struct Server::Impl {
     // ---- AUTOMATIC1111 ----
     http.Post("/sdapi/v1/txt2img", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const json body = parse_body(req);
-      const pipeline::GenerationRequest r = a1111_request(body);
-      const JobStatus s = run_sync(r, {});
-      json images = json::array(), seeds = json::array(), infotexts = json::array();
-      for (const JobImage& img : s.images) {
-        images.push_back(base64_encode(img.bytes));
-        seeds.push_back(img.parameters.value("seed", json(nullptr)));
-        infotexts.push_back(img.infotext);
-      }
-      const json info = {{"prompt", r.prompt}, {"negative_prompt", r.negative_prompt},
-                         {"seed", seeds.empty() ? json(nullptr) : seeds[0]}, {"all_seeds", seeds},
-                         {"width", r.width}, {"height", r.height}, {"steps", r.steps}, {"cfg_scale", r.cfg},
-                         {"sampler_name", r.sampler}, {"scheduler", r.scheduler}, {"infotexts", infotexts}};
-      send_json(res, 200, {{"images", images}, {"parameters", body}, {"info", info.dump()}});
+      a1111_reply(res, body, a1111_request(body));
+    }));
+    http.Post("/sdapi/v1/img2img", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      json body = parse_body(req);
+      const pipeline::GenerationRequest r = a1111_img2img_request(body);
+      body.erase("init_images");  // A1111 echoes the parameters; not the megabytes of the image
+      body.erase("mask");
+      a1111_reply(res, body, r);
+    }));
+    http.Post("/sdapi/v1/png-info", guarded([](const httplib::Request& req, httplib::Response& res) {
+      send_json(res, 200, png_info(parse_body(req)));
     }));
     http.Get("/sdapi/v1/progress", guarded([this](const httplib::Request&, httplib::Response& res) {
       const std::optional<JobStatus> s = queue.running();

@@ -90,6 +90,33 @@ TEST(Image, EncodedBytesAreTheFilesBytes) {
   EXPECT_NE(error_of([&] { encode_image(img, ImageFormat::Jpeg, 0); }).find("quality"), std::string::npos);
 }
 
+// decode_image reads from memory what read_image reads from the file; a PNG's transparency comes
+// back as alpha (OpenAI's edit masks mark with it), an opaque image has none.
+TEST(Image, DecodesFromMemoryWithAlpha) {
+  Image img = smooth(16, 8);
+  img.text = {{"parameters", "a fox"}};
+  for (ImageFormat f : {ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp}) {
+    const fs::path path = test::temp_path(std::string("mem.") + image_format_name(f));
+    write_image(path, img, f, 90);
+    const Image from_file = read_image(path), from_memory = decode_image(encode_image(img, f, 90), "upload");
+    EXPECT_EQ(from_memory.rgb, from_file.rgb) << image_format_name(f);
+    EXPECT_EQ(from_memory.text, from_file.text) << image_format_name(f);
+    EXPECT_TRUE(from_memory.alpha.empty());
+  }
+  std::vector<uint8_t> rgba;
+  for (int i = 0; i < 6; ++i) rgba.insert(rgba.end(), {uint8_t(10 * i), 20, 30, uint8_t(i % 2 ? 0 : 255)});
+  const Image a = decode_image(test::rgba_png(3, 2, rgba), "mask");
+  ASSERT_EQ(a.alpha.size(), 6u);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(a.alpha[size_t(i)], i % 2 ? 0 : 255) << i;
+    EXPECT_EQ(a.rgb[size_t(i) * 3], 10 * i) << i;
+  }
+  EXPECT_NE(error_of([] { decode_image({'n', 'o', 'p', 'e'}, "upload"); }).find("upload: not a PNG"), std::string::npos);
+  std::vector<uint8_t> cut = encode_image(img, ImageFormat::Png);
+  cut.resize(cut.size() / 2);
+  EXPECT_NE(error_of([&] { decode_image(cut, "upload"); }).find("upload"), std::string::npos);
+}
+
 TEST(Image, FormatsByNameAndExtension) {
   EXPECT_EQ(parse_image_format("jpg"), ImageFormat::Jpeg);
   EXPECT_EQ(image_format_of_path("a/b.WEBP"), ImageFormat::Webp);

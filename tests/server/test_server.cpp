@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "../pipeline/case_e.h"
+#include "image_fixtures.h"
 #include "pipeline/output.h"
 #include "server/api.h"
 #include "server/jobs.h"
@@ -125,6 +126,106 @@ TEST(Base64, KnownVectors) {
   EXPECT_EQ(enc("fo"), "Zm8=");
   EXPECT_EQ(enc("foo"), "Zm9v");
   EXPECT_EQ(enc("foobar"), "Zm9vYmFy");  // RFC 4648 §10
+}
+
+TEST(Base64, DecodesStrictlyAndRoundTrips) {
+  auto dec = [](const std::string& s) {
+    const std::vector<uint8_t> b = base64_decode(s, "image");
+    return std::string(b.begin(), b.end());
+  };
+  EXPECT_EQ(dec("Zm9vYmFy"), "foobar");
+  EXPECT_EQ(dec("Zg=="), "f");
+  EXPECT_EQ(dec("Zg"), "f") << "padding is optional";
+  EXPECT_EQ(dec("Zm9v\nYmFy"), "foobar") << "line breaks are ignored";
+  EXPECT_EQ(dec("data:image/png;base64,Zm8="), "fo");
+  std::vector<uint8_t> all(256);
+  for (int i = 0; i < 256; ++i) all[size_t(i)] = uint8_t(i);
+  EXPECT_EQ(base64_decode(base64_encode(all), "x"), all);
+  for (const char* bad : {"Zm9v!", "Z", "Zg==Zg", "Zg===", "data:image/png,Zm8="}) {
+    try {
+      base64_decode(bad, "image");
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const BadRequest& e) {
+      EXPECT_EQ(e.param, "image") << bad;
+    }
+  }
+}
+
+// A small PNG as base64, as clients send it.
+std::string png_base64(int w, int h, uint8_t value, io::TextChunks text = {}) {
+  io::Image img;
+  img.width = w;
+  img.height = h;
+  img.rgb.assign(size_t(w * h * 3), value);
+  img.text = std::move(text);
+  return base64_encode(io::encode_image(img, io::ImageFormat::Png));
+}
+
+TEST(A1111Request, Img2ImgTakesTheImageMaskAndStrength) {
+  const GenerationRequest r = a1111_img2img_request(json{{"prompt", "a fox"}, {"init_images", {png_base64(80, 48, 7)}},
+                                                         {"mask", png_base64(80, 48, 255)}, {"denoising_strength", 0.4},
+                                                         {"mask_blur", 2}, {"width", 64}, {"height", 64}});
+  EXPECT_EQ(r.init_pixels.width, 80);
+  EXPECT_EQ(r.init_pixels.rgb[0], 7);
+  EXPECT_EQ(r.mask_pixels.rgb[0], 255);
+  EXPECT_EQ(r.strength, 0.4f);
+  EXPECT_EQ(r.mask_blur, 2);
+  EXPECT_EQ(a1111_img2img_request(json{{"init_images", {png_base64(8, 8, 1)}}}).strength, 0.75f);
+  auto param_of = [](const json& body) {
+    try {
+      a1111_img2img_request(body);
+    } catch (const BadRequest& e) {
+      return e.param;
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(param_of(json{{"prompt", "x"}}), "init_images");
+  EXPECT_EQ(param_of(json{{"init_images", {"%%%"}}}), "init_images");
+  EXPECT_EQ(param_of(json{{"init_images", {base64_encode({'h', 'i'})}}}), "init_images");  // not an image
+  EXPECT_EQ(param_of(json{{"init_images", {png_base64(8, 8, 1)}}, {"denoising_strength", 1.5}}), "denoising_strength");
+}
+
+TEST(OpenAiRequest, EditsReadTheFormAndOpenAisTransparentMask) {
+  const std::vector<uint8_t> image = io::encode_image([] {
+    io::Image img;
+    img.width = 40;
+    img.height = 24;
+    img.rgb.assign(40 * 24 * 3, 100);
+    return img;
+  }(), io::ImageFormat::Png);
+  OutputChoice out;
+  const GenerationRequest plain = openai_edit_request(json{{"prompt", "a hat"}, {"n", "2"}, {"steps", "5"}}, image, {}, &out);
+  EXPECT_EQ(plain.batch_count, 2) << "form numbers are numbers";
+  EXPECT_EQ(plain.steps, 5);
+  EXPECT_EQ(plain.strength, 0.75f) << "no mask: img2img";
+  EXPECT_EQ(plain.width, 32) << "the image's size, to a multiple of 16";
+  EXPECT_EQ(plain.height, 16);
+  const GenerationRequest masked =
+      openai_edit_request(json{{"prompt", "a hat"}, {"size", "64x64"}}, image, image, &out);
+  EXPECT_EQ(masked.strength, 1.0f) << "with a mask: the masked area anew";
+  EXPECT_EQ(masked.width, 64);
+  EXPECT_EQ(openai_edit_request(json{{"prompt", "a hat"}, {"strength", "0.3"}}, image, image, &out).strength, 0.3f);
+  // OpenAI marks the area to edit with transparency: alpha 0 → repaint (white), 255 → keep (black).
+  std::vector<uint8_t> rgba;
+  for (int i = 0; i < 40 * 24; ++i) rgba.insert(rgba.end(), {9, 9, 9, uint8_t(i % 40 < 20 ? 0 : 255)});
+  const GenerationRequest transparent =
+      openai_edit_request(json{{"prompt", "a hat"}}, image, test::rgba_png(40, 24, rgba), &out);
+  ASSERT_EQ(transparent.mask_pixels.width, 40);
+  EXPECT_TRUE(transparent.mask_pixels.alpha.empty());
+  EXPECT_EQ(transparent.mask_pixels.rgb[0], 255) << "transparent: repaint";
+  EXPECT_EQ(transparent.mask_pixels.rgb[3 * 39], 0) << "opaque: keep";
+  EXPECT_THROW(openai_edit_request(json{{"prompt", "a hat"}}, {}, {}, &out), BadRequest);
+  EXPECT_THROW(openai_edit_request(json{{"prompt", "a hat"}}, {'x'}, {}, &out), BadRequest);
+}
+
+TEST(PngInfo, ReadsTheTextChunks) {
+  const json info = png_info(json{{"image", png_base64(4, 4, 0, {{"parameters", "a fox\nSteps: 2"},
+                                                                  {"chroma.cpp", "{\"seed\": 3}"}})}});
+  EXPECT_EQ(info.at("info"), "a fox\nSteps: 2");
+  EXPECT_EQ(info.at("parameters").at("seed"), 3);
+  EXPECT_EQ(info.at("items").size(), 2u);
+  EXPECT_TRUE(png_info(json{{"image", png_base64(4, 4, 0)}}).at("parameters").is_null());
+  EXPECT_THROW(png_info(json{{"image", 5}}), BadRequest);
 }
 
 // ---- the queue, with a stand-in runner ----
@@ -398,6 +499,37 @@ TEST_F(Http, A1111ListsAndInterrupt) {
   const json info = json::parse(body_of(ok).at("info").get<std::string>());
   EXPECT_EQ(info.at("all_seeds"), json({100, 101}));
   EXPECT_EQ(body_of(ok).at("images").size(), 2u);
+}
+
+TEST_F(Http, EditsImg2ImgAndPngInfo) {
+  start();
+  const std::string png = [] {
+    io::Image img;
+    img.width = img.height = 32;
+    img.rgb.assign(32 * 32 * 3, 50);
+    const std::vector<uint8_t> b = io::encode_image(img, io::ImageFormat::Png);
+    return std::string(b.begin(), b.end());
+  }();
+  const httplib::MultipartFormDataItems form = {{"image", png, "in.png", "image/png"},
+                                                {"prompt", "a hat", "", ""},
+                                                {"steps", "3", "", ""},
+                                                {"output_format", "webp", "", ""}};
+  const auto edit = client_->Post("/v1/images/edits", form);
+  ASSERT_EQ(edit->status, 200) << edit->body;
+  EXPECT_EQ(body_of(edit).at("output_format"), "webp");
+  EXPECT_EQ(body_of(edit).at("data").size(), 1u);
+  const auto no_image = client_->Post("/v1/images/edits", httplib::MultipartFormDataItems{{"prompt", "x", "", ""}});
+  EXPECT_EQ(no_image->status, 400);
+  EXPECT_EQ(body_of(no_image).at("error").at("param"), "image");
+  EXPECT_EQ(post("/v1/images/edits", {{"prompt", "x"}})->status, 400) << "JSON is not a form";
+  const auto img2img = post("/sdapi/v1/img2img", {{"prompt", "a hat"}, {"init_images", {base64_encode({png.begin(), png.end()})}},
+                                                  {"width", 64}, {"height", 64}, {"steps", 2}});
+  ASSERT_EQ(img2img->status, 200) << img2img->body;
+  EXPECT_FALSE(body_of(img2img).at("parameters").contains("init_images")) << "not echoed back";
+  const std::string made = body_of(img2img).at("images")[0];
+  const auto info = post("/sdapi/v1/png-info", {{"image", made}});
+  ASSERT_EQ(info->status, 200);
+  EXPECT_NE(body_of(info).at("info").get<std::string>().find("a hat"), std::string::npos);
 }
 
 // ---- end to end on the mini models ----
