@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "models/vae/preview.h"
 #include "tensor/error.h"
 
 namespace chroma::pipeline {
@@ -114,6 +115,8 @@ io::Image contact_sheet(const std::vector<io::Image>& images) {
   }
   return sheet;
 }
+
+io::Image preview_image(const Tensor& latent) { return vae::latent_preview(latent); }
 
 std::string infotext(const nlohmann::json& p) {
   auto text = [&](const char* key) { return p.contains(key) && p[key].is_string() ? p[key].get<std::string>() : ""; };

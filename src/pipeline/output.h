@@ -12,6 +12,7 @@
 
 #include "io/image.h"
 #include "pipeline/request.h"
+#include "tensor/tensor.h"
 
 namespace chroma::pipeline {
 
@@ -30,6 +31,10 @@ std::string grid_path(const std::string& pattern);
 // All images side by side on ceil(√n) columns, row by row, black where the last row ends early.
 // The images must have one size (a batch's); throws chroma::Error otherwise.
 io::Image contact_sheet(const std::vector<io::Image>& images);
+
+// A cheap RGB preview of a latent [1, 16, h, w] at its own size (no VAE; models/vae/preview.h), e.g. of
+// Progress::denoised.
+io::Image preview_image(const Tensor& latent);
 
 // The A1111-style "parameters" text of an image's JSON parameters.
 std::string infotext(const nlohmann::json& parameters);

@@ -102,10 +102,10 @@ class ProgressReporter {
     phase_start_ = Clock::now();
     report({phase, image_, images_, 0, steps, elapsed(), 0, -1});
   }
-  void step_done(int done, int steps) {
+  void step_done(int done, int steps, const Tensor* denoised = nullptr) {
     const double per_step = std::chrono::duration<double>(Clock::now() - phase_start_).count() / done;
     const int left = steps - done + (images_ - image_) * steps;  // this image's steps, then the later images'
-    report({Progress::Phase::Denoising, image_, images_, done, steps, elapsed(), per_step, per_step * left});
+    report({Progress::Phase::Denoising, image_, images_, done, steps, elapsed(), per_step, per_step * left, denoised});
   }
   // Tiled decoding: the tiles are the decoding phase's steps (the ETA is this image's decode).
   void tile_done(int done, int tiles) {
@@ -251,6 +251,7 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
 
   // The velocity the sampler integrates: modulations for t, one packed DiT pass for the prompts the
   // step needs, CFG. The network outputs enter the sampler in its precision.
+  Tensor latest_denoised;
   const sampling::VelocityFn velocity = [&](const Tensor& x, float t, int i) {
     const std::string step = "step." + std::to_string(i) + ".";
     // The modulation vectors depend only on t: computed once, shared by both passes (spec §3.4).
@@ -273,6 +274,10 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
     if (cfg) {
       v_neg = sampling::round_state(velocities[1], prec);
       v = sampling::cfg_combine(v_pos, v_neg, r.cfg, prec);
+    }
+    if (hooks.progress) {  // the x0 estimate for previews (Progress::denoised)
+      latest_denoised = Tensor(x.shape);
+      for (size_t k = 0; k < x.data.size(); ++k) latest_denoised.data[k] = x.data[k] - t * v.data[k];
     }
     if (dump) {
       dump->put(step + "latent_in", x);
@@ -298,7 +303,7 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
         }
       x = sampling::round_state(x, prec);
     }
-    progress.step_done(step + 1, total);  // throws Cancelled when asked to stop
+    progress.step_done(step + 1, total, latest_denoised.numel() ? &latest_denoised : nullptr);  // throws Cancelled
     return true;
   }, first_step);
   io::release_pages(models_->dit_weights, "");

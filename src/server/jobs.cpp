@@ -16,6 +16,8 @@ struct JobQueue::Job {
   pipeline::GenerationRequest request;
   io::ImageFormat format = io::ImageFormat::Png;
   int quality = 90;
+  bool previews = false;
+  std::vector<uint8_t> preview;
   JobState state = JobState::Queued;
   pipeline::Progress progress;
   std::string error;
@@ -96,7 +98,8 @@ void JobQueue::shutdown() {
   if (worker_.joinable()) worker_.join();
 }
 
-std::string JobQueue::submit(const pipeline::GenerationRequest& request, io::ImageFormat format, int quality) {
+std::string JobQueue::submit(const pipeline::GenerationRequest& request, io::ImageFormat format, int quality,
+                             bool previews) {
   std::string id;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -110,6 +113,7 @@ std::string JobQueue::submit(const pipeline::GenerationRequest& request, io::Ima
     job->request = request;
     job->format = format;
     job->quality = quality;
+    job->previews = previews;
     job->progress.images = request.batch_count;
     jobs_[id] = job;
     waiting_.push_back(job);
@@ -135,6 +139,7 @@ JobStatus JobQueue::snapshot_locked(const Job& job) const {
   s.error = job.error;
   s.images = job.images;
   s.warnings = job.warnings;
+  s.preview = job.preview;
   s.request = job.request;
   s.events = job.events.size();
   if (job.state == JobState::Queued)
@@ -237,10 +242,18 @@ void JobQueue::work() {
     pipeline::RunHooks hooks;
     hooks.progress = [this, job](const pipeline::Progress& p) {
       bool go_on;
+      nlohmann::json event = {{"event", "progress"}, {"id", job->id}, {"progress", progress_json(p)}};
+      std::vector<uint8_t> preview;
+      if (job->previews && p.denoised) {  // outside the lock: encoding takes a moment
+        preview = io::encode_image(pipeline::preview_image(*p.denoised), io::ImageFormat::Jpeg, 80);
+        event["preview"] = "data:image/jpeg;base64," + base64_encode(preview);
+      }
       {
         std::lock_guard<std::mutex> lock(mutex_);
         job->progress = p;
-        add_event_locked(*job, {{"event", "progress"}, {"id", job->id}, {"progress", progress_json(p)}});
+        job->progress.denoised = nullptr;  // the tensor is the pipeline's, valid only during this call
+        if (!preview.empty()) job->preview = std::move(preview);
+        add_event_locked(*job, std::move(event));
         go_on = !job->cancel;
       }
       changed_.notify_all();

@@ -45,6 +45,7 @@ struct JobStatus {
   std::string error;                     // failed, cancelled
   std::vector<JobImage> images;          // done
   std::vector<std::string> warnings;     // done
+  std::vector<uint8_t> preview;          // the latest step's preview (JPEG), with previews
   pipeline::GenerationRequest request;   // as submitted
   size_t events = 0;                     // events so far
 };
@@ -75,8 +76,10 @@ class JobQueue {
 
   // Queues a validated request whose images are to be encoded as `format`; returns its id. Throws
   // QueueFull when max_queued jobs are waiting, chroma::Error after shutdown().
+  // With `previews`, each denoising step's event carries "preview", a JPEG data URL of the step's x0
+  // estimate at latent resolution (vae/preview.h), and the status keeps the latest one.
   std::string submit(const pipeline::GenerationRequest& request, io::ImageFormat format = io::ImageFormat::Png,
-                     int quality = 90);
+                     int quality = 90, bool previews = false);
   // nullopt for an unknown (or expired) id.
   std::optional<JobStatus> status(const std::string& id) const;
   // Cancels a queued job at once, a running one at its next step boundary; false for an unknown id or

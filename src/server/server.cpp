@@ -58,9 +58,9 @@ struct Server::Impl {
   Impl(JobQueue& q, ServerOptions o) : queue(q), options(std::move(o)) { routes(); }
 
   // Submits and waits: the synchronous APIs. Throws for a failed or cancelled job.
-  JobStatus run_sync(const pipeline::GenerationRequest& r, const OutputChoice& out) {
+  JobStatus run_sync(const pipeline::GenerationRequest& r, const OutputChoice& out, bool previews = false) {
     check_limits(r, options.limits);
-    const std::string id = queue.submit(r, out.format, out.quality);
+    const std::string id = queue.submit(r, out.format, out.quality, previews);
     std::optional<JobStatus> s = queue.wait(id);
     if (!s) throw std::runtime_error("job " + id + " vanished");
     if (s->state == JobState::Cancelled) throw Error("the generation was cancelled: " + s->error);
@@ -71,7 +71,7 @@ struct Server::Impl {
   // A1111's answer to txt2img and img2img: the images, the parameters echoed, and "info" as a JSON
   // string with the seeds and infotexts.
   void a1111_reply(httplib::Response& res, const json& body, const pipeline::GenerationRequest& r) {
-    const JobStatus s = run_sync(r, {});
+    const JobStatus s = run_sync(r, {}, /*previews=*/true);  // A1111 clients show /progress's current_image
     json images = json::array(), seeds = json::array(), infotexts = json::array();
     for (const JobImage& img : s.images) {
       images.push_back(base64_encode(img.bytes));
@@ -157,9 +157,15 @@ struct Server::Impl {
         out.format = io::parse_image_format(body["output_format"].get<std::string>());
         body.erase("output_format");
       }
+      bool previews = false;
+      if (body.contains("preview")) {
+        if (!body["preview"].is_boolean()) throw BadRequest("preview: expected true or false", "preview");
+        previews = body["preview"].get<bool>();
+        body.erase("preview");
+      }
       const pipeline::GenerationRequest r = pipeline::request_from_json(body);
       check_limits(r, options.limits);
-      const std::string id = queue.submit(r, out.format, out.quality);
+      const std::string id = queue.submit(r, out.format, out.quality, previews);
       const std::optional<JobStatus> s = queue.status(id);
       res.set_header("Location", "/v1/jobs/" + id);
       send_json(res, 202, status_json(*s, false));
@@ -232,8 +238,9 @@ struct Server::Impl {
           fraction = (double(p.image - 1) * p.steps + p.step) / (double(p.images) * p.steps);
         eta = std::max(0.0, p.eta_seconds);
       }
+      const json current = s && !s->preview.empty() ? json(base64_encode(s->preview)) : json(nullptr);
       send_json(res, 200, {{"progress", fraction}, {"eta_relative", eta}, {"state", state},
-                           {"current_image", nullptr}, {"textinfo", nullptr}});
+                           {"current_image", current}, {"textinfo", nullptr}});
     }));
     http.Post("/sdapi/v1/interrupt", guarded([this](const httplib::Request&, httplib::Response& res) {
       queue.interrupt();

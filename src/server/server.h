@@ -8,14 +8,14 @@
 //   POST /v1/images/generations         OpenAI: waits, answers {"created", "data": [{"b64_json"}]}
 //   POST /v1/images/edits               OpenAI, multipart: image (+ mask, transparent = edit) → img2img/inpaint
 //   POST /v1/jobs                       our request JSON (pipeline/request.h keys, "preset",
-//                                       "output_format") → 202 {"id", "status", "queue_position"}
+//                                       "output_format", "preview") → 202 {"id", "status", "queue_position"}
 //   GET  /v1/jobs/{id}                  status, progress, and when done the images (base64)
 //   GET  /v1/jobs/{id}/events           text/event-stream: one event per phase and step, then the last
 //   DELETE /v1/jobs/{id}                cancels (queued: at once; running: at the next step)
 //   POST /sdapi/v1/txt2img, img2img     A1111: {"images", "parameters", "info"}; img2img takes
 //                                       init_images, mask (white = repaint), denoising_strength
 //   POST /sdapi/v1/png-info             an image's parameters text and metadata
-//   GET  /sdapi/v1/progress             A1111: progress, eta_relative, state.sampling_step/steps
+//   GET  /sdapi/v1/progress             A1111: progress, eta_relative, state.sampling_step/steps, current_image
 //   POST /sdapi/v1/interrupt            cancels the running job
 //   GET  /sdapi/v1/sd-models, samplers, schedulers, loras; GET/POST /sdapi/v1/options
 #pragma once

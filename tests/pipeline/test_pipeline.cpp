@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "io/safetensors.h"
+#include "pipeline/output.h"
 #include "pipeline/pipeline.h"
 #include "case_e.h"
 #include "testdata.h"
@@ -183,6 +184,33 @@ TEST_F(PipelineCaseE, ReportsPhasesAndStepsInOrder) {
         EXPECT_DOUBLE_EQ(p.eta_seconds, p.step_seconds * (p.steps - p.step));
       }
     }
+}
+
+// Each denoising step reports its x0 estimate x − t·v; at the last Euler step (t_next = 0) the new state
+// is x + (0 − t)·v, which is that estimate exactly, so the last one reported is the final latent.
+TEST_F(PipelineCaseE, StepsReportTheirDenoisedEstimate) {
+  Pipeline pipeline(mini_config());
+  Tensor last;
+  int with_estimate = 0;
+  RunHooks hooks;
+  hooks.progress = [&](const Progress& p) {
+    if (p.phase == Progress::Phase::Denoising && p.step > 0) {
+      EXPECT_NE(p.denoised, nullptr) << "step " << p.step;
+      if (p.denoised) {
+        last = *p.denoised;
+        ++with_estimate;
+      }
+    } else {
+      EXPECT_EQ(p.denoised, nullptr);
+    }
+    return true;
+  };
+  const GenerationResult r = pipeline.generate(test::case_e_options(0), hooks);
+  EXPECT_EQ(with_estimate, 4);
+  EXPECT_EQ(last.shape, r.images[0].latent.shape);
+  EXPECT_EQ(last.data, r.images[0].latent.data);
+  const io::Image preview = preview_image(last);
+  EXPECT_EQ(preview.width, 8) << "latent resolution: 64 / 8";
 }
 
 TEST_F(PipelineCaseE, CancelsAtTheNextStepAndStaysUsable) {

@@ -249,8 +249,10 @@ struct FakeRunner {
       pipeline::Progress p;
       p.phase = pipeline::Progress::Phase::Denoising;
       p.steps = r.steps;
+      const Tensor denoised({1, 16, 2, 3});  // zeros: the preview is the bias colour
       for (int i = 0; i <= r.steps; ++i) {
         p.step = i;
+        p.denoised = i > 0 ? &denoised : nullptr;
         if (hooks.progress && !hooks.progress(p)) throw pipeline::Cancelled("cancelled at step " + std::to_string(i));
         std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
       }
@@ -343,6 +345,24 @@ TEST(JobQueue, EventsFollowTheStepsThenTheEnd) {
   EXPECT_EQ(events.back().at("event"), "done");
   EXPECT_EQ(events.back().at("images").size(), 1u);
   EXPECT_FALSE(events.back().at("images")[0].contains("b64_json")) << "events stay small";
+  EXPECT_FALSE(events[1].contains("preview")) << "not asked for";
+}
+
+TEST(JobQueue, PreviewsAreJpegsOfTheDenoisedEstimate) {
+  FakeRunner fake;
+  JobQueue queue(fake.runner(), {});
+  const std::string id = queue.submit(small("p", 2), io::ImageFormat::Png, 90, /*previews=*/true);
+  ASSERT_EQ(queue.wait(id)->state, JobState::Done);
+  bool ended = false;
+  const std::vector<json> events = *queue.events_after(id, 0, 0, &ended);
+  EXPECT_FALSE(events[0].contains("preview")) << "step 0 has no estimate yet";
+  const std::string url = events[1].at("preview");
+  ASSERT_EQ(url.rfind("data:image/jpeg;base64,", 0), 0u) << url.substr(0, 40);
+  const io::Image img = io::decode_image(base64_decode(url, "preview"), "preview");
+  EXPECT_EQ(img.width, 3);
+  EXPECT_EQ(img.height, 2);
+  EXPECT_NEAR(img.rgb[0], 123, 3) << "the zero latent's colour, (bias + 1)/2, through JPEG";
+  EXPECT_FALSE(queue.status(id)->preview.empty());
 }
 
 TEST(JobQueue, ShutdownCancelsTheRunningAndTheQueued) {
