@@ -253,6 +253,10 @@ io::Image mask_from_openai(io::Image mask) {
 
 }  // namespace
 
+io::Image decode_base64_image(const std::string& text, const std::string& field) {
+  return decode_upload(base64_decode(text, field), field);
+}
+
 pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body) {
   if (!body.is_object()) throw BadRequest("the request body must be a JSON object");
   nlohmann::json txt = body;
@@ -261,10 +265,10 @@ pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body) {
   const nlohmann::json images = body.value("init_images", nlohmann::json::array());
   if (!images.is_array() || images.empty() || !images[0].is_string())
     throw BadRequest("init_images: expected an array with one base64 image", "init_images");
-  r.init_pixels = decode_upload(base64_decode(images[0].get<std::string>(), "init_images"), "init_images");
+  r.init_pixels = decode_base64_image(images[0].get<std::string>(), "init_images");
   if (body.contains("mask") && !body.at("mask").is_null()) {
     if (!body.at("mask").is_string()) throw BadRequest("mask: expected a base64 image", "mask");
-    r.mask_pixels = decode_upload(base64_decode(body.at("mask").get<std::string>(), "mask"), "mask");
+    r.mask_pixels = decode_base64_image(body.at("mask").get<std::string>(), "mask");
   }
   r.strength = 0.75f;
   if (body.contains("denoising_strength")) set_from_json(r, "strength", body.at("denoising_strength"), "denoising_strength");
@@ -302,7 +306,7 @@ pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, co
 nlohmann::json png_info(const nlohmann::json& body) {
   if (!body.is_object() || !body.contains("image") || !body.at("image").is_string())
     throw BadRequest("image: expected a base64 image", "image");
-  const io::Image img = decode_upload(base64_decode(body.at("image").get<std::string>(), "image"), "image");
+  const io::Image img = decode_base64_image(body.at("image").get<std::string>(), "image");
   nlohmann::json items = nlohmann::json::object(), parameters = nullptr;
   std::string info;
   for (const auto& [key, value] : img.text) {

@@ -82,5 +82,7 @@ std::string base64_encode(const std::vector<uint8_t>& bytes);
 // Strict base64 (RFC 4648, padding optional, whitespace ignored), after an optional data-URL prefix
 // ("data:image/png;base64,"); throws BadRequest naming `field` for anything else.
 std::vector<uint8_t> base64_decode(const std::string& text, const std::string& field);
+// A base64 (or data-URL) PNG, JPEG or WebP, decoded; BadRequest naming `field` otherwise.
+io::Image decode_base64_image(const std::string& text, const std::string& field);
 
 }  // namespace chroma::server

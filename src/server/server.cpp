@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include "server/web_page.h"
+
 #include <httplib.h>
 
 #include <chrono>
@@ -90,7 +92,8 @@ struct Server::Impl {
     const int threads = options.threads;
     http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (options.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      if (options.api_key.empty() || req.path == "/health" || req.path == "/")  // the page asks for the key itself
+        return httplib::Server::HandlerResponse::Unhandled;
       if (req.get_header_value("Authorization") == "Bearer " + options.api_key)
         return httplib::Server::HandlerResponse::Unhandled;
       send_error(req, res, 401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error");
@@ -104,6 +107,10 @@ struct Server::Impl {
     });
 
     http.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, {{"status", "ok"}}); });
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      const std::string_view page = web_page();
+      res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+    });
     http.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, {{"object", "list"},
                            {"data", {{{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "chroma.cpp"}}}}});
@@ -163,7 +170,22 @@ struct Server::Impl {
         previews = body["preview"].get<bool>();
         body.erase("preview");
       }
-      const pipeline::GenerationRequest r = pipeline::request_from_json(body);
+      // Over HTTP the init image and mask are the images themselves (base64), never server paths.
+      std::string init_b64, mask_b64;
+      for (auto [key, out] : {std::pair{"init_image", &init_b64}, {"mask", &mask_b64}})
+        if (body.contains(key)) {
+          if (!body[key].is_string()) throw BadRequest(std::string(key) + ": expected a base64 image", key);
+          *out = body[key].get<std::string>();
+          body.erase(key);
+        }
+      pipeline::GenerationRequest r = pipeline::request_from_json(body);
+      if (!init_b64.empty()) r.init_pixels = decode_base64_image(init_b64, "init_image");
+      if (!mask_b64.empty()) r.mask_pixels = decode_base64_image(mask_b64, "mask");
+      try {
+        pipeline::validate(r);
+      } catch (const Error& e) {
+        throw BadRequest(e.what());
+      }
       check_limits(r, options.limits);
       const std::string id = queue.submit(r, out.format, out.quality, previews);
       const std::optional<JobStatus> s = queue.status(id);

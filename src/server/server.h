@@ -3,6 +3,7 @@
 // as Server-Sent Events. Synchronous endpoints are thin wrappers over jobs. The HTTP library
 // (cpp-httplib) stays inside server.cpp.
 //
+//   GET  /                              the web page (web/index.html, embedded)
 //   GET  /health                        200 once the models are loaded (the server starts after)
 //   GET  /v1/models                     the loaded model set
 //   POST /v1/images/generations         OpenAI: waits, answers {"created", "data": [{"b64_json"}]}

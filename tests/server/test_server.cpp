@@ -15,6 +15,7 @@
 #include "server/api.h"
 #include "server/jobs.h"
 #include "server/server.h"
+#include "server/web_page.h"
 #include "testdata.h"
 
 namespace chroma::server {
@@ -550,6 +551,48 @@ TEST_F(Http, EditsImg2ImgAndPngInfo) {
   const auto info = post("/sdapi/v1/png-info", {{"image", made}});
   ASSERT_EQ(info->status, 200);
   EXPECT_NE(body_of(info).at("info").get<std::string>().find("a hat"), std::string::npos);
+}
+
+TEST_F(Http, ThePageAndJobsWithImages) {
+  ServerOptions o;
+  o.api_key = "k";
+  start(o);
+  const auto page = client_->Get("/");
+  ASSERT_EQ(page->status, 200) << "the page itself needs no key; it asks for one";
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(page->body.find("/v1/jobs"), std::string::npos);
+  EXPECT_EQ(page->body, std::string(web_page()));
+  const httplib::Headers auth = {{"Authorization", "Bearer k"}};
+  const json job = {{"prompt", "a hat"}, {"width", 64}, {"height", 64}, {"steps", 1},
+                    {"init_image", png_base64(64, 64, 9)}, {"mask", png_base64(64, 64, 255)}, {"strength", 0.5}};
+  const auto created = client_->Post("/v1/jobs", auth, job.dump(), "application/json");
+  ASSERT_EQ(created->status, 202) << created->body;
+  EXPECT_EQ(queue_->wait(body_of(created).at("id"))->state, JobState::Done);
+  json path = job;
+  path["init_image"] = "/etc/hostname";  // a path is not an image
+  const auto refused = client_->Post("/v1/jobs", auth, path.dump(), "application/json");
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_EQ(body_of(refused).at("error").at("param"), "init_image");
+  json mask_only = job;
+  mask_only.erase("init_image");
+  EXPECT_EQ(client_->Post("/v1/jobs", auth, mask_only.dump(), "application/json")->status, 400);
+}
+
+// The page's script parses (node --check), where Node.js is installed.
+TEST(WebPage, ScriptIsValidJavaScript) {
+  if (std::system("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed: the script's syntax is not checked";
+  const std::string page(web_page());
+  const size_t a = page.find("<script>"), b = page.rfind("</script>");
+  ASSERT_NE(a, std::string::npos);
+  ASSERT_NE(b, std::string::npos);
+  const std::string path = test::temp_path("page.js").string();
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    const std::string script = page.substr(a + 8, b - a - 8);
+    std::fwrite(script.data(), 1, script.size(), f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(std::system(("node --check " + path).c_str()), 0);
 }
 
 // ---- end to end on the mini models ----
