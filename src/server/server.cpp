@@ -89,6 +89,7 @@ struct Server::Impl {
 
   void routes() {
     http.set_payload_max_length(options.max_body_bytes);
+    http.set_read_timeout(options.read_timeout_seconds, 0);
     const int threads = options.threads;
     http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {

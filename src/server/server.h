@@ -37,6 +37,7 @@ struct ServerOptions {
   std::string model_name;          // what /v1/models and /sdapi/v1/sd-models report
   std::string lora_dir;            // what /sdapi/v1/loras lists
   int threads = 8;                 // HTTP worker threads (each open event stream holds one)
+  int read_timeout_seconds = 5;    // a client that stops sending mid-request is dropped after this
 };
 
 class Server {

@@ -5,6 +5,11 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -576,6 +581,82 @@ TEST_F(Http, ThePageAndJobsWithImages) {
   json mask_only = job;
   mask_only.erase("init_image");
   EXPECT_EQ(client_->Post("/v1/jobs", auth, mask_only.dump(), "application/json")->status, 400);
+}
+
+// A flood of malformed requests from 10 concurrent clients, interleaved with 50 valid generations and a
+// few clients that stop sending mid-request: every valid one answered with its own image, every bad one
+// a 4xx with a message, the server still serving afterwards.
+TEST_F(Http, MalformedFloodBesideValidRequests) {
+  ServerOptions o;
+  o.read_timeout_seconds = 1;
+  o.max_body_bytes = 1 << 20;
+  start(o, {100, 600});
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"/v1/images/generations", "{"},
+      {"/v1/images/generations", "[]"},
+      {"/v1/images/generations", R"({"prompt": 1})"},
+      {"/v1/images/generations", R"({"prompt": "x", "n": 1e300})"},
+      {"/v1/images/generations", R"({"prompt": "x", "size": "-64x64"})"},
+      {"/v1/images/generations", R"({"prompt": "x", "size": "99999999999999999999x64"})"},
+      {"/v1/images/generations", R"({"prompt": "x", "steps": -5})"},
+      {"/v1/images/generations", "{\"prompt\": \"" + std::string(2 << 20, 'a') + "\"}"},  // over the body limit
+      {"/v1/images/generations", "{\"prompt\": \"" + std::string(100000, 'a') + "\"}"},   // over the prompt limit
+      {"/v1/jobs", R"({"prompt": "x", "width": "wide"})"},
+      {"/v1/jobs", R"({"prompt": "x", "init_image": "not base64 at all!"})"},
+      {"/sdapi/v1/txt2img", R"({"width": 0})"},
+      {"/sdapi/v1/txt2img", R"({"batch_size": 100000})"},
+      {"/sdapi/v1/img2img", R"({"init_images": [5]})"},
+      {"/sdapi/v1/png-info", R"({"image": "AAAA"})"},
+      {"/v1/images/edits", "--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\ntrunc"},
+  };
+  std::atomic<int> bad_ok{0}, good_ok{0}, failures{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 10; ++c)
+    clients.emplace_back([&, c] {
+      httplib::Client client("127.0.0.1", port_);
+      for (int i = 0; i < 100; ++i) {
+        const auto& [path, body] = bad[size_t(c * 100 + i) % bad.size()];
+        const char* type = path == "/v1/images/edits" ? "multipart/form-data; boundary=x" : "application/json";
+        const auto r = client.Post(path.c_str(), body, type);
+        if (r && r->status >= 400 && r->status < 500 && json::parse(r->body, nullptr, false).contains("error")) ++bad_ok;
+        else ++failures;
+        if (i % 20 == 0) {  // a valid generation every 20 bad requests: 5 per client
+          const int steps = 1 + (c * 5 + i / 20) % 7;
+          const auto g = client.Post("/v1/images/generations",
+                                     json{{"prompt", "ok"}, {"size", "64x64"}, {"steps", steps}}.dump(), "application/json");
+          if (!g || g->status != 200) {
+            ++failures;
+            continue;
+          }
+          const std::vector<uint8_t> png = base64_decode(json::parse(g->body).at("data")[0].at("b64_json"), "png");
+          if (io::decode_image(png, "result").rgb[0] == steps) ++good_ok;  // this request's own image
+          else ++failures;
+        }
+      }
+    });
+  // Clients that send half a request and then nothing: dropped after the read timeout.
+  std::vector<std::thread> slow;
+  for (int k = 0; k < 3; ++k)
+    slow.emplace_back([&] {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(uint16_t(port_));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        const std::string partial = "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro";
+        [[maybe_unused]] const ssize_t n = ::send(fd, partial.data(), partial.size(), 0);
+        char buf[256];
+        [[maybe_unused]] const ssize_t got = ::recv(fd, buf, sizeof buf, 0);  // returns when the server gives up
+      }
+      ::close(fd);
+    });
+  for (std::thread& t : clients) t.join();
+  for (std::thread& t : slow) t.join();
+  EXPECT_EQ(bad_ok, 1000);
+  EXPECT_EQ(good_ok, 50);
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(client_->Get("/health")->status, 200) << "still serving";
 }
 
 // The page's script parses (node --check), where Node.js is installed.
