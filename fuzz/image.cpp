@@ -2,6 +2,7 @@
 // WebP, from memory) and, for the same bytes as a file, io::read_image (the CLI's path).
 #include "common.h"
 #include "io/image.h"
+#include "tensor/error.h"
 
 using namespace chroma;
 
