@@ -70,25 +70,9 @@ std::optional<ImageFormat> sniff(const std::string& path, bool must_open) {
   return sniff_bytes(magic, got > 0 ? size_t(got) : 0);
 }
 
-// Runs a FILE*-reading codec on a file, closing it whatever happens.
-Image decode_file(const std::string& path, Image (*decode)(std::FILE*, const std::string&)) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open");
-  try {
-    Image img = decode(f, path);
-    std::fclose(f);
-    return img;
-  } catch (...) {
-    std::fclose(f);
-    throw;
-  }
-}
-
-// The same on bytes in memory (fmemopen: a read-only FILE* over the buffer).
-Image decode_buffer(const std::vector<uint8_t>& bytes, const std::string& what,
-                    Image (*decode)(std::FILE*, const std::string&)) {
-  std::FILE* f = fmemopen(const_cast<uint8_t*>(bytes.data()), bytes.size(), "rb");
-  if (!f) throw Error(what + ": cannot read the image bytes");
+// Runs a FILE*-reading codec on `f` (null: `what` could not be opened), closing it whatever happens.
+Image decode_stream(std::FILE* f, const std::string& what, Image (*decode)(std::FILE*, const std::string&)) {
+  if (!f) throw Error(what + ": cannot open");
   try {
     Image img = decode(f, what);
     std::fclose(f);
@@ -97,6 +81,15 @@ Image decode_buffer(const std::vector<uint8_t>& bytes, const std::string& what,
     std::fclose(f);
     throw;
   }
+}
+
+// A file, or bytes in memory (fmemopen: a read-only FILE* over the buffer).
+Image decode_file(const std::string& path, Image (*decode)(std::FILE*, const std::string&)) {
+  return decode_stream(std::fopen(path.c_str(), "rb"), path, decode);
+}
+Image decode_buffer(const std::vector<uint8_t>& bytes, const std::string& what,
+                    Image (*decode)(std::FILE*, const std::string&)) {
+  return decode_stream(fmemopen(const_cast<uint8_t*>(bytes.data()), bytes.size(), "rb"), what, decode);
 }
 }  // namespace
 

@@ -27,6 +27,15 @@ Tensor combine(float a, const Tensor& x, float b, const Tensor& y) {
 // D = x − t·v: the x0 prediction.
 Tensor denoised(const Tensor& x, const Tensor& v, float t) { return combine(1.0f, x, -t, v); }
 
+// The flow ancestral samplers' renoising (ComfyUI's *_RF): x_down at t_down back to t_next,
+// (1 − t_next)/(1 − t_down)·x_down + c·ε with c chosen to keep the flow marginal (denoise.h euler_a).
+Tensor renoise(const Tensor& x_down, double down, double t_next, const NoiseFn& noise) {
+  const double alpha_next = 1.0 - t_next, alpha_down = 1.0 - down;
+  const double c = std::sqrt(
+      std::max(0.0, t_next * t_next - down * down * alpha_next * alpha_next / (alpha_down * alpha_down)));
+  return combine(float(alpha_next / alpha_down), x_down, float(c), noise(x_down.shape));
+}
+
 }  // namespace
 
 Tensor HeunSampler::step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
@@ -98,13 +107,8 @@ Tensor EulerAncestralSampler::step(const Tensor& x, float t, float t_next, int s
   if (t_next == 0.0f) return round_state(d, precision_);
   const double sn = t_next, s = t;
   const double down = sn * (1.0 + (sn / s - 1.0) * eta_);
-  const double alpha_next = 1.0 - sn, alpha_down = 1.0 - down;
   Tensor out = combine(float(down / s), x, float(1.0 - down / s), d);
-  if (eta_ > 0.0f) {
-    const double renoise =
-        std::sqrt(std::max(0.0, sn * sn - down * down * alpha_next * alpha_next / (alpha_down * alpha_down)));
-    out = combine(float(alpha_next / alpha_down), out, float(renoise), noise_(x.shape));
-  }
+  if (eta_ > 0.0f) out = renoise(out, down, sn, noise_);
   return round_state(out, precision_);
 }
 
@@ -137,12 +141,7 @@ Tensor DpmPP2SAncestralSampler::step(const Tensor& x, float t, float t_next, int
   const Tensor u = combine(float(t_mid / s), x, float(1.0 - t_mid / s), d);
   const Tensor d_s = denoised(u, velocity(round_state(u, precision_), round_state(t_s, precision_), step), t_s);
   Tensor out = combine(float(down / s), x, float(1.0 - down / s), d_s);
-  if (eta_ > 0.0f) {
-    const double alpha_next = 1.0 - sn, alpha_down = 1.0 - down;
-    const double renoise =
-        std::sqrt(std::max(0.0, sn * sn - down * down * alpha_next * alpha_next / (alpha_down * alpha_down)));
-    out = combine(float(alpha_next / alpha_down), out, float(renoise), noise_(x.shape));
-  }
+  if (eta_ > 0.0f) out = renoise(out, down, sn, noise_);
   return round_state(out, precision_);
 }
 

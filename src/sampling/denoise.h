@@ -109,21 +109,28 @@ class GradientEstimationSampler final : public Sampler {
               StepHistory& history) const override;
 };
 
+// A sampler that takes fresh noise at every step (the ancestral and SDE ones): its noise source and
+// η, the share of each step's noise it renews (1 by default; 0 takes none and is an ODE method).
+class NoisySampler : public Sampler {
+ public:
+  NoisySampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
+      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+
+ protected:
+  NoiseFn noise_;
+  float eta_;
+};
+
 // Euler ancestral for flow models (ComfyUI sample_euler_ancestral_RF, eta η, s_noise 1): a step down to
 // t_down = t_next·(1 + (t_next/t − 1)·η), x' = (t_down/t)·x + (1 − t_down/t)·D, then renoised to
 // t_next: (1 − t_next)/(1 − t_down)·x' + c·ε, c = sqrt(t_next² − t_down²·(1 − t_next)²/(1 − t_down)²),
 // which keeps x on the flow marginal (1 − t)·x0 + t·ε. The last step gives D. η = 0 is Euler.
-class EulerAncestralSampler final : public Sampler {
+class EulerAncestralSampler final : public NoisySampler {
  public:
-  EulerAncestralSampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
-      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+  using NoisySampler::NoisySampler;
   const char* name() const override { return "euler_a"; }
   Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
               StepHistory& history) const override;
-
- private:
-  NoiseFn noise_;
-  float eta_;
 };
 
 // DPM-Solver++(2S) ancestral for flow models (ComfyUI sample_dpmpp_2s_ancestral_RF, η, s_noise 1): the
@@ -132,17 +139,12 @@ class EulerAncestralSampler final : public Sampler {
 // u = (t_s/t)·x + (1 − t_s/t)·D, D_s = D(u, t_s), x' = (t_down/t)·x + (1 − t_down/t)·D_s, then renoised
 // to t_next as euler_a. The last step gives D. Two evaluations per step (one on the last); η = 0 is a
 // 2nd-order ODE method.
-class DpmPP2SAncestralSampler final : public Sampler {
+class DpmPP2SAncestralSampler final : public NoisySampler {
  public:
-  DpmPP2SAncestralSampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
-      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+  using NoisySampler::NoisySampler;
   const char* name() const override { return "dpm++2s_a"; }
   Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
               StepHistory& history) const override;
-
- private:
-  NoiseFn noise_;
-  float eta_;
 };
 
 // DPM-Solver++ SDE (ComfyUI sample_dpmpp_sde, η, s_noise 1, r = 1/2) in the flow's half log-SNR
@@ -154,17 +156,12 @@ class DpmPP2SAncestralSampler final : public Sampler {
 // Brownian path over t (the second's interval [t_next, t] holds the first's [t_1, t]), drawn as two
 // independent normals and combined, as ComfyUI's Brownian tree correlates them (not its samples).
 // η = 0 is a 2nd-order ODE method.
-class DpmPPSdeSampler final : public Sampler {
+class DpmPPSdeSampler final : public NoisySampler {
  public:
-  DpmPPSdeSampler(SamplerPrecision precision, NoiseFn noise, float eta = 1.0f)
-      : Sampler(precision), noise_(std::move(noise)), eta_(eta) {}
+  using NoisySampler::NoisySampler;
   const char* name() const override { return "dpm++sde"; }
   Tensor step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
               StepHistory& history) const override;
-
- private:
-  NoiseFn noise_;
-  float eta_;
 };
 
 // The samplers by name; throws chroma::Error for an unknown name, or an ancestral sampler without
