@@ -27,6 +27,9 @@ Tensor combine(float a, const Tensor& x, float b, const Tensor& y) {
 // D = x − t·v: the x0 prediction.
 Tensor denoised(const Tensor& x, const Tensor& v, float t) { return combine(1.0f, x, -t, v); }
 
+// The flow ancestral samplers' step-down time (ComfyUI's *_RF): t_next·(1 + (t_next/t − 1)·η).
+double flow_down(double t, double t_next, double eta) { return t_next * (1.0 + (t_next / t - 1.0) * eta); }
+
 // The flow ancestral samplers' renoising (ComfyUI's *_RF): x_down at t_down back to t_next,
 // (1 − t_next)/(1 − t_down)·x_down + c·ε with c chosen to keep the flow marginal (denoise.h euler_a).
 Tensor renoise(const Tensor& x_down, double down, double t_next, const NoiseFn& noise) {
@@ -105,8 +108,7 @@ Tensor EulerAncestralSampler::step(const Tensor& x, float t, float t_next, int s
                                    StepHistory&) const {
   const Tensor d = denoised(x, velocity(x, round_state(t, precision_), step), t);
   if (t_next == 0.0f) return round_state(d, precision_);
-  const double sn = t_next, s = t;
-  const double down = sn * (1.0 + (sn / s - 1.0) * eta_);
+  const double sn = t_next, s = t, down = flow_down(s, sn, eta_);
   Tensor out = combine(float(down / s), x, float(1.0 - down / s), d);
   if (eta_ > 0.0f) out = renoise(out, down, sn, noise_);
   return round_state(out, precision_);
@@ -133,8 +135,7 @@ Tensor DpmPP2SAncestralSampler::step(const Tensor& x, float t, float t_next, int
                                      StepHistory&) const {
   const Tensor d = denoised(x, velocity(x, round_state(t, precision_), step), t);
   if (t_next == 0.0f) return round_state(d, precision_);
-  const double s = t, sn = t_next;
-  const double down = sn * (1.0 + (sn / s - 1.0) * eta_);
+  const double s = t, sn = t_next, down = flow_down(s, sn, eta_);
   const double t_mid =
       s == 1.0 ? 0.9999 : time_of_half_log_snr(0.5 * (half_log_snr(s) + half_log_snr(down)));
   const auto t_s = float(t_mid);
