@@ -8,7 +8,8 @@
 
 namespace chroma::pipeline {
 
-// Serve every block below 1 GiB from the heap and keep freed memory there (process-wide, idempotent).
+// Serve every block below 1 GiB from the heap and keep freed memory there, on every thread
+// (process-wide: one malloc arena; idempotent).
 void reuse_freed_activations();
 // Return the heap's free pages to the system (malloc_trim); called between phases.
 void release_free_heap();

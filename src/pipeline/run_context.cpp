@@ -10,6 +10,7 @@ RunContext::RunContext(int threads) : backend_(make_cpu_backend()), threads_(thr
     throw Error("--threads " + std::to_string(threads) + ": must be from 0 (all cores) to " + std::to_string(most) +
                 " (" + std::to_string(kMaxThreadsPerCore) + " per core; this machine has " + std::to_string(cores) +
                 "): more threads than cores only contend, and each keeps its own weight panel");
+  reuse_freed_activations();  // now, before a server starts the threads that will run requests (heap.h)
 }
 
 RunContext::Bind::Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler)
