@@ -34,6 +34,12 @@ json parse_body(const httplib::Request& req) {
   return body;
 }
 
+// A synchronous request whose job was cancelled (interrupt, DELETE, shutdown): 409.
+class JobCancelled : public Error {
+ public:
+  using Error::Error;
+};
+
 // Runs a handler, turning each kind of failure into its HTTP status and the API's error shape.
 template <class Handler>
 httplib::Server::Handler guarded(Handler handler) {
@@ -43,6 +49,8 @@ httplib::Server::Handler guarded(Handler handler) {
     } catch (const QueueFull& e) {
       res.set_header("Retry-After", "30");
       send_error(req, res, 429, e.what(), "rate_limit_exceeded");
+    } catch (const JobCancelled& e) {
+      send_error(req, res, 409, e.what(), "cancelled");
     } catch (const BadRequest& e) {
       send_error(req, res, 400, e.what(), "invalid_request_error", e.param);
     } catch (const Error& e) {
@@ -68,7 +76,7 @@ struct Server::Impl {
     const std::string id = queue.submit(r, out.format, out.quality, previews);
     std::optional<JobStatus> s = queue.wait(id);
     if (!s) throw std::runtime_error("job " + id + " vanished");
-    if (s->state == JobState::Cancelled) throw Error("the generation was cancelled: " + s->error);
+    if (s->state == JobState::Cancelled) throw JobCancelled("the generation was cancelled: " + s->error);
     if (s->state == JobState::Failed) throw std::runtime_error("the generation failed: " + s->error);
     return *s;
   }

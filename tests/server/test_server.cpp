@@ -520,6 +520,18 @@ TEST_F(Http, A1111ListsAndInterrupt) {
   EXPECT_EQ(bad->status, 400);
   EXPECT_NE(body_of(bad).at("detail").get<std::string>().find("DDIM"), std::string::npos);
   EXPECT_EQ(post("/sdapi/v1/interrupt", json::object())->status, 200);
+  // An interrupted synchronous request answers 409 with the reason.
+  fake_.step_ms = 20;
+  std::thread interrupter([&] {
+    while (!queue_->running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    httplib::Client c("127.0.0.1", port_);
+    c.Post("/sdapi/v1/interrupt", "{}", "application/json");
+  });
+  const auto interrupted = post("/sdapi/v1/txt2img", {{"prompt", "long"}, {"width", 64}, {"height", 64}, {"steps", 90}});
+  interrupter.join();
+  EXPECT_EQ(interrupted->status, 409);
+  EXPECT_NE(body_of(interrupted).at("detail").get<std::string>().find("cancelled"), std::string::npos);
+  fake_.step_ms = 0;
   const auto ok = post("/sdapi/v1/txt2img", {{"prompt", "a fox"}, {"width", 64}, {"height", 64}, {"steps", 2}, {"batch_size", 2}});
   ASSERT_EQ(ok->status, 200) << ok->body;
   const json info = json::parse(body_of(ok).at("info").get<std::string>());
