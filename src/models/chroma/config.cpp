@@ -29,6 +29,11 @@ void check(bool ok, const io::WeightStore& weights, const std::string& what) {
 
 ChromaConfig ChromaConfig::from_weights(const io::WeightStore& weights) {
   const std::string p = weight_prefix(weights);
+  // Chroma1-Radiance works in pixel space (a patch conv img_in_patch instead of img_in, a per-patch
+  // decoder nerf_* instead of the VAE): recognised by those tensors and named, not run.
+  if (weights.has(p + "nerf_final_layer_conv.weight") || weights.has(p + "img_in_patch.weight"))
+    throw Error(weights.path() + ": a Chroma1-Radiance checkpoint (pixel space: img_in_patch and nerf_* tensors); "
+                "chroma.cpp runs the latent Chroma models (Chroma1-HD, Chroma1-Base, Chroma1-Flash) so far");
   ChromaConfig c;
 
   const Shape& img_in = shape_of(weights, p + "img_in.weight", 2);  // [C, 64]
