@@ -247,6 +247,9 @@ int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions&
     written.push_back(img.to_image());
     io::write_image(images[i], written.back(), format);
     std::fprintf(stderr, "chromacpp: wrote %s\n", images[i].c_str());
+    if (img.evaluations > 0)
+      std::fprintf(stderr, "chromacpp: step cache: %d of %d DiT evaluations skipped the blocks after the first\n",
+                   img.skipped_evaluations, img.evaluations);
   }
   if (out.grid) {
     io::write_image(outputs[images.size()], pipeline::contact_sheet(written), format);

@@ -174,9 +174,9 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
 
 Tensor Pipeline::denoise(const Tensor& x, std::span<const float> schedule, int first_step,
                          const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks,
-                         const LatentBlend* blend) const {
+                         const LatentBlend* blend, dit::StepCache* cache) const {
   ProgressReporter progress(hooks.progress);
-  return denoise(x, schedule, first_step, text, r, hooks, blend, progress);
+  return denoise(x, schedule, first_step, text, r, hooks, blend, cache, progress);
 }
 
 Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks) const {
@@ -231,7 +231,7 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
 
 Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int first_step,
                          const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks,
-                         const LatentBlend* blend, ProgressReporter& progress) const {
+                         const LatentBlend* blend, dit::StepCache* cache, ProgressReporter& progress) const {
   // The tracer is bound for the first step's DiT pass only (below).
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
   const ops::profile::Section ops_section("denoising");
@@ -265,9 +265,9 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
       TracePrefix p(step);
       // CFG steps run both prompts in one packed DiT pass: each weight is read once for both (model.h).
       if (cfg)
-        velocities = model.forward_packed(x, {{text.positive, "pos."}, {text.negative, "neg."}}, mods);
+        velocities = model.forward_packed(x, {{text.positive, "pos."}, {text.negative, "neg."}}, mods, cache);
       else
-        velocities = model.forward_packed(x, {{text.positive, "pos."}}, mods);
+        velocities = model.forward_packed(x, {{text.positive, "pos."}}, mods, cache);
     }
     const Tensor v_pos = sampling::round_state(velocities[0], prec);
     Tensor v = v_pos, v_neg;
@@ -483,9 +483,15 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     GeneratedImage img;
     {
       PhaseTimer t(&result.phases, "denoising");
+      std::optional<dit::StepCache> cache;
+      if (const float threshold = cache_threshold(r); threshold > 0) cache.emplace(threshold);
       img.latent = first < steps ? denoise(start, std::span(schedule).subspan(size_t(first)), first, text, image_request, hooks,
-                                             blend ? &*blend : nullptr, progress)
+                                             blend ? &*blend : nullptr, cache ? &*cache : nullptr, progress)
                                    : start;  // strength 0: no step runs
+      if (cache) {
+        img.evaluations = cache->evaluations;
+        img.skipped_evaluations = cache->skipped;
+      }
     }
     if (hooks.dump) {
       hooks.dump->put("output.latent", img.latent);

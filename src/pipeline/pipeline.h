@@ -29,6 +29,10 @@
 #include "tensor/tensor.h"
 #include "text/prompt_weights.h"
 
+namespace chroma::dit {
+struct StepCache;  // models/chroma/model.h
+}
+
 namespace chroma::pipeline {
 
 // Settings of a loaded model set, fixed for the Pipeline's lifetime.
@@ -81,6 +85,7 @@ struct GeneratedImage {
   std::vector<uint8_t> rgb;       // to_rgb8(image): H·W·3 bytes
   int width = 0, height = 0;
   std::optional<uint64_t> seed;   // the seed used (absent when the noise came from init_noise)
+  int evaluations = 0, skipped_evaluations = 0;  // DiT evaluations, and those the step cache cut short (request.cache)
   // Everything that made this image: request_to_json with this image's seed and batch_count 1, and
   // "models" (the model file names); output.h stores it with the image.
   nlohmann::json parameters;
@@ -138,8 +143,10 @@ class Pipeline {
   // The sampler from state x over schedule (a slice of the full schedule starting at index
   // first_step) with real CFG where request.cfg/skip_cfg_steps say, and the inpainting blend after
   // each step when given. Returns the final latent; throws Cancelled.
+  // With `cache`, the DiT may skip blocks (dit::StepCache; one per image).
   Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
-                 const GenerationRequest& request, const RunHooks& hooks = {}, const LatentBlend* blend = nullptr) const;
+                 const GenerationRequest& request, const RunHooks& hooks = {}, const LatentBlend* blend = nullptr,
+                 dit::StepCache* cache = nullptr) const;
   // Tiled (vae/tiled.h: 512-pixel tiles, 64 pixels of overlap) when `tiled`; the progress callback then
   // sees each tile as a step of the decoding phase and may cancel between tiles.
   Tensor decode(const Tensor& latent, const RunHooks& hooks = {}, bool tiled = false) const;
@@ -154,7 +161,7 @@ class Pipeline {
                                ProgressReporter& progress) const;
   Tensor denoise(const Tensor& x, std::span<const float> schedule, int first_step, const TextConditioning& text,
                  const GenerationRequest& request, const RunHooks& hooks, const LatentBlend* blend,
-                 ProgressReporter& progress) const;
+                 dit::StepCache* cache, ProgressReporter& progress) const;
   Tensor decode(const Tensor& latent, const RunHooks& hooks, bool tiled, ProgressReporter& progress) const;
   Tensor encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const;
 

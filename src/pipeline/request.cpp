@@ -211,6 +211,15 @@ const RequestOption kOptions[] = {
        r.shift_rule = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift_rule); }},
+    {"cache", "--cache", "Step cache: fbcache:T skips the DiT blocks after the first when its change is below T (off by default)",
+     nullptr, nullptr,
+     [](GenerationRequest& r, const std::string& t) {
+       GenerationRequest probe;
+       probe.cache = t;
+       cache_threshold(probe);  // throws naming the option
+       r.cache = t;
+     },
+     [](const GenerationRequest& r) { return nlohmann::json(r.cache); }},
     {"vae_tiling", "--vae-tiling", "Decode the image in overlapping 512-pixel tiles (less memory; automatic when needed)",
      "true", nullptr, [](GenerationRequest& r, const std::string& t) { r.vae_tiling = parse_bool("vae_tiling", t); },
      [](const GenerationRequest& r) { return nlohmann::json(r.vae_tiling); }},
@@ -258,6 +267,16 @@ std::string preset_names() {
   return names;
 }
 
+float cache_threshold(const GenerationRequest& r) {
+  if (r.cache.empty() || r.cache == "off") return 0.0f;
+  static const std::string kPrefix = "fbcache:";
+  float t = 0;
+  if (r.cache.rfind(kPrefix, 0) != 0 || !parse_number(r.cache.substr(kPrefix.size()), t))
+    bad_value("cache", r.cache, "must be fbcache:THRESHOLD (e.g. fbcache:0.08) or off");
+  if (!std::isfinite(t) || t <= 0) bad_value("cache", r.cache, "the threshold must be a number > 0");
+  return t;
+}
+
 t5::Padding text_padding_of(const GenerationRequest& r) {
   const std::optional<t5::Padding> p = parse_text_padding(r.text_padding);
   if (!p) throw Error(option_label(find_option("text_padding")) + " '" + r.text_padding + "': unknown padding");
@@ -284,6 +303,7 @@ void validate(const GenerationRequest& r) {
   if (!sampling::parse_scheduler(r.scheduler, &scheduler))
     throw Error(option_label(find_option("scheduler")) + " '" + r.scheduler + "': unknown scheduler");
   text_padding_of(r);
+  cache_threshold(r);
   if (r.shift_rule != "author" && r.shift_rule != "sdcpp")
     throw Error(option_label(find_option("shift_rule")) + " '" + r.shift_rule + "': must be author or sdcpp");
   text::PromptWeighting weighting;

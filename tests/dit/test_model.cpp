@@ -234,6 +234,35 @@ TEST(DitWeights, RadianceIsNamedNotRun) {
   expect_rejected(model, "Chroma1-Radiance");
 }
 
+// The first-block cache against its definition: below its threshold it never skips and changes
+// nothing; far above it, an evaluation after a full one skips the later blocks and adds their stored
+// residual, so the same input gives the same velocity exactly; a new packing runs every block.
+TEST(DitStepCache, SkipsOnlyWhereItsRuleSays) {
+  const ChromaModel dit(write_and_open(tiny_model(), "dit_cache.safetensors"));
+  const Tensor mods = dit.modulations(0.5f), other = dit.modulations(0.3f);
+  const Tensor x = tiny_latent(), txt = tiny_txt();
+  const Tensor plain = dit.forward(x, txt, mods), plain_other = dit.forward(x, txt, other);
+
+  StepCache never(1e-30f);
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &never)[0].data, plain.data);
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, other, &never)[0].data, plain_other.data);
+  EXPECT_EQ(never.evaluations, 2);
+  EXPECT_EQ(never.skipped, 0);
+
+  StepCache always(1e30f);
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &always)[0].data, plain.data) << "the first evaluation runs every block";
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &always)[0].data, plain.data) << "same input: residual identity";
+  EXPECT_EQ(always.skipped, 1);
+  const Tensor cached_other = dit.forward_packed(x, {{txt}}, other, &always)[0];
+  EXPECT_EQ(always.skipped, 2);
+  EXPECT_NE(cached_other.data, plain_other.data) << "skipped: not the full forward";
+  // Two sequences: another packing, so every block runs (and the result is the uncached one).
+  const std::vector<Tensor> two = dit.forward_packed(x, {{txt}, {txt}}, other, &always);
+  EXPECT_EQ(always.skipped, 2);
+  EXPECT_EQ(always.evaluations, 4);
+  for (size_t i = 0; i < two[0].data.size(); ++i) EXPECT_NEAR(two[0].data[i], plain_other.data[i], 1e-5) << i;
+}
+
 TEST(DitWeights, TinyModelLoadsAndRuns) {
   const ChromaModel dit(write_and_open(tiny_model(), "dit_tiny.safetensors"));
   const ChromaConfig& c = dit.config();

@@ -213,6 +213,26 @@ TEST_F(PipelineCaseE, StepsReportTheirDenoisedEstimate) {
   EXPECT_EQ(preview.width, 8) << "latent resolution: 64 / 8";
 }
 
+// The step cache in a run: a threshold nothing reaches changes nothing; one everything reaches runs
+// the first evaluation in full and cuts every later one short.
+TEST_F(PipelineCaseE, StepCacheSkipsAsItsThresholdSays) {
+  Pipeline pipeline(mini_config());
+  const GeneratedImage plain = std::move(pipeline.generate(test::case_e_options(0)).images.at(0));
+  GenerationRequest r = test::case_e_options(0);
+  r.cache = "fbcache:1e-30";
+  const GeneratedImage never = std::move(pipeline.generate(r).images.at(0));
+  EXPECT_EQ(never.latent.data, plain.latent.data);
+  EXPECT_EQ(never.evaluations, 4);
+  EXPECT_EQ(never.skipped_evaluations, 0);
+  r.cache = "fbcache:1e30";
+  const GeneratedImage always = std::move(pipeline.generate(r).images.at(0));
+  EXPECT_EQ(always.evaluations, 4);
+  EXPECT_EQ(always.skipped_evaluations, 3);
+  EXPECT_NE(always.latent.data, plain.latent.data);
+  EXPECT_EQ(always.parameters.at("cache"), "fbcache:1e30");
+  EXPECT_EQ(plain.evaluations, 0) << "no cache: not counted";
+}
+
 TEST_F(PipelineCaseE, CancelsAtTheNextStepAndStaysUsable) {
   Pipeline pipeline(mini_config());
   int last_step = 0;

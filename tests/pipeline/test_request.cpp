@@ -178,6 +178,19 @@ TEST(Presets, SdcppShiftRuleCountsLatentPixels) {
   EXPECT_NEAR(sampling::schedule_mu(4096), 1.15, 1e-12);
 }
 
+TEST(RequestOptions, CacheIsOffOrAPositiveFbcacheThreshold) {
+  GenerationRequest r;
+  EXPECT_EQ(cache_threshold(r), 0.0f);
+  set_option(r, "cache", "fbcache:0.08");
+  EXPECT_EQ(cache_threshold(r), 0.08f);
+  set_option(r, "cache", "off");
+  EXPECT_EQ(cache_threshold(r), 0.0f);
+  for (const char* bad : {"fbcache:0", "fbcache:-0.1", "fbcache:", "fbcache:abc", "fbcache:inf", "teacache:0.1", "0.1"})
+    EXPECT_NE(error_of([&] { set_option(r, "cache", bad); }).find("cache"), std::string::npos) << bad;
+  r.cache = "fbcache:0";
+  EXPECT_NE(error_of([&] { validate(r); }).find("> 0"), std::string::npos);
+}
+
 // A JSON request's preset comes first, whatever the key order: its other fields override it.
 TEST(Presets, JsonPresetIsAppliedBeforeTheOtherFields) {
   const GenerationRequest r = request_from_json(json{{"steps", 9}, {"preset", "comfyui"}, {"text_padding", "author"}});

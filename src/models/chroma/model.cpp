@@ -329,8 +329,28 @@ Tensor ChromaModel::forward(const Tensor& latent, const Tensor& txt, const Tenso
 
 // chroma-spec.md §3.1–§3.9 — flow `Chroma._forward` with the text already cut to its visible rows,
 // for S text conditions at once (model.h).
+namespace {
+
+// mean|a − b| / mean|b|: how much the first block's residual moved (StepCache).
+double relative_change(const Tensor& a, const Tensor& b) {
+  double diff = 0, base = 0;
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    diff += std::abs(double(a.data[i]) - double(b.data[i]));
+    base += std::abs(double(b.data[i]));
+  }
+  return base > 0 ? diff / base : INFINITY;
+}
+
+Tensor difference(const Tensor& a, const Tensor& b) {
+  Tensor d(a.shape);
+  for (size_t i = 0; i < a.data.size(); ++i) d.data[i] = a.data[i] - b.data[i];
+  return d;
+}
+
+}  // namespace
+
 std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
-                                                const Tensor& mods) const {
+                                                const Tensor& mods, StepCache* cache) const {
   const ChromaConfig& c = config_;
   if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(1) != c.latent_channels() || latent.dim(2) % c.patch ||
       latent.dim(3) % c.patch || latent.dim(2) == 0 || latent.dim(3) == 0)
@@ -364,24 +384,43 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
   Tensor txt = linear(txt_stream, weights_.txt_in);  // [Σ Lt_s, C]
   trace_sequences("txt_in_visible", txt, Layout::TxtStream, p, txts);
 
-  // §3.7 double-stream blocks.
+  // §3.7 double-stream blocks. With a cache, the first block decides whether the others run.
+  Tensor img_final, after_first;  // the image rows entering the final layer; img after block 0 (cache)
   for (int i = 0; i < c.double_blocks; ++i) {
+    const Tensor before = cache && i == 0 ? img : Tensor();
     double_block(img, txt, weights_.double_blocks[size_t(i)], double_block_modulation(mods, c, i), rope, p, c);
     done_with(stack_group("double", i), group_after(c, "double", i));
     trace_sequences(block_name("double", i, "img"), img, Layout::ImgStream, p, txts);
     trace_sequences(block_name("double", i, "txt_visible"), txt, Layout::TxtStream, p, txts);
+    if (cache && i == 0) {
+      ++cache->evaluations;
+      const Tensor residual = difference(img, before);
+      if (cache->first_residual.shape == residual.shape &&
+          relative_change(residual, cache->first_residual) < double(cache->threshold)) {
+        ++cache->skipped;
+        img_final = img;
+        ops::add(img_final, cache->rest_residual);
+        break;
+      }
+      cache->first_residual = residual;
+      after_first = img;
+    }
   }
 
-  // §3.8 single-stream blocks on the joint sequences, text first.
-  Tensor x = join_streams(txt, img, p);  // [Σ L_s, C]
-  for (int i = 0; i < c.single_blocks; ++i) {
-    single_block(x, weights_.single_blocks[size_t(i)], single_block_modulation(mods, i), rope, p, c);
-    done_with(stack_group("single", i), group_after(c, "single", i));
-    trace_sequences(block_name("single", i, "joint_visible"), x, Layout::Joint, p, txts);
+  if (img_final.numel() == 0) {
+    // §3.8 single-stream blocks on the joint sequences, text first.
+    Tensor x = join_streams(txt, img, p);  // [Σ L_s, C]
+    for (int i = 0; i < c.single_blocks; ++i) {
+      single_block(x, weights_.single_blocks[size_t(i)], single_block_modulation(mods, i), rope, p, c);
+      done_with(stack_group("single", i), group_after(c, "single", i));
+      trace_sequences(block_name("single", i, "joint_visible"), x, Layout::Joint, p, txts);
+    }
+    img_final = img_rows(x, p);
+    if (cache && after_first.numel()) cache->rest_residual = difference(img_final, after_first);
   }
 
   // §3.9 final layer on the image rows, then unpatchify each sequence's velocity.
-  const Tensor out = final_layer(img_rows(x, p), weights_.final_linear, final_modulation(mods), c);  // [S·Li, 64]
+  const Tensor out = final_layer(img_final, weights_.final_linear, final_modulation(mods), c);  // [S·Li, 64]
   trace_sequences("final_out", out, Layout::ImgStream, p, txts);
   std::vector<Tensor> velocities;
   for (int64_t s = 0; s < S; ++s)

@@ -70,6 +70,21 @@ struct FusedWeight {
   TensorView view;             // of bytes
 };
 
+// First-block cache (`--cache fbcache:T`; the "first block cache" of ParaAttention, also known from
+// WaveSpeed and TeaCache's family): between consecutive evaluations of one run, the first double
+// block's change to the image stream, r = img after block 0 − img before, is compared with r of the
+// last evaluation that ran every block; when mean|r − r_last| / mean|r_last| < T the remaining
+// blocks are skipped and their residual from that evaluation (final image rows − img after block 0)
+// is added instead. One cache per image of a run; a change in the packed sequences' shape (e.g. CFG
+// switching on) runs every block.
+struct StepCache {
+  explicit StepCache(float threshold) : threshold(threshold) {}
+  float threshold;           // > 0
+  Tensor first_residual;     // r of the last full evaluation      [S·Li, C]
+  Tensor rest_residual;      // its remaining blocks' residual     [S·Li, C]
+  int evaluations = 0, skipped = 0;
+};
+
 class ChromaModel {
  public:
   // Checks every tensor (presence, shape, float dtype) now, with or without the
@@ -110,8 +125,9 @@ class ChromaModel {
   //   joint (single blocks, attention)  [txt_0; img_0; txt_1; img_1; …]   [Σ L_s, C]
   //   streams (double-block linears)    txt [txt_0; txt_1; …] [Σ Lt_s, C], img [img_0; img_1; …] [S·Li, C]
   // Traces the same names as forward(), per sequence, under its trace_prefix.
+  // With `cache`, the blocks after the first may be skipped (StepCache).
   std::vector<Tensor> forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
-                                     const Tensor& mods) const;
+                                     const Tensor& mods, StepCache* cache = nullptr) const;
 
   // Replaces the adapters of every later forward and modulations() call by `loras` (summed where
   // several adapt one layer), without reading the base weights again: only the adapter state is
