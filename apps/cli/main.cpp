@@ -281,6 +281,7 @@ struct ServeOptions {
   server::ServerOptions server;
   server::QueueLimits queue;
   int max_body_mib = 32;
+  bool finish_on_stop = false;  // --on-stop finish: SIGTERM lets the running job end first
 };
 
 // SIGINT/SIGTERM during serve: the handler only writes the signal number to a pipe (all a handler
@@ -312,9 +313,9 @@ int run_serve(ModelOptions m, ServeOptions o) {
     while (read(serve_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
     if (sig != 0)
-      std::fprintf(stderr, "chromacpp: %s: stopping (the running job is cancelled at its next step)\n",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM");
-    queue.shutdown();
+      std::fprintf(stderr, "chromacpp: %s: stopping (%s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                   o.finish_on_stop ? "the running job finishes first" : "the running job is cancelled at its next step");
+    queue.shutdown(o.finish_on_stop);  // no new jobs from here; queued ones cancelled
     http.stop();
   });
   std::fprintf(stderr, "chromacpp: serving %s on http://%s:%d (Ctrl-C stops)\n", o.server.model_name.c_str(),
@@ -519,6 +520,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 1000));
   serve->add_option("--max-body", serve_opts.max_body_mib, "Largest request body, MiB")
       ->capture_default_str()->check(CLI::Range(1, 4096));
+  serve->add_option_function<std::string>(
+           "--on-stop", [&serve_opts](const std::string& v) { serve_opts.finish_on_stop = v == "finish"; },
+           "On SIGTERM/SIGINT: cancel the running job at its next step (default) or let it finish")
+      ->check(CLI::IsMember({"cancel", "finish"}));
 
   std::string tok_path, tok_text;
   CLI::App* tok = app.add_subcommand("tokenize", "Print the T5 token ids of a text as a JSON array");

@@ -25,7 +25,7 @@ struct JobQueue::Job {
   std::vector<std::string> warnings;
   std::vector<nlohmann::json> events;
   bool cancel = false;           // asked; the running job stops at its next step boundary
-  Clock::time_point finished{};  // when it ended
+  Clock::time_point submitted = Clock::now(), finished{};
   bool ended() const { return state == JobState::Done || state == JobState::Failed || state == JobState::Cancelled; }
 };
 
@@ -80,7 +80,7 @@ JobQueue::JobQueue(Runner runner, QueueLimits limits) : runner_(std::move(runner
 
 JobQueue::~JobQueue() { shutdown(); }
 
-void JobQueue::shutdown() {
+void JobQueue::shutdown(bool finish_running) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_ && !worker_.joinable()) return;
@@ -89,10 +89,11 @@ void JobQueue::shutdown() {
       job->state = JobState::Cancelled;
       job->error = "the server is shutting down";
       job->finished = Clock::now();
+      ++metrics_.cancelled;
       add_final_event_locked(*job);
     }
     waiting_.clear();
-    if (current_) current_->cancel = true;
+    if (current_ && !finish_running) current_->cancel = true;
   }
   changed_.notify_all();
   if (worker_.joinable()) worker_.join();
@@ -103,7 +104,7 @@ std::string JobQueue::submit(const pipeline::GenerationRequest& request, io::Ima
   std::string id;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_) throw Error("the server is shutting down");
+    if (stopping_) throw ShuttingDown("the server is shutting down");
     prune_locked();
     if (int(waiting_.size()) >= limits_.max_queued)
       throw QueueFull("the queue is full (" + std::to_string(limits_.max_queued) + " jobs waiting); try again later");
@@ -178,6 +179,7 @@ bool JobQueue::cancel(const std::string& id) {
       job.state = JobState::Cancelled;
       job.error = "cancelled before it started";
       job.finished = Clock::now();
+      ++metrics_.cancelled;
       add_final_event_locked(job);
     }
   }
@@ -220,6 +222,14 @@ std::optional<JobStatus> JobQueue::running() const {
   return snapshot_locked(*current_);
 }
 
+QueueMetrics JobQueue::metrics() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  QueueMetrics m = metrics_;
+  m.queued = int(waiting_.size());
+  m.running = current_ != nullptr;
+  return m;
+}
+
 int JobQueue::queued() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return int(waiting_.size());
@@ -252,6 +262,7 @@ void JobQueue::work() {
         std::lock_guard<std::mutex> lock(mutex_);
         job->progress = p;
         job->progress.denoised = nullptr;  // the tensor is the pipeline's, valid only during this call
+        if (p.phase == pipeline::Progress::Phase::Denoising && p.step > 0) ++metrics_.steps;
         if (!preview.empty()) job->preview = std::move(preview);
         add_event_locked(*job, std::move(event));
         go_on = !job->cancel;
@@ -259,6 +270,7 @@ void JobQueue::work() {
       changed_.notify_all();
       return go_on;
     };
+    const Clock::time_point started = Clock::now();
     JobState end = JobState::Done;
     std::string error;
     std::vector<JobImage> images;
@@ -283,6 +295,9 @@ void JobQueue::work() {
       job->images = std::move(images);
       job->warnings = std::move(warnings);
       job->finished = Clock::now();
+      metrics_.busy_seconds += std::chrono::duration<double>(job->finished - started).count();
+      metrics_.latency_seconds += std::chrono::duration<double>(job->finished - job->submitted).count();
+      ++(end == JobState::Done ? metrics_.done : end == JobState::Failed ? metrics_.failed : metrics_.cancelled);
       add_final_event_locked(*job);
       current_.reset();
     }

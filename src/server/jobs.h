@@ -60,6 +60,22 @@ class QueueFull : public Error {
   using Error::Error;
 };
 
+// Counters since the queue started (the server's /metrics).
+struct QueueMetrics {
+  int queued = 0;
+  bool running = false;
+  uint64_t done = 0, failed = 0, cancelled = 0;  // jobs ended so
+  uint64_t steps = 0;                            // denoising steps run
+  double busy_seconds = 0;                       // time spent running jobs
+  double latency_seconds = 0;                    // Σ over ended jobs of submit → end (queue wait included)
+};
+
+// The queue takes no more jobs (shutdown): the caller answers 503.
+class ShuttingDown : public Error {
+ public:
+  using Error::Error;
+};
+
 struct QueueLimits {
   int max_queued = 16;          // jobs waiting (the running one not counted)
   double keep_seconds = 600;    // a finished job's result is kept this long
@@ -75,7 +91,7 @@ class JobQueue {
   JobQueue& operator=(const JobQueue&) = delete;
 
   // Queues a validated request whose images are to be encoded as `format`; returns its id. Throws
-  // QueueFull when max_queued jobs are waiting, chroma::Error after shutdown().
+  // QueueFull when max_queued jobs are waiting, ShuttingDown after shutdown().
   // With `previews`, each denoising step's event carries "preview", a JPEG data URL of the step's x0
   // estimate at latent resolution (vae/preview.h), and the status keeps the latest one.
   std::string submit(const pipeline::GenerationRequest& request, io::ImageFormat format = io::ImageFormat::Png,
@@ -97,8 +113,10 @@ class JobQueue {
   // The running job's status, or nullopt when idle (A1111's progress).
   std::optional<JobStatus> running() const;
   int queued() const;
-  // Refuses new jobs, cancels the running one and every queued one, and joins the worker.
-  void shutdown();
+  QueueMetrics metrics() const;
+  // Refuses new jobs, cancels every queued one and the running one (or, with finish_running, lets
+  // it finish), and joins the worker.
+  void shutdown(bool finish_running = false);
 
  private:
   struct Job;
@@ -116,6 +134,7 @@ class JobQueue {
   std::deque<std::shared_ptr<Job>> waiting_;
   std::shared_ptr<Job> current_;
   uint64_t next_id_ = 1;
+  QueueMetrics metrics_;
   bool stopping_ = false;
   std::thread worker_;
 };

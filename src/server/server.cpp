@@ -49,6 +49,8 @@ httplib::Server::Handler guarded(Handler handler) {
     } catch (const QueueFull& e) {
       res.set_header("Retry-After", "30");
       send_error(req, res, 429, e.what(), "rate_limit_exceeded");
+    } catch (const ShuttingDown& e) {
+      send_error(req, res, 503, e.what(), "server_error");
     } catch (const JobCancelled& e) {
       send_error(req, res, 409, e.what(), "cancelled");
     } catch (const BadRequest& e) {
@@ -123,6 +125,31 @@ struct Server::Impl {
       const std::string_view page = web_page();
       res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
     });
+    http.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
+      const QueueMetrics m = queue.metrics();
+      const uint64_t ended = m.done + m.failed + m.cancelled;
+      std::string text;
+      auto metric = [&](const char* name, const char* type, const char* help, const std::string& samples) {
+        text += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + samples;
+      };
+      auto sample = [](const std::string& name, double v) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, " %.17g\n", v);
+        return name + buf;
+      };
+      metric("chromacpp_queue_length", "gauge", "Jobs waiting.", sample("chromacpp_queue_length", m.queued));
+      metric("chromacpp_running", "gauge", "Jobs running (0 or 1).", sample("chromacpp_running", m.running));
+      metric("chromacpp_jobs_total", "counter", "Jobs ended, by how.",
+             sample("chromacpp_jobs_total{state=\"done\"}", double(m.done)) +
+                 sample("chromacpp_jobs_total{state=\"failed\"}", double(m.failed)) +
+                 sample("chromacpp_jobs_total{state=\"cancelled\"}", double(m.cancelled)));
+      metric("chromacpp_steps_total", "counter", "Denoising steps run.", sample("chromacpp_steps_total", double(m.steps)));
+      metric("chromacpp_busy_seconds_total", "counter", "Time spent running jobs (steps/s = steps_total / busy).",
+             sample("chromacpp_busy_seconds_total", m.busy_seconds));
+      metric("chromacpp_job_seconds", "summary", "Jobs from submission to end, queue wait included.",
+             sample("chromacpp_job_seconds_sum", m.latency_seconds) + sample("chromacpp_job_seconds_count", double(ended)));
+      res.set_content(text, "text/plain; version=0.0.4");
+    }));
     http.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, {{"object", "list"},
                            {"data", {{{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "chroma.cpp"}}}}});

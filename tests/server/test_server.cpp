@@ -380,7 +380,24 @@ TEST(JobQueue, ShutdownCancelsTheRunningAndTheQueued) {
   queue->shutdown();
   EXPECT_EQ(queue->status(a)->state, JobState::Cancelled);
   EXPECT_EQ(queue->status(b)->state, JobState::Cancelled);
-  EXPECT_THROW(queue->submit(small("c")), Error);
+  EXPECT_THROW(queue->submit(small("c")), ShuttingDown);
+}
+
+TEST(JobQueue, ShutdownCanLetTheRunningJobFinish) {
+  FakeRunner fake;
+  fake.step_ms = 5;
+  JobQueue queue(fake.runner(), {});
+  const std::string a = queue.submit(small("a", 20)), b = queue.submit(small("b"));
+  while (fake.started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  queue.shutdown(/*finish_running=*/true);
+  EXPECT_EQ(queue.status(a)->state, JobState::Done);
+  EXPECT_EQ(queue.status(b)->state, JobState::Cancelled);
+  EXPECT_THROW(queue.submit(small("c")), ShuttingDown);
+  const QueueMetrics m = queue.metrics();
+  EXPECT_EQ(m.done, 1u);
+  EXPECT_EQ(m.cancelled, 1u);
+  EXPECT_EQ(m.steps, 20u);
+  EXPECT_GT(m.busy_seconds, 0.0);
 }
 
 // ---- HTTP over loopback ----
@@ -507,6 +524,17 @@ TEST_F(Http, JobsEventsCancelAndQueueFull) {
   ASSERT_EQ(status.at("status"), "done");
   EXPECT_EQ(status.at("images")[0].at("format"), "jpeg");
   EXPECT_EQ(status.at("images")[0].at("b64_json").get<std::string>().substr(0, 4), "/9j/") << "a JPEG";
+}
+
+TEST_F(Http, MetricsInPrometheusText) {
+  start();
+  ASSERT_EQ(post("/v1/images/generations", {{"prompt", "x"}, {"size", "64x64"}, {"steps", 3}})->status, 200);
+  const auto m = client_->Get("/metrics");
+  ASSERT_EQ(m->status, 200);
+  EXPECT_EQ(m->get_header_value("Content-Type"), "text/plain; version=0.0.4");
+  for (const char* line : {"chromacpp_jobs_total{state=\"done\"} 1\n", "chromacpp_steps_total 3\n",
+                           "chromacpp_queue_length 0\n", "chromacpp_job_seconds_count 1\n", "# TYPE chromacpp_job_seconds summary\n"})
+    EXPECT_NE(m->body.find(line), std::string::npos) << line << "\n" << m->body;
 }
 
 TEST_F(Http, A1111ListsAndInterrupt) {
