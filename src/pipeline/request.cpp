@@ -61,6 +61,17 @@ float parse_finite(const char* key, const std::string& text) {
 
 bool beta_in_range(double v) { return v > 0.0 && v <= 100.0; }
 
+// The first-block cache threshold of a `cache` text (request.h cache_threshold).
+float parse_cache_threshold(const std::string& text) {
+  if (text.empty() || text == "off") return 0.0f;
+  static const std::string kPrefix = "fbcache:";
+  float t = 0;
+  if (text.rfind(kPrefix, 0) != 0 || !parse_number(text.substr(kPrefix.size()), t))
+    bad_value("cache", text, "must be fbcache:THRESHOLD (e.g. fbcache:0.08) or off");
+  if (!std::isfinite(t) || t <= 0) bad_value("cache", text, "the threshold must be a number > 0");
+  return t;
+}
+
 std::optional<t5::Padding> parse_text_padding(const std::string& name) {
   if (name == "author") return t5::Padding::Flow;
   if (name == "diffusers") return t5::Padding::KeyMasked;
@@ -214,9 +225,7 @@ const RequestOption kOptions[] = {
     {"cache", "--cache", "Step cache: fbcache:T skips the DiT blocks after the first when its change is below T (off by default)",
      nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
-       GenerationRequest probe;
-       probe.cache = t;
-       cache_threshold(probe);  // throws naming the option
+       parse_cache_threshold(t);  // throws naming the option
        r.cache = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.cache); }},
@@ -267,15 +276,7 @@ std::string preset_names() {
   return names;
 }
 
-float cache_threshold(const GenerationRequest& r) {
-  if (r.cache.empty() || r.cache == "off") return 0.0f;
-  static const std::string kPrefix = "fbcache:";
-  float t = 0;
-  if (r.cache.rfind(kPrefix, 0) != 0 || !parse_number(r.cache.substr(kPrefix.size()), t))
-    bad_value("cache", r.cache, "must be fbcache:THRESHOLD (e.g. fbcache:0.08) or off");
-  if (!std::isfinite(t) || t <= 0) bad_value("cache", r.cache, "the threshold must be a number > 0");
-  return t;
-}
+float cache_threshold(const GenerationRequest& r) { return parse_cache_threshold(r.cache); }
 
 t5::Padding text_padding_of(const GenerationRequest& r) {
   const std::optional<t5::Padding> p = parse_text_padding(r.text_padding);

@@ -142,7 +142,6 @@ JobStatus JobQueue::snapshot_locked(const Job& job) const {
   s.warnings = job.warnings;
   s.preview = job.preview;
   s.request = job.request;
-  s.events = job.events.size();
   if (job.state == JobState::Queued)
     for (const std::shared_ptr<Job>& w : waiting_) {
       if (w.get() == &job) break;

@@ -47,7 +47,6 @@ struct JobStatus {
   std::vector<std::string> warnings;     // done
   std::vector<uint8_t> preview;          // the latest step's preview (JPEG), with previews
   pipeline::GenerationRequest request;   // as submitted
-  size_t events = 0;                     // events so far
 };
 
 // The job as JSON (the jobs API and the final event): id, status, queue_position, progress
