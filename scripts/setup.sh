@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 PACKAGES=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libboost-dev libsentencepiece-dev libpng-dev libjpeg-dev libwebp-dev nlohmann-json3-dev libcli11-dev
           libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
-          libgtest-dev libgmock-dev libbenchmark-dev)
+          libgtest-dev libgmock-dev libbenchmark-dev
+          libhiredis-dev redis-server   # serve --queue redis:// and its test
+          chromium chromium-driver)     # the web page's browser test (tests/web)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
