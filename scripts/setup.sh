@@ -23,6 +23,11 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# playwright-core for the browser test, pinned by tests/web/package-lock.json (re-installed when that changes).
+if command -v npm >/dev/null && { [ ! -d tests/web/node_modules ] || [ tests/web/package-lock.json -nt tests/web/node_modules ]; }; then
+  echo "setup: npm ci in tests/web"
+  npm ci --prefix tests/web --no-audit --no-fund --loglevel=error >/dev/null
+fi
 [ "${1:-}" = "--deps" ] && exit 0
 
 # A portable build: the hot kernels pick AVX-512 / AVX2 / baseline code at run time. -march=native

@@ -41,6 +41,7 @@
 #include "pipeline/pipeline.h"
 #include "net/cache.h"
 #include "net/hub.h"
+#include "server/redis_jobs.h"
 #include "server/server.h"
 #include "text/tokenizer.h"
 
@@ -282,6 +283,8 @@ struct ServeOptions {
   server::QueueLimits queue;
   int max_body_mib = 32;
   bool finish_on_stop = false;  // --on-stop finish: SIGTERM lets the running job end first
+  std::string queue_url;        // --queue redis://HOST:PORT: jobs shared with other servers
+  double claim_after = 30;      // --claim-after: seconds before a dead worker's job is taken over
 };
 
 // SIGINT/SIGTERM during serve: the handler only writes the signal number to a pipe (all a handler
@@ -293,14 +296,29 @@ void on_serve_signal(int sig) {
 }
 
 int run_serve(ModelOptions m, ServeOptions o) {
+  std::optional<server::RedisQueueOptions> shared;
+  if (!o.queue_url.empty()) {  // a bad address is refused before the models load
+    shared.emplace();
+    shared->address = server::parse_redis_url(o.queue_url);
+    shared->claim_after_seconds = o.claim_after;
+    server::ping_redis(shared->address);
+  }
   if (!resolve(m)) return 2;
   pipeline::Pipeline pipeline(m.config);
   o.server.model_name = std::filesystem::path(m.config.files.dit).filename().string();
   o.server.lora_dir = m.config.lora_dir;
   o.server.max_body_bytes = size_t(o.max_body_mib) << 20;
-  server::JobQueue queue([&pipeline](const pipeline::GenerationRequest& r, const pipeline::RunHooks& hooks) {
+  const server::Runner runner = [&pipeline](const pipeline::GenerationRequest& r, const pipeline::RunHooks& hooks) {
     return pipeline.generate(r, hooks);
-  }, o.queue);
+  };
+  std::unique_ptr<server::Jobs> jobs;
+  if (shared) {
+    shared->model = o.server.model_name;
+    jobs = std::make_unique<server::RedisJobs>(runner, *shared, o.queue);
+  } else {
+    jobs = std::make_unique<server::JobQueue>(runner, o.queue);
+  }
+  server::Jobs& queue = *jobs;
   server::Server http(queue, o.server);
   const int port = http.bind();
   if (pipe(serve_signal_pipe) != 0) throw Error("serve: cannot create the signal pipe");
@@ -524,6 +542,11 @@ int main(int argc, char** argv) {
            "--on-stop", [&serve_opts](const std::string& v) { serve_opts.finish_on_stop = v == "finish"; },
            "On SIGTERM/SIGINT: cancel the running job at its next step (default) or let it finish")
       ->check(CLI::IsMember({"cancel", "finish"}));
+  serve->add_option("--queue", serve_opts.queue_url,
+                    "Share jobs with every server on this Redis (redis://HOST:PORT): one stream per model set");
+  serve->add_option("--claim-after", serve_opts.claim_after,
+                    "With --queue: seconds a running job may go unrenewed before another server takes it over")
+      ->capture_default_str()->check(CLI::Range(0.1, 86400.0));
 
   std::string tok_path, tok_text;
   CLI::App* tok = app.add_subcommand("tokenize", "Print the T5 token ids of a text as a JSON array");

@@ -1,5 +1,6 @@
 #include "server/jobs.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -13,10 +14,7 @@ using Clock = std::chrono::steady_clock;
 
 struct JobQueue::Job {
   std::string id;
-  pipeline::GenerationRequest request;
-  io::ImageFormat format = io::ImageFormat::Png;
-  int quality = 90;
-  bool previews = false;
+  JobSpec spec;
   std::vector<uint8_t> preview;
   JobState state = JobState::Queued;
   pipeline::Progress progress;
@@ -40,21 +38,77 @@ const char* job_state_name(JobState state) {
   return "?";
 }
 
-namespace {
-
 nlohmann::json progress_json(const pipeline::Progress& p) {
   return {{"phase", pipeline::phase_name(p.phase)}, {"image", p.image}, {"images", p.images}, {"step", p.step},
           {"steps", p.steps}, {"elapsed", p.elapsed_seconds}, {"eta", p.eta_seconds}};
 }
 
-// Ids are not guessable from one another: a random 64-bit prefix per queue, then a counter.
-std::string make_id(uint64_t prefix, uint64_t n) {
+pipeline::Progress progress_from_json(const nlohmann::json& j) {
+  pipeline::Progress p;
+  const std::string phase = j.value("phase", "");
+  for (auto ph : {pipeline::Progress::Phase::ImageEncoding, pipeline::Progress::Phase::TextEncoding,
+                  pipeline::Progress::Phase::Denoising, pipeline::Progress::Phase::Decoding, pipeline::Progress::Phase::Done})
+    if (phase == pipeline::phase_name(ph)) p.phase = ph;
+  p.image = j.value("image", 1);
+  p.images = j.value("images", 1);
+  p.step = j.value("step", 0);
+  p.steps = j.value("steps", 0);
+  p.elapsed_seconds = j.value("elapsed", 0.0);
+  p.eta_seconds = j.value("eta", -1.0);
+  return p;
+}
+
+std::vector<JobImage> images_from_json(const nlohmann::json& images) {
+  std::vector<JobImage> out;
+  for (const nlohmann::json& e : images) {
+    JobImage img;
+    img.format = io::parse_image_format(e.at("format").get<std::string>());
+    img.bytes = base64_decode(e.at("b64_json").get<std::string>(), "image");
+    img.parameters = e.value("parameters", nlohmann::json::object());
+    img.infotext = e.value("infotext", "");
+    out.push_back(std::move(img));
+  }
+  return out;
+}
+
+// Ids are not guessable from one another, and unique across servers sharing a queue: a random 64-bit
+// prefix per process, then a counter.
+std::string make_job_id() {
+  static const uint64_t prefix = pipeline::random_seed();
+  static std::atomic<uint64_t> next{1};
   char buf[48];
-  std::snprintf(buf, sizeof buf, "job-%016llx-%llu", static_cast<unsigned long long>(prefix), static_cast<unsigned long long>(n));
+  std::snprintf(buf, sizeof buf, "job-%016llx-%llu", static_cast<unsigned long long>(prefix),
+                static_cast<unsigned long long>(next++));
   return buf;
 }
 
-}  // namespace
+JobOutcome run_job(const Runner& runner, const std::string& id, const JobSpec& spec, const StepReport& report) {
+  pipeline::RunHooks hooks;
+  hooks.progress = [&](const pipeline::Progress& p) {
+    nlohmann::json event = {{"event", "progress"}, {"id", id}, {"progress", progress_json(p)}};
+    std::vector<uint8_t> preview;
+    if (spec.previews && p.denoised) {
+      preview = io::encode_image(pipeline::preview_image(*p.denoised), io::ImageFormat::Jpeg, 80);
+      event["preview"] = "data:image/jpeg;base64," + base64_encode(preview);
+    }
+    pipeline::Progress copy = p;
+    copy.denoised = nullptr;  // the tensor is the pipeline's, valid only during this call
+    return report(copy, std::move(event), std::move(preview));
+  };
+  JobOutcome out;
+  try {
+    const pipeline::GenerationResult result = runner(spec.request, hooks);
+    for (const pipeline::GeneratedImage& g : result.images)
+      out.images.push_back({io::encode_image(g.to_image(), spec.format, spec.quality), spec.format, g.parameters,
+                            pipeline::infotext(g.parameters)});
+    out.warnings = result.warnings;
+  } catch (const pipeline::Cancelled& e) {
+    out = {JobState::Cancelled, e.what(), {}, {}};
+  } catch (const std::exception& e) {
+    out = {JobState::Failed, e.what(), {}, {}};
+  }
+  return out;
+}
 
 nlohmann::json status_json(const JobStatus& s, bool with_images) {
   nlohmann::json j = {{"id", s.id}, {"status", job_state_name(s.state)}, {"progress", progress_json(s.progress)}};
@@ -108,13 +162,9 @@ std::string JobQueue::submit(const pipeline::GenerationRequest& request, io::Ima
     prune_locked();
     if (int(waiting_.size()) >= limits_.max_queued)
       throw QueueFull("the queue is full (" + std::to_string(limits_.max_queued) + " jobs waiting); try again later");
-    static const uint64_t prefix = pipeline::random_seed();
     auto job = std::make_shared<Job>();
-    job->id = id = make_id(prefix, next_id_++);
-    job->request = request;
-    job->format = format;
-    job->quality = quality;
-    job->previews = previews;
+    job->id = id = make_job_id();
+    job->spec = {request, format, quality, previews};
     job->progress.images = request.batch_count;
     jobs_[id] = job;
     waiting_.push_back(job);
@@ -141,7 +191,7 @@ JobStatus JobQueue::snapshot_locked(const Job& job) const {
   s.images = job.images;
   s.warnings = job.warnings;
   s.preview = job.preview;
-  s.request = job.request;
+  s.request = job.spec.request;
   if (job.state == JobState::Queued)
     for (const std::shared_ptr<Job>& w : waiting_) {
       if (w.get() == &job) break;
@@ -248,19 +298,13 @@ void JobQueue::work() {
     }
     changed_.notify_all();
 
-    pipeline::RunHooks hooks;
-    hooks.progress = [this, job](const pipeline::Progress& p) {
+    const Clock::time_point started = Clock::now();
+    JobOutcome outcome = run_job(runner_, job->id, job->spec,
+                                 [this, job](const pipeline::Progress& p, nlohmann::json event, std::vector<uint8_t> preview) {
       bool go_on;
-      nlohmann::json event = {{"event", "progress"}, {"id", job->id}, {"progress", progress_json(p)}};
-      std::vector<uint8_t> preview;
-      if (job->previews && p.denoised) {  // outside the lock: encoding takes a moment
-        preview = io::encode_image(pipeline::preview_image(*p.denoised), io::ImageFormat::Jpeg, 80);
-        event["preview"] = "data:image/jpeg;base64," + base64_encode(preview);
-      }
       {
         std::lock_guard<std::mutex> lock(mutex_);
         job->progress = p;
-        job->progress.denoised = nullptr;  // the tensor is the pipeline's, valid only during this call
         if (p.phase == pipeline::Progress::Phase::Denoising && p.step > 0) ++metrics_.steps;
         if (!preview.empty()) job->preview = std::move(preview);
         add_event_locked(*job, std::move(event));
@@ -268,31 +312,14 @@ void JobQueue::work() {
       }
       changed_.notify_all();
       return go_on;
-    };
-    const Clock::time_point started = Clock::now();
-    JobState end = JobState::Done;
-    std::string error;
-    std::vector<JobImage> images;
-    std::vector<std::string> warnings;
-    try {
-      const pipeline::GenerationResult result = runner_(job->request, hooks);
-      for (const pipeline::GeneratedImage& g : result.images)
-        images.push_back({io::encode_image(g.to_image(), job->format, job->quality), job->format, g.parameters,
-                          pipeline::infotext(g.parameters)});
-      warnings = result.warnings;
-    } catch (const pipeline::Cancelled& e) {
-      end = JobState::Cancelled;
-      error = e.what();
-    } catch (const std::exception& e) {
-      end = JobState::Failed;
-      error = e.what();
-    }
+    });
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      const JobState end = outcome.state;
       job->state = end;
-      job->error = error;
-      job->images = std::move(images);
-      job->warnings = std::move(warnings);
+      job->error = std::move(outcome.error);
+      job->images = std::move(outcome.images);
+      job->warnings = std::move(outcome.warnings);
       job->finished = Clock::now();
       metrics_.busy_seconds += std::chrono::duration<double>(job->finished - started).count();
       metrics_.latency_seconds += std::chrono::duration<double>(job->finished - job->submitted).count();

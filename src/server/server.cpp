@@ -66,11 +66,11 @@ httplib::Server::Handler guarded(Handler handler) {
 }  // namespace
 
 struct Server::Impl {
-  JobQueue& queue;
+  Jobs& queue;
   ServerOptions options;
   httplib::Server http;
 
-  Impl(JobQueue& q, ServerOptions o) : queue(q), options(std::move(o)) { routes(); }
+  Impl(Jobs& q, ServerOptions o) : queue(q), options(std::move(o)) { routes(); }
 
   // Submits and waits: the synchronous APIs. Throws for a failed or cancelled job.
   JobStatus run_sync(const pipeline::GenerationRequest& r, const OutputChoice& out, bool previews = false) {
@@ -333,7 +333,7 @@ struct Server::Impl {
   }
 };
 
-Server::Server(JobQueue& queue, ServerOptions options) : impl_(std::make_unique<Impl>(queue, std::move(options))) {}
+Server::Server(Jobs& queue, ServerOptions options) : impl_(std::make_unique<Impl>(queue, std::move(options))) {}
 Server::~Server() { stop(); }
 
 int Server::bind() {

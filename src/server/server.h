@@ -1,4 +1,4 @@
-// `chromacpp serve`: HTTP front end over a JobQueue (server/jobs.h) — the OpenAI images API, the
+// `chromacpp serve`: HTTP front end over Jobs (server/jobs.h: in this process, or shared through Redis) — the OpenAI images API, the
 // AUTOMATIC1111 /sdapi/v1 subset Open WebUI and SillyTavern call, and our jobs API with live progress
 // as Server-Sent Events. Synchronous endpoints are thin wrappers over jobs. The HTTP library
 // (cpp-httplib) stays inside server.cpp.
@@ -42,7 +42,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(JobQueue& queue, ServerOptions options);
+  Server(Jobs& jobs, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
