@@ -305,7 +305,12 @@ int run_serve(ModelOptions m, ServeOptions o) {
   }
   if (!resolve(m)) return 2;
   pipeline::Pipeline pipeline(m.config);
-  o.server.model_name = std::filesystem::path(m.config.files.dit).filename().string();
+  // The DiT's file name; for a diffusers folder (…/Chroma1-HD/transformer) the model's folder name. It also
+  // names the shared queue's stream, so servers of different models never take each other's jobs.
+  std::filesystem::path dit_path = std::filesystem::path(m.config.files.dit).lexically_normal();
+  if (!dit_path.has_filename()) dit_path = dit_path.parent_path();
+  if (dit_path.filename() == "transformer" && dit_path.has_parent_path()) dit_path = dit_path.parent_path();
+  o.server.model_name = dit_path.filename().string();
   o.server.lora_dir = m.config.lora_dir;
   o.server.max_body_bytes = size_t(o.max_body_mib) << 20;
   const server::Runner runner = [&pipeline](const pipeline::GenerationRequest& r, const pipeline::RunHooks& hooks) {
@@ -315,6 +320,9 @@ int run_serve(ModelOptions m, ServeOptions o) {
   if (shared) {
     shared->model = o.server.model_name;
     jobs = std::make_unique<server::RedisJobs>(runner, *shared, o.queue);
+    // The stream a KEDA ScaledObject watches (deploy/kubernetes-shared-queue.yaml).
+    std::fprintf(stderr, "chromacpp: shared queue %s, stream chroma:queue:%s, group workers\n", o.queue_url.c_str(),
+                 shared->model.c_str());
   } else {
     jobs = std::make_unique<server::JobQueue>(runner, o.queue);
   }

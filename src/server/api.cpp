@@ -303,6 +303,23 @@ pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, co
   return r;
 }
 
+pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& parts, OutputChoice* output) {
+  nlohmann::json fields = nlohmann::json::object();
+  std::vector<uint8_t> image, mask;
+  bool has_image = false;
+  for (const FormPart& part : parts) {
+    if (part.name == "image" || part.name == "image[]") {
+      if (!has_image) image.assign(part.content.begin(), part.content.end());
+      has_image = true;
+    } else if (part.name == "mask") {
+      mask.assign(part.content.begin(), part.content.end());
+    } else if (part.filename.empty()) {
+      fields[part.name] = part.content;
+    }
+  }
+  return openai_edit_request(fields, image, mask, output);
+}
+
 nlohmann::json png_info(const nlohmann::json& body) {
   if (!body.is_object() || !body.contains("image") || !body.at("image").is_string())
     throw BadRequest("image: expected a base64 image", "image");

@@ -61,6 +61,15 @@ pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body);
 pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, const std::vector<uint8_t>& image,
                                                 const std::vector<uint8_t>& mask, OutputChoice* output);
 
+// One part of a multipart/form-data body (as the HTTP library parsed it): the field's name, the file
+// name ("" for a text field) and its bytes.
+struct FormPart {
+  std::string name, filename, content;
+};
+// The edits form as it arrives: the first "image" (or "image[]") part is the image, "mask" the mask,
+// other parts without a file name the text fields; files under other names are ignored.
+pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& parts, OutputChoice* output);
+
 // A1111 POST /sdapi/v1/png-info {"image": base64}: {"info": the A1111 parameters text, "items": every
 // text chunk, "parameters": our JSON parameters when the image has them}. Throws BadRequest.
 nlohmann::json png_info(const nlohmann::json& body);

@@ -159,7 +159,7 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'error', ARGV[3], 'images', ARGV[4], 'warnings', ARGV[5])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[6])
 redis.call('XACK', KEYS[3], ARGV[7], ARGV[8])
-redis.call('XADD', KEYS[4], '*', 'id', ARGV[10], 'state', ARGV[2], 'worker', ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'id', ARGV[10], 'state', ARGV[2], 'worker', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 redis.call('EXPIRE', KEYS[2], ARGV[9])
 return 1)";

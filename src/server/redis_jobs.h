@@ -7,7 +7,7 @@
 //   chroma:job:ID           hash: spec (request JSON), state, owner, progress, preview, images, ...
 //   chroma:job:ID:events    stream of the job's events (progress per step, then the final one)
 //   chroma:job:ID:cancel    set by DELETE; the running worker checks it between steps
-//   chroma:results:M        stream: one entry per ended job (id, state, worker)
+//   chroma:results:M        stream: one entry per ended job (id, state, worker), the last ~100,000
 // A worker XACKs its entry when the job ends. While it runs it renews its claim; when it dies, the
 // entry goes idle and another worker takes it over with XAUTOCLAIM after `claim_after_seconds` and
 // runs it again. Only the current owner may write a result (checked atomically in a Lua script), so

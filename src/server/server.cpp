@@ -171,19 +171,10 @@ struct Server::Impl {
     http.Post("/v1/images/edits", guarded([this](const httplib::Request& req, httplib::Response& res) {
       if (!req.is_multipart_form_data())
         throw BadRequest("expected multipart/form-data with an image file, a prompt, and optionally a mask");
-      json fields = json::object();
-      std::vector<uint8_t> image, mask;
-      for (const auto& [name, part] : req.files) {
-        if (name == "image" || name == "image[]") {
-          if (image.empty()) image.assign(part.content.begin(), part.content.end());
-        } else if (name == "mask") {
-          mask.assign(part.content.begin(), part.content.end());
-        } else if (part.filename.empty()) {
-          fields[name] = part.content;
-        }
-      }
+      std::vector<FormPart> parts;
+      for (const auto& [name, part] : req.files) parts.push_back({name, part.filename, part.content});
       OutputChoice out;
-      const pipeline::GenerationRequest r = openai_edit_request(fields, image, mask, &out);
+      const pipeline::GenerationRequest r = openai_edit_request(parts, &out);
       const JobStatus s = run_sync(r, out);
       json data = json::array();
       for (const JobImage& img : s.images) data.push_back({{"b64_json", base64_encode(img.bytes)}});

@@ -3,6 +3,7 @@
 // cancellation, the bound, and a server stopping mid-job; then two `chromacpp serve` processes on the
 // mini models, one killed with SIGKILL mid-job: every job ends exactly once, the orphan with the
 // library's own image.
+#include <filesystem>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <hiredis/hiredis.h>
@@ -104,9 +105,10 @@ class RedisFixture : public ::testing::Test {
     return o;
   }
   // One command through hiredis directly: what is in Redis, not what our code says is.
-  std::vector<std::string> results_log() const {
+  // `model` names the stream: the servers started by a test name it after their DiT file.
+  std::vector<std::string> results_log(const std::string& model = "test-model") const {
     redisContext* c = redisConnect("127.0.0.1", port_);
-    auto* r = static_cast<redisReply*>(redisCommand(c, "XRANGE chroma:results:test-model - +"));
+    auto* r = static_cast<redisReply*>(redisCommand(c, "XRANGE chroma:results:%s - +", model.c_str()));
     std::vector<std::string> ids;
     for (size_t i = 0; r && i < r->elements; ++i) {
       const redisReply* fields = r->element[i]->element[1];
@@ -276,7 +278,7 @@ TEST_F(RedisFixture, TwentyJobsOnTwoServersSurviveOneKilledMidJob) {
     EXPECT_EQ(status.at("images")[0].at("parameters").at("seed"), 1000 + int(i));
     if (ids[i] == orphan) orphan_png = status.at("images")[0].at("b64_json");
   }
-  const std::vector<std::string> log = results_log();
+  const std::vector<std::string> log = results_log(std::filesystem::path(files.dit).filename().string());
   EXPECT_EQ(log.size(), 20u) << "each job ended once";
   EXPECT_EQ(std::set<std::string>(log.begin(), log.end()), std::set<std::string>(ids.begin(), ids.end()));
   // The job that lost its server, run again on the other: the library's own image for its seed.

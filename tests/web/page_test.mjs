@@ -61,13 +61,19 @@ try {
   await page.selectOption("#scheduler", scheduler);
 
   // Record every width the bar takes and every status line, as they happen: a 2-step job at 64x64 is
-  // over in well under a second, too fast to sample by polling.
+  // over in well under a second, too fast to sample by polling. Several events may arrive in one chunk
+  // and change the page in one task, so read each value from its mutation record, not from the page.
   await page.evaluate(() => {
     window.__bar = []; window.__status = [];
-    new MutationObserver(() => window.__bar.push(document.querySelector("#bar").style.width))
-      .observe(document.querySelector("#bar"), { attributes: true, attributeFilter: ["style"] });
-    new MutationObserver(() => window.__status.push(document.querySelector("#status").textContent))
-      .observe(document.querySelector("#status"), { childList: true, characterData: true, subtree: true });
+    const bar = document.querySelector("#bar");
+    new MutationObserver((records) => {
+      // Each record holds the value before its change; the value after the last one is the page's.
+      for (const r of records.slice(1)) window.__bar.push(/width:\s*([^;]*)/.exec(r.oldValue || "")?.[1] ?? "");
+      window.__bar.push(bar.style.width);
+    }).observe(bar, { attributes: true, attributeFilter: ["style"], attributeOldValue: true });
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) window.__status.push(n.textContent);
+    }).observe(document.querySelector("#status"), { childList: true });
   });
   await page.click("#go");
   await page.waitForSelector("#gallery .card img", { timeout: 120_000 });
