@@ -4,6 +4,8 @@
 #include <cmath>
 #include <fstream>
 
+#include <sys/resource.h>
+
 #include "image_fixtures.h"
 #include "io/image.h"
 #include "testdata.h"
@@ -142,6 +144,26 @@ TEST(Image, HugeHeadersAreRefusedBeforeDecoding) {
   for (size_t i : {sof + 5, sof + 7}) b[i] = char(0xC3), b[i + 1] = char(0x50);  // 50000
   put_bytes(huge_jpg, b);
   EXPECT_NE(error_of([&] { read_image(huge_jpg); }).find("50000×50000"), std::string::npos) << error_of([&] { read_image(huge_jpg); });
+}
+
+// Found by fuzz/image: a PNG whose text chunk claims 1.8 GB, in a 150-byte file. libpng allocated and
+// zeroed the claimed length before finding the file cut (5 s and 1.8 GB per upload); now that
+// allocation is refused.
+TEST(Image, AChunkClaimingGigabytesIsRefusedWithoutAllocatingThem) {
+  std::string png = bytes_of([] {
+    const fs::path p = test::temp_path("text-chunk.png");
+    write_image(p, gradient(7, 5), ImageFormat::Png);
+    return p;
+  }());
+  const std::string chunk = std::string("\x6D\x00\x00\x16", 4) + "tEXt" + "chroma.cpp";  // length 0x6D000016
+  png.insert(33, chunk + std::string(12, 'x'));  // after the signature and IHDR; no CRC, then the pixels
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  const std::string e = error_of([&] { decode_image(std::vector<uint8_t>(png.begin(), png.end()), "upload"); });
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_NE(e.find("upload: not a readable PNG"), std::string::npos) << e;
+  EXPECT_NE(e.find("a chunk of 1828716567 bytes"), std::string::npos) << e;
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 256 << 10) << "peak RSS grew by this many KiB";
 }
 
 TEST(Image, BadFilesNameTheProblem) {
