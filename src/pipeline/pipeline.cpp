@@ -525,7 +525,7 @@ io::Image GeneratedImage::to_image() const { return {width, height, rgb, metadat
 
 uint64_t random_seed() {
   std::random_device source;
-  return uint64_t(source()) << 32 | source();
+  return (uint64_t(source()) << 32 | source()) & kMaxRandomSeed;
 }
 
 int first_step(const GenerationRequest& r) {

@@ -181,7 +181,9 @@ class Pipeline {
   std::vector<PhaseStats> open_phases_;
 };
 
-// A seed from the system's random source, for requests that leave it to chance.
+// A seed from the system's random source, for requests that leave it to chance: at most 2^53 − 1, so
+// that a JSON reader keeping numbers as doubles (JavaScript, the web page's "Reuse") reads it exactly.
+constexpr uint64_t kMaxRandomSeed = (uint64_t(1) << 53) - 1;
 uint64_t random_seed();
 
 // The schedule of a request (sampling/schedule.h make_schedule; the author's flow schedule, spec §4.2,

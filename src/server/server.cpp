@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 
 namespace chroma::server {
 namespace {
@@ -28,8 +29,37 @@ void send_error(const httplib::Request& req, httplib::Response& res, int status,
   send_json(res, status, is_a1111(req) ? a1111_error(message, type) : openai_error(message, type, param));
 }
 
-json parse_body(const httplib::Request& req) {
-  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+// A body over --max-body: 413.
+class TooLarge : public Error {
+ public:
+  using Error::Error;
+};
+
+// The body of a POST, read by the route itself (bounded by --max-body) into `sink`. Routes do this
+// rather than take cpp-httplib's `req.body`: the library (compiled in Debian's package) refuses a body
+// sent as application/x-www-form-urlencoded, which is what `curl -d` says, above 8 KiB before any
+// handler runs, and answers 400 to a POST without Content-Length (`curl -X POST`), which has no body.
+void read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
+               const std::function<void(const char*, size_t)>& sink) {
+  const bool chunked = req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+  if (!req.has_header("Content-Length") && !chunked) return;
+  const auto receive = [&](const char* data, size_t n) {
+    sink(data, n);
+    return true;
+  };
+  const bool ok = req.is_multipart_form_data()
+                      ? read([](const httplib::MultipartFormData&) { return true; }, receive)
+                      : read(receive);
+  if (ok) return;
+  if (res.status == 413) throw TooLarge("the request body is too large");
+  throw BadRequest("the request body could not be read");
+}
+
+json read_json_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+  std::string text;
+  read_body(req, res, read, [&](const char* data, size_t n) { text.append(data, n); });
+  if (req.is_multipart_form_data()) throw BadRequest("expected a JSON body, not multipart/form-data");
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) throw BadRequest("the request body is not valid JSON");
   return body;
 }
@@ -41,25 +71,49 @@ class JobCancelled : public Error {
 };
 
 // Runs a handler, turning each kind of failure into its HTTP status and the API's error shape.
+template <class Run>
+void run_guarded(const httplib::Request& req, httplib::Response& res, const Run& run) {
+  try {
+    run();
+  } catch (const QueueFull& e) {
+    res.set_header("Retry-After", "30");
+    send_error(req, res, 429, e.what(), "rate_limit_exceeded");
+  } catch (const ShuttingDown& e) {
+    send_error(req, res, 503, e.what(), "server_error");
+  } catch (const JobCancelled& e) {
+    send_error(req, res, 409, e.what(), "cancelled");
+  } catch (const TooLarge& e) {
+    send_error(req, res, 413, e.what(), "invalid_request_error");
+  } catch (const BadRequest& e) {
+    send_error(req, res, 400, e.what(), "invalid_request_error", e.param);
+  } catch (const Error& e) {
+    send_error(req, res, 400, e.what(), "invalid_request_error");
+  } catch (const std::exception& e) {
+    send_error(req, res, 500, e.what(), "server_error");
+  }
+}
+
 template <class Handler>
 httplib::Server::Handler guarded(Handler handler) {
-  return [handler](const httplib::Request& req, httplib::Response& res) {
-    try {
+  return [handler](const httplib::Request& req, httplib::Response& res) { run_guarded(req, res, [&] { handler(req, res); }); };
+}
+
+// A POST route whose handler gets the JSON body (see read_json_body).
+template <class Handler>
+httplib::Server::HandlerWithContentReader guarded_json(Handler handler) {
+  return [handler](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+    run_guarded(req, res, [&] { handler(req, read_json_body(req, res, read), res); });
+  };
+}
+
+// A POST route that wants no body: whatever was sent is read and dropped.
+template <class Handler>
+httplib::Server::HandlerWithContentReader guarded_no_body(Handler handler) {
+  return [handler](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+    run_guarded(req, res, [&] {
+      read_body(req, res, read, [](const char*, size_t) {});
       handler(req, res);
-    } catch (const QueueFull& e) {
-      res.set_header("Retry-After", "30");
-      send_error(req, res, 429, e.what(), "rate_limit_exceeded");
-    } catch (const ShuttingDown& e) {
-      send_error(req, res, 503, e.what(), "server_error");
-    } catch (const JobCancelled& e) {
-      send_error(req, res, 409, e.what(), "cancelled");
-    } catch (const BadRequest& e) {
-      send_error(req, res, 400, e.what(), "invalid_request_error", e.param);
-    } catch (const Error& e) {
-      send_error(req, res, 400, e.what(), "invalid_request_error");
-    } catch (const std::exception& e) {
-      send_error(req, res, 500, e.what(), "server_error");
-    }
+    });
   };
 }
 
@@ -156,9 +210,9 @@ struct Server::Impl {
     }));
 
     // ---- OpenAI ----
-    http.Post("/v1/images/generations", guarded([this](const httplib::Request& req, httplib::Response& res) {
+    http.Post("/v1/images/generations", guarded_json([this](const httplib::Request&, const json& body, httplib::Response& res) {
       OutputChoice out;
-      const pipeline::GenerationRequest r = openai_request(parse_body(req), &out);
+      const pipeline::GenerationRequest r = openai_request(body, &out);
       const JobStatus s = run_sync(r, out);
       json data = json::array();
       for (const JobImage& img : s.images) data.push_back({{"b64_json", base64_encode(img.bytes)}, {"revised_prompt", r.prompt}});
@@ -185,8 +239,7 @@ struct Server::Impl {
     }));
 
     // ---- jobs ----
-    http.Post("/v1/jobs", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      json body = parse_body(req);
+    http.Post("/v1/jobs", guarded_json([this](const httplib::Request&, json body, httplib::Response& res) {
       if (!body.is_object()) throw BadRequest("the request body must be a JSON object");
       OutputChoice out;
       if (body.contains("output_format")) {
@@ -263,19 +316,17 @@ struct Server::Impl {
     });
 
     // ---- AUTOMATIC1111 ----
-    http.Post("/sdapi/v1/txt2img", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const json body = parse_body(req);
+    http.Post("/sdapi/v1/txt2img", guarded_json([this](const httplib::Request&, const json& body, httplib::Response& res) {
       a1111_reply(res, body, a1111_request(body));
     }));
-    http.Post("/sdapi/v1/img2img", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      json body = parse_body(req);
+    http.Post("/sdapi/v1/img2img", guarded_json([this](const httplib::Request&, json body, httplib::Response& res) {
       const pipeline::GenerationRequest r = a1111_img2img_request(body);
       body.erase("init_images");  // A1111 echoes the parameters; not the megabytes of the image
       body.erase("mask");
       a1111_reply(res, body, r);
     }));
-    http.Post("/sdapi/v1/png-info", guarded([](const httplib::Request& req, httplib::Response& res) {
-      send_json(res, 200, png_info(parse_body(req)));
+    http.Post("/sdapi/v1/png-info", guarded_json([](const httplib::Request&, const json& body, httplib::Response& res) {
+      send_json(res, 200, png_info(body));
     }));
     http.Get("/sdapi/v1/progress", guarded([this](const httplib::Request&, httplib::Response& res) {
       const std::optional<JobStatus> s = queue.running();
@@ -294,11 +345,11 @@ struct Server::Impl {
       send_json(res, 200, {{"progress", fraction}, {"eta_relative", eta}, {"state", state},
                            {"current_image", current}, {"textinfo", nullptr}});
     }));
-    http.Post("/sdapi/v1/interrupt", guarded([this](const httplib::Request&, httplib::Response& res) {
+    http.Post("/sdapi/v1/interrupt", guarded_no_body([this](const httplib::Request&, httplib::Response& res) {
       queue.interrupt();
       send_json(res, 200, json::object());
     }));
-    http.Post("/sdapi/v1/skip", guarded([](const httplib::Request&, httplib::Response& res) { send_json(res, 200, json::object()); }));
+    http.Post("/sdapi/v1/skip", guarded_no_body([](const httplib::Request&, httplib::Response& res) { send_json(res, 200, json::object()); }));
     http.Get("/sdapi/v1/sd-models", guarded([this](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, json::array({{{"title", options.model_name}, {"model_name", options.model_name},
                                         {"filename", options.model_name}, {"hash", nullptr}, {"sha256", nullptr}}}));
@@ -317,8 +368,8 @@ struct Server::Impl {
     http.Get("/sdapi/v1/options", guarded([this](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, {{"sd_model_checkpoint", options.model_name}});
     }));
-    http.Post("/sdapi/v1/options", guarded([](const httplib::Request& req, httplib::Response& res) {
-      if (!parse_body(req).is_object()) throw BadRequest("the options must be a JSON object");
+    http.Post("/sdapi/v1/options", guarded_json([](const httplib::Request&, const json& body, httplib::Response& res) {
+      if (!body.is_object()) throw BadRequest("the options must be a JSON object");
       send_json(res, 200, json::object());  // one model set per server: nothing to switch
     }));
   }

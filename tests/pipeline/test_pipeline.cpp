@@ -4,6 +4,7 @@
 // runs on two threads that keep their own observers.
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "io/safetensors.h"
@@ -97,6 +98,19 @@ TEST(Validate, RejectsImpossibleOptions) {
   o.skip_cfg_steps = -2;
   EXPECT_THROW(validate(o), Error);
   EXPECT_NO_THROW(validate(test::case_e_options(-1)));
+}
+
+// Random seeds fit a double exactly, so that JSON readers in JavaScript (the web page's "Reuse") give the
+// same seed back; and they are not all alike.
+TEST(RandomSeed, FitsADoubleExactly) {
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const uint64_t seed = random_seed();
+    ASSERT_LE(seed, (uint64_t(1) << 53) - 1);
+    EXPECT_EQ(uint64_t(double(seed)), seed);
+    seen.insert(seed);
+  }
+  EXPECT_GT(seen.size(), 990u);
 }
 
 TEST(ToRgb8, ClampsAndTruncatesLikeTheReference) {

@@ -6,17 +6,20 @@
 #include <httplib.h>
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "../pipeline/case_e.h"
 #include "image_fixtures.h"
 #include "pipeline/output.h"
+#include "pipeline/heap.h"
 #include "server/api.h"
 #include "server/jobs.h"
 #include "server/server.h"
@@ -429,6 +432,41 @@ TEST_F(Http, LimitsKeyAndBodySize) {
   EXPECT_EQ(fine->status, 200) << fine->body;
 }
 
+// The raw answer to a request written on a fresh connection (the status line first).
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::send(fd, request.data(), request.size(), 0) == ssize_t(request.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return answer;
+}
+
+// What curl sends: `-d` labels a JSON body application/x-www-form-urlencoded (which cpp-httplib's own
+// reading caps at 8 KiB), and `-X POST` alone sends no Content-Length.
+TEST_F(Http, BodiesAsCurlSendsThem) {
+  start();
+  json img2img = {{"prompt", "a hat"}, {"init_images", {png_base64(64, 64, 0)}}, {"width", 64}, {"height", 64}, {"steps", 1}};
+  img2img["negative_prompt"] = std::string(12000, 'n');  // the body over 8 KiB, the prompt within its limit
+  const auto form = client_->Post("/sdapi/v1/img2img", img2img.dump(), "application/x-www-form-urlencoded");
+  ASSERT_TRUE(form);
+  ASSERT_EQ(form->status, 200) << form->body;
+  EXPECT_EQ(body_of(form).at("images").size(), 1u);
+  const std::string no_length = raw_exchange(port_, "POST /sdapi/v1/interrupt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(no_length.substr(0, 12), "HTTP/1.1 200") << no_length;
+  const auto multipart = client_->Post("/v1/jobs", httplib::MultipartFormDataItems{{"prompt", "x", "", ""}});
+  ASSERT_TRUE(multipart);
+  EXPECT_EQ(multipart->status, 400);
+  EXPECT_NE(body_of(multipart).at("error").at("message").get<std::string>().find("expected a JSON body"), std::string::npos);
+}
+
 TEST_F(Http, JobsEventsCancelAndQueueFull) {
   fake_.step_ms = 20;
   ServerOptions o;
@@ -575,9 +613,39 @@ TEST_F(Http, ThePageAndJobsWithImages) {
   EXPECT_EQ(client_->Post("/v1/jobs", auth, mask_only.dump(), "application/json")->status, 400);
 }
 
+// The heap policy `serve` runs under, set as its Pipeline sets it: before any thread starts (threads that
+// start earlier keep arenas of their own, whose tops malloc_trim does not hand back).
+[[maybe_unused]] const bool heap_policy_set = (pipeline::reuse_freed_activations(), true);
+
+// The process's memory now: heap blocks in use, and resident pages after handing the heap's free
+// pages back (malloc_trim, what the pipeline does at the end of every phase).
+struct Memory {
+  double in_use_mib, resident_mib;
+};
+Memory memory_now() {
+  const struct mallinfo2 heap = mallinfo2();
+  malloc_trim(0);
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return {double(heap.uordblks + heap.hblkhd) / (1 << 20), double(resident * size_t(sysconf(_SC_PAGESIZE))) / (1 << 20)};
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;  // its quarantine keeps freed memory: RSS says nothing there
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
 // A flood of malformed requests from 10 concurrent clients, interleaved with 50 valid generations and a
 // few clients that stop sending mid-request: every valid one answered with its own image, every bad one
-// a 4xx with a message, the server still serving afterwards.
+// a 4xx with a message, the server still serving afterwards, and its memory back where it was.
 TEST_F(Http, MalformedFloodBesideValidRequests) {
   ServerOptions o;
   o.read_timeout_seconds = 1;
@@ -591,7 +659,7 @@ TEST_F(Http, MalformedFloodBesideValidRequests) {
       {"/v1/images/generations", R"({"prompt": "x", "size": "-64x64"})"},
       {"/v1/images/generations", R"({"prompt": "x", "size": "99999999999999999999x64"})"},
       {"/v1/images/generations", R"({"prompt": "x", "steps": -5})"},
-      {"/v1/images/generations", "{\"prompt\": \"" + std::string(2 << 20, 'a') + "\"}"},  // over the body limit
+      {"/v1/images/generations", "{\"prompt\": \"" + std::string(10 << 20, 'a') + "\"}"},  // 10 MB: over the body limit
       {"/v1/images/generations", "{\"prompt\": \"" + std::string(100000, 'a') + "\"}"},   // over the prompt limit
       {"/v1/jobs", R"({"prompt": "x", "width": "wide"})"},
       {"/v1/jobs", R"({"prompt": "x", "init_image": "not base64 at all!"})"},
@@ -601,6 +669,12 @@ TEST_F(Http, MalformedFloodBesideValidRequests) {
       {"/sdapi/v1/png-info", R"({"image": "AAAA"})"},
       {"/v1/images/edits", "--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\ntrunc"},
   };
+  // The baseline: after one request of every kind, so that what is allocated once (thread stacks of the
+  // server's pool, the first job's buffers) is there before it is measured.
+  for (const auto& [path, body] : bad)
+    client_->Post(path.c_str(), body, path == "/v1/images/edits" ? "multipart/form-data; boundary=x" : "application/json");
+  ASSERT_EQ(post("/v1/images/generations", {{"prompt", "warm"}, {"size", "64x64"}, {"steps", 1}})->status, 200);
+  const Memory before = memory_now();
   std::atomic<int> bad_ok{0}, good_ok{0}, failures{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < 10; ++c)
@@ -649,6 +723,16 @@ TEST_F(Http, MalformedFloodBesideValidRequests) {
   EXPECT_EQ(good_ok, 50);
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(client_->Get("/health")->status, 200) << "still serving";
+  // 63 of the bad requests carried 10 MB each (the clients' copies are in this process too), and 50 results
+  // are kept (a 64² PNG each): the heap in use and the resident memory must come back to within a few MiB
+  // of the baseline, not grow by what went through.
+  const Memory after = memory_now();
+  std::printf("heap in use %.1f MiB → %.1f MiB, resident %.1f MiB → %.1f MiB\n", before.in_use_mib, after.in_use_mib,
+              before.resident_mib, after.resident_mib);
+  if (!kAddressSanitizer) {
+    EXPECT_LT(after.in_use_mib - before.in_use_mib, 4.0) << "the flood left heap blocks behind";
+    EXPECT_LT(after.resident_mib - before.resident_mib, 16.0) << "the flood left resident memory behind";
+  }
 }
 
 // The page's script parses (node --check), where Node.js is installed.
