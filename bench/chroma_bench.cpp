@@ -105,6 +105,20 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK_CAPTURE(BM_GEMM, bf16, DType::BF16)->Apply(gemm_shapes);
+
+// The same bf16 weights in bf16 compute (--compute bf16: oneDNN, vdpbf16ps); skipped on CPUs without it.
+void BM_GEMMBf16Compute(benchmark::State& state) {
+  try {
+    check_compute_supported(Compute::Bf16);
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  const std::unique_ptr<Backend> backend = make_cpu_backend(Compute::Bf16);
+  const BackendScope scope(*backend, num_threads());
+  BM_GEMM(state, DType::BF16);
+}
+BENCHMARK(BM_GEMMBf16Compute)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, f32, DType::F32)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, q8_0, DType::Q8_0)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, q4_k, DType::Q4_K)->Apply(gemm_shapes);

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
-          libopenblas-dev libboost-dev libsentencepiece-dev libpng-dev libjpeg-dev libwebp-dev nlohmann-json3-dev libcli11-dev
+          libopenblas-dev libdnnl-dev libboost-dev libsentencepiece-dev libpng-dev libjpeg-dev libwebp-dev nlohmann-json3-dev libcli11-dev
           libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
           libgtest-dev libgmock-dev libbenchmark-dev
           libhiredis-dev redis-server   # serve --queue redis:// and its test

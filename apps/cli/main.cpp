@@ -115,6 +115,17 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
   cmd->add_option("--vae", m.config.files.vae, "Flux VAE: ae.safetensors or diffusers vae/ folder");
   cmd->add_option("--tokenizer", m.config.files.tokenizer, "T5 spiece.model");
   cmd->add_option("--threads", m.config.threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option_function<std::string>(
+         "--compute",
+         [&m](const std::string& v) {
+           try {
+             m.config.compute = parse_compute(v);
+           } catch (const Error& e) {
+             throw CLI::ValidationError(e.what());  // reported as a usage error, like CLI11's own checks
+           }
+         },
+         "Arithmetic of the large products: f32 (default; exact to float32 rounding) or bf16 (bf16 weights times "
+         "inputs rounded to bf16, float32 sums; needs AVX-512 BF16)");
   cmd->add_flag("--low-memory", m.config.low_memory,
                 "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
   cmd->add_flag_callback("--no-memory-check", [&m] { m.config.memory_check = false; },

@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <span>
+#include <string>
 
 #include "backend/ops.h"
 
@@ -71,7 +72,17 @@ int num_threads();
 // The processors this process may run on.
 int available_cores();
 
-std::unique_ptr<Backend> make_cpu_backend();
+// The arithmetic of the large products. F32: weights widened to float32, OpenBLAS sgemm (exact to
+// float32 rounding). Bf16: bf16 weights multiply inputs rounded to bf16, products summed in float32
+// (AVX-512 BF16's vdpbf16ps); other weight types stay F32. Attention, norms and the sampler are
+// float32 either way.
+enum class Compute { F32, Bf16 };
+const char* compute_name(Compute c);             // "f32", "bf16"
+Compute parse_compute(const std::string& text);  // throws chroma::Error naming the text and the choices
+// Whether this CPU runs `c` at speed; throws chroma::Error saying why not (Bf16 without AVX-512 BF16).
+void check_compute_supported(Compute c);
+
+std::unique_ptr<Backend> make_cpu_backend(Compute compute = Compute::F32);
 // Bytes of widened weight panel each CPU worker thread keeps for linear layers with K input
 // columns (reused across calls; for memory planning).
 size_t cpu_linear_scratch_bytes(int64_t K);

@@ -53,6 +53,7 @@ BenchResult run_benchmark(const PipelineConfig& config, const GenerationRequest&
     Pipeline pipeline(config);
     r.phases = pipeline.open_phases();
     r.threads = pipeline.threads();
+    r.compute = compute_name(pipeline.compute());
     RunHooks hooks;
     hooks.profiler = &profiler;
     hooks.progress = [&](const Progress& p) {
@@ -90,8 +91,8 @@ BenchResult run_benchmark(const PipelineConfig& config, const GenerationRequest&
 
 std::string bench_table(const BenchResult& r) {
   const GenerationRequest& o = r.request;
-  std::string s = format("chromacpp bench: %dx%d, %d steps, cfg %g, %d threads\n", o.width, o.height, o.steps,
-                         double(o.cfg), r.threads);
+  std::string s = format("chromacpp bench: %dx%d, %d steps, cfg %g, %d threads, %s compute\n", o.width, o.height,
+                         o.steps, double(o.cfg), r.threads, r.compute.c_str());
   // CPU % tells how much of the machine the run got (on a shared machine, less than threads × 100);
   // page faults count fresh memory mapped by the kernel (≈ 0 once a step loop reuses its memory).
   s += format("%-16s %10s %7s %12s %14s\n", "phase", "seconds", "CPU %", "page faults", "peak RSS GiB");
@@ -136,7 +137,7 @@ std::string bench_table(const BenchResult& r) {
 nlohmann::json bench_json(const BenchResult& r) {
   const GenerationRequest& o = r.request;
   nlohmann::json j = {{"width", o.width},   {"height", o.height},   {"steps", o.steps},
-                      {"cfg", o.cfg},       {"threads", r.threads}, {"total_seconds", r.total_seconds},
+                      {"cfg", o.cfg},       {"threads", r.threads}, {"compute", r.compute}, {"total_seconds", r.total_seconds},
                       {"step_seconds", r.step_seconds}, {"step_cfg", r.step_cfg}};
   for (const ProcessCounters& u : r.step_used) {
     j["step_cpu_seconds"].push_back(u.cpu_seconds);

@@ -15,6 +15,7 @@ namespace chroma::pipeline {
 struct BenchResult {
   GenerationRequest request;
   int threads = 0;
+  std::string compute = "f32";         // the large products' arithmetic (--compute)
   double total_seconds = 0;            // opening the models and the whole generate() call
   std::vector<PhaseStats> phases;      // open models, text encoding, denoising, decoding
   std::vector<double> step_seconds;    // each denoising step

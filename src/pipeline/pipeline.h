@@ -39,6 +39,7 @@ namespace chroma::pipeline {
 struct PipelineConfig {
   ModelFiles files;
   int threads = 0;           // worker threads (0 = all cores)
+  Compute compute = Compute::F32;  // --compute: the large products' arithmetic (backend.h); bf16 needs AVX-512 BF16
   bool low_memory = false;   // --low-memory: models release each block's weight pages after use (memory_plan.h)
   bool memory_check = true;  // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
   std::string lora_dir;      // where LoRA names (<lora:NAME:S>, --lora NAME) are looked up: NAME.safetensors
@@ -126,6 +127,7 @@ class Pipeline {
 
   const PipelineConfig& config() const { return config_; }
   int threads() const { return context_.threads(); }  // worker threads of its runs (0 resolved to the cores)
+  Compute compute() const { return context_.compute(); }
   const std::vector<PhaseStats>& open_phases() const { return open_phases_; }
 
   // One request, end to end: validate, memory check, noise, the three phases. Throws chroma::Error

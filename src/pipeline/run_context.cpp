@@ -4,7 +4,9 @@
 
 namespace chroma::pipeline {
 
-RunContext::RunContext(int threads) : backend_(make_cpu_backend()), threads_(threads ? threads : available_cores()) {
+RunContext::RunContext(int threads, Compute compute)
+    : backend_(make_cpu_backend(compute)), threads_(threads ? threads : available_cores()), compute_(compute) {
+  check_compute_supported(compute);
   const int cores = available_cores(), most = kMaxThreadsPerCore * cores;
   if (threads < 0 || threads > most)
     throw Error("--threads " + std::to_string(threads) + ": must be from 0 (all cores) to " + std::to_string(most) +

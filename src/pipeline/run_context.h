@@ -17,11 +17,13 @@ class RunContext {
  public:
   // threads: worker threads of this context's ops (0 = all cores). More than kMaxThreadsPerCore per
   // core is refused: it only adds contention, and each thread keeps its own GEMM weight panel.
-  explicit RunContext(int threads = 0);
+  // compute: the arithmetic of the large products (backend.h); refused where the CPU lacks it.
+  explicit RunContext(int threads = 0, Compute compute = Compute::F32);
   static constexpr int kMaxThreadsPerCore = 8;
 
   Backend& backend() const { return *backend_; }
   int threads() const { return threads_; }  // resolved: never 0
+  Compute compute() const { return compute_; }
 
   // Binds the context to the calling thread for the lifetime of the object; tracer and profiler are
   // this run's observers (either may be null). The heap policy (heap.h) is set for the process: it
@@ -39,6 +41,7 @@ class RunContext {
  private:
   std::unique_ptr<Backend> backend_;
   int threads_;
+  Compute compute_;
 };
 
 }  // namespace chroma::pipeline

@@ -292,6 +292,11 @@ TEST_F(CliGenerate, PresetIsAppliedBeforeTheOtherFlags) {
   EXPECT_EQ(params.at("sampler"), "dpm++2s_a");
 }
 
+TEST_F(CliGenerate, RejectsBadCompute) {
+  expect_rejected({{"--compute", "int4"}}, {"--compute", "int4", "expected f32 or bf16"});
+  if (!__builtin_cpu_supports("avx512bf16")) expect_rejected({{"--compute", "bf16"}}, {"--compute bf16", "AVX-512 BF16"});
+}
+
 TEST_F(CliGenerate, RejectsUnknownFlagAndMissingPrompt) {
   expect_rejected({{"--no-such-flag", ""}}, {"--no-such-flag"});
   expect_rejected({{"-p", kDrop}}, {"--prompt"});

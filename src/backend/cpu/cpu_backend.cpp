@@ -3,6 +3,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
+#include "io/untrusted.h"
 
 namespace chroma {
 namespace {
@@ -10,15 +11,15 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   // Every sgemm runs on one OpenMP thread (see set_num_threads); OpenBLAS must not start its own pool.
-  CpuBackend() { openblas_set_num_threads(1); }
-  const char* name() const override { return "cpu"; }
+  explicit CpuBackend(Compute compute) : compute_(compute) { openblas_set_num_threads(1); }
+  const char* name() const override { return compute_ == Compute::Bf16 ? "cpu (bf16 compute)" : "cpu"; }
   Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
                 std::span<const ops::ExtraProduct> extra) override {
-    return cpu::linear(x, w, b, extra);
+    return cpu::linear(x, w, b, extra, compute_);
   }
   Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
                        std::span<const ops::ExtraProduct> extra) override {
-    return cpu::linear_concat(a, b, w, bias, extra);
+    return cpu::linear_concat(a, b, w, bias, extra, compute_);
   }
   Tensor layer_norm(const Tensor& x, float eps) override { return cpu::layer_norm(x, eps); }
   Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) override {
@@ -53,10 +54,27 @@ class CpuBackend final : public Backend {
     return cpu::conv2d(x, w, b, stride, pad);
   }
   Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
+
+ private:
+  Compute compute_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend(Compute compute) { return std::make_unique<CpuBackend>(compute); }
+
+const char* compute_name(Compute c) { return c == Compute::Bf16 ? "bf16" : "f32"; }
+
+Compute parse_compute(const std::string& text) {
+  if (text == "f32") return Compute::F32;
+  if (text == "bf16") return Compute::Bf16;
+  throw Error("--compute " + io::quote(text) + ": expected f32 or bf16");
+}
+
+void check_compute_supported(Compute c) {
+  if (c == Compute::Bf16 && !cpu::bf16_dot_supported())
+    throw Error("--compute bf16: this CPU has no AVX-512 BF16 (vdpbf16ps), so bf16 products would run far slower "
+                "than float32; use --compute f32");
+}
 
 }  // namespace chroma

@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 
+#include "backend/backend.h"
 #include "backend/ops.h"
 
 namespace chroma::cpu {
@@ -19,10 +20,17 @@ void widen_rows(const TensorView& v, int64_t row0, int64_t rows, float* dst);
 // Widens a whole (small) float view: norm scales, biases, conv kernels.
 Tensor widen(const TensorView& v);
 
-// linear.cpp     y[M, N] = x[M, K] · wᵀ + b;   linear_concat: x = [a | b] (ops.h)
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ops::ExtraProduct> extra = {});
+// linear.cpp     y[M, N] = x[M, K] · wᵀ + b;   linear_concat: x = [a | b] (ops.h). With Compute::Bf16,
+// bf16 weights take linear_bf16 for the main product (the extra products stay float32).
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ops::ExtraProduct> extra = {},
+              Compute compute = Compute::F32);
 Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
-                     std::span<const ops::ExtraProduct> extra = {});
+                     std::span<const ops::ExtraProduct> extra = {}, Compute compute = Compute::F32);
+
+// linear_bf16.cpp  y = bf16(x) · wᵀ + b, float32 sums (oneDNN): x = [xs_0 | xs_1 | …] side by side.
+bool takes_bf16_compute(const TensorView& w);  // bf16 weights, one part, no scale
+void linear_bf16(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b, Tensor& y);
+bool bf16_dot_supported();  // AVX-512 BF16 on this CPU (else linear emulates bf16 compute in float32)
 
 // norm.cpp
 Tensor layer_norm(const Tensor& x, float eps);

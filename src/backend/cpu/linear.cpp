@@ -51,8 +51,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // accumulate into it (beta = 1) reading their columns of the widened panel (leading dimension K).
 // Then each extra product u_j · v_jᵀ (ops.h) accumulates into the same block of y, its panel of v_j
 // rows widened alike, while that block is still in cache.
+// With `accumulate` (and no xs), only the extra products run, added to y as it is.
 void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b,
-                 std::span<const ops::ExtraProduct> extra, Tensor& y) {
+                 std::span<const ops::ExtraProduct> extra, Tensor& y, bool accumulate = false) {
   const int64_t K = w.dim(1), N = w.dim(0), M = N ? y.numel() / N : 0;
   if (M == 0 || N == 0) return;
   const Tensor bias = b ? widen(b) : Tensor();
@@ -75,18 +76,18 @@ void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const T
       const int64_t n0 = p * panel, rows = std::min(panel, N - n0);
       const int64_t m0 = c * chunk, mr = std::min(chunk, M - m0);
       if (mr <= 0) continue;
-      const float* wp;
+      const float* wp = nullptr;
       thread_local std::vector<float> widened;  // reused across calls by each pool thread
       if (w.dtype == DType::F32 && w.scale == 1.0f && !w.parts) {  // used in place
         wp = static_cast<const float*>(w.data) + n0 * K;
-      } else {
+      } else if (!xs.empty()) {
         if (widened.size() < size_t(rows * K)) widened.resize(size_t(rows * K));
         widen_rows(w, n0, rows, widened.data());
         wp = widened.data();
       }
       float* yp = y.ptr() + m0 * N + n0;
       int64_t k0 = 0;
-      float beta = 0.0f;  // the first product overwrites y's block, later ones add to it
+      float beta = accumulate ? 1.0f : 0.0f;  // the first product overwrites y's block, later ones add to it
       for (const Tensor* x : xs) {
         const int64_t Ki = x->dim(-1);
         if (Ki > 0) {
@@ -125,19 +126,47 @@ void check_extra(int64_t M, const TensorView& w, std::span<const ops::ExtraProdu
   }
 }
 
-Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ops::ExtraProduct> extra) {
+namespace {
+
+// The product in the arithmetic `compute` asks for, where the weight's type has it.
+void linear_in(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b,
+               std::span<const ops::ExtraProduct> extra, Compute compute, Tensor& y) {
+  if (compute == Compute::Bf16 && takes_bf16_compute(w) && y.numel() > 0) {
+    if (bf16_dot_supported()) {
+      linear_bf16(xs, w, b, y);
+    } else {  // the same arithmetic without the instruction: bf16 × bf16 products are exact in float32
+      std::vector<Tensor> rounded;
+      std::vector<const Tensor*> inputs;
+      rounded.reserve(xs.size());
+      for (const Tensor* x : xs) {
+        rounded.push_back(*x);
+        for (float& v : rounded.back().data) v = round_bf16(v);
+        inputs.push_back(&rounded.back());
+      }
+      linear_into(inputs, w, b, {}, y);
+    }
+    if (!extra.empty()) linear_into({}, w, {}, extra, y, /*accumulate=*/true);
+    return;
+  }
+  linear_into(xs, w, b, extra, y);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b, std::span<const ops::ExtraProduct> extra,
+              Compute compute) {
   check_linear_shapes(x.shape, w, b);
   check_extra(w.dim(1) ? x.numel() / w.dim(1) : 0, w, extra);
   Shape out_shape = x.shape;
   out_shape.back() = w.dim(0);
   Tensor y(out_shape);
   const Tensor* xs[] = {&x};
-  linear_into(xs, w, b, extra, y);
+  linear_in(xs, w, b, extra, compute, y);
   return y;
 }
 
 Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
-                     std::span<const ops::ExtraProduct> extra) {
+                     std::span<const ops::ExtraProduct> extra, Compute compute) {
   if (a.rank() != 2 || b.rank() != 2 || a.dim(0) != b.dim(0))
     throw Error("linear_concat: inputs " + shape_str(a.shape) + " and " + shape_str(b.shape) +
                 " must be 2-D with the same number of rows");
@@ -145,7 +174,7 @@ Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, cons
   check_extra(a.dim(0), w, extra);
   Tensor y({a.dim(0), w.dim(0)});
   const Tensor* xs[] = {&a, &b};
-  linear_into(xs, w, bias, extra, y);
+  linear_in(xs, w, bias, extra, compute, y);
   return y;
 }
 
