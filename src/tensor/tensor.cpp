@@ -102,14 +102,6 @@ std::string shape_str(const Shape& s) {
   return r + "]";
 }
 
-uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);                                          // round to nearest even
-  return uint16_t(u >> 16);
-}
-
 float f16_to_f32(uint16_t h) {
   // Shift exponent and mantissa into float position and rescale by 2^112 (the bias difference):
   // exact for normal and subnormal halves alike. Infinity and NaN (exponent 31) are set directly.

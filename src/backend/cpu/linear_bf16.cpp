@@ -9,7 +9,6 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
-#include <cstring>
 #include <map>
 #include <tuple>
 #include <unordered_map>
@@ -21,15 +20,6 @@ namespace chroma::cpu {
 namespace {
 
 using dnnl::memory;
-
-// f32_to_bf16 (tensor.h) without the call, so that the loop vectorises: round to nearest even, NaN
-// kept a (quiet) NaN.
-inline uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return uint16_t((u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : rounded);
-}
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -75,7 +65,7 @@ void linear_bf16(std::span<const Tensor* const> xs, const TensorView& w, const T
     uint16_t* dst = xb.data() + k0;
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = 0; k < Ki; ++k) dst[m * K + k] = to_bf16(src[m * Ki + k]);
+      for (int64_t k = 0; k < Ki; ++k) dst[m * K + k] = f32_to_bf16(src[m * Ki + k]);
     k0 += Ki;
   }
   const Tensor bias = b ? widen(b) : Tensor();
