@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
+#include "pipeline/heap.h"
 #include "tensor/quant.h"
 
 namespace chroma {
@@ -122,6 +123,24 @@ BENCHMARK(BM_GEMMBf16Compute)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, f32, DType::F32)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, q8_0, DType::Q8_0)->Apply(gemm_shapes);
 BENCHMARK_CAPTURE(BM_GEMM, q4_k, DType::Q4_K)->Apply(gemm_shapes);
+
+// Block-quantized weights in int8 compute (--compute int8 / auto: linear_int8.cpp). "FLOP" counts
+// 2·M·N·K integer-and-scale operations, the same work as the float paths.
+void BM_GEMMInt8Compute(benchmark::State& state, DType dtype) {
+  try {
+    check_compute_supported(Compute::Int8);
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  const std::unique_ptr<Backend> backend = make_cpu_backend(Compute::Int8);
+  const BackendScope scope(*backend, num_threads());
+  state.SetLabel(cpu::int8_kernel_name());
+  BM_GEMM(state, dtype);
+}
+BENCHMARK_CAPTURE(BM_GEMMInt8Compute, q8_0, DType::Q8_0)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_GEMMInt8Compute, q4_k, DType::Q4_K)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_GEMMInt8Compute, q6_k, DType::Q6_K)->Apply(gemm_shapes);
 
 // ---- Runtime LoRA: W·x plus B·(A·x) accumulated into the same output (ops::ExtraProduct) --------
 // Args: M (2176 = 512² CFG-packed: 2 × (1024 image + 64 text) rows), K, N, rank r (0: the plain
@@ -329,6 +348,9 @@ BENCHMARK_CAPTURE(BM_GroupNormSilu, separate, false)->Apply(norm_silu_shapes);
 }  // namespace chroma
 
 int main(int argc, char** argv) {
+  // The heap policy runs use (pipeline/heap.h): without it each fresh output of 32+ MiB is a new
+  // mapping, page-faulted and zeroed on every call, which the products' timings would include.
+  chroma::pipeline::reuse_freed_activations();
   const char* threads = std::getenv("CHROMA_THREADS");
   chroma::set_num_threads(threads ? std::atoi(threads) : 0);
   benchmark::AddCustomContext("threads", std::to_string(chroma::num_threads()));

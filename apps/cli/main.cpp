@@ -124,8 +124,9 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
              throw CLI::ValidationError(e.what());  // reported as a usage error, like CLI11's own checks
            }
          },
-         "Arithmetic of the large products: f32 (default; exact to float32 rounding) or bf16 (bf16 weights times "
-         "inputs rounded to bf16, float32 sums; needs AVX-512 BF16)");
+         "Arithmetic of the large products: auto (default: int8 for block-quantized weights, f32 for the rest), f32 "
+         "(exact to float32 rounding), bf16 (bf16 weights times inputs rounded to bf16, float32 sums; needs AVX-512 "
+         "BF16) or int8 (Q8_0/Q4_K/... weights times inputs quantized to int8 per 32 values; needs AVX2)");
   cmd->add_flag("--low-memory", m.config.low_memory,
                 "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
   cmd->add_flag_callback("--no-memory-check", [&m] { m.config.memory_check = false; },

@@ -74,12 +74,15 @@ int available_cores();
 
 // The arithmetic of the large products. F32: weights widened to float32, OpenBLAS sgemm (exact to
 // float32 rounding). Bf16: bf16 weights multiply inputs rounded to bf16, products summed in float32
-// (AVX-512 BF16's vdpbf16ps); other weight types stay F32. Attention, norms and the sampler are
-// float32 either way.
-enum class Compute { F32, Bf16 };
-const char* compute_name(Compute c);             // "f32", "bf16"
+// (AVX-512 BF16's vdpbf16ps). Int8: block-quantized weights (Q8_0, Q4_x, Q5_x, K-quants) multiply
+// the inputs quantized to int8 per 32-value block, exact integer sums scaled in float32 (AVX-512
+// VNNI or AVX2). Auto: Int8 for block-quantized weights where the CPU has AVX2, F32 for the rest.
+// Weight types a mode does not cover stay F32. Attention, norms and the sampler are float32 always.
+enum class Compute { F32, Bf16, Int8, Auto };
+const char* compute_name(Compute c);             // "f32", "bf16", "int8", "auto"
 Compute parse_compute(const std::string& text);  // throws chroma::Error naming the text and the choices
-// Whether this CPU runs `c` at speed; throws chroma::Error saying why not (Bf16 without AVX-512 BF16).
+// Whether this CPU runs `c` at speed; throws chroma::Error saying why not (Bf16 without AVX-512 BF16,
+// Int8 without AVX2).
 void check_compute_supported(Compute c);
 
 std::unique_ptr<Backend> make_cpu_backend(Compute compute = Compute::F32);

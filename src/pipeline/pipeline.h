@@ -39,7 +39,7 @@ namespace chroma::pipeline {
 struct PipelineConfig {
   ModelFiles files;
   int threads = 0;           // worker threads (0 = all cores)
-  Compute compute = Compute::F32;  // --compute: the large products' arithmetic (backend.h); bf16 needs AVX-512 BF16
+  Compute compute = Compute::Auto;  // --compute: the large products' arithmetic (backend.h): int8 for quantized weights
   bool low_memory = false;   // --low-memory: models release each block's weight pages after use (memory_plan.h)
   bool memory_check = true;  // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
   std::string lora_dir;      // where LoRA names (<lora:NAME:S>, --lora NAME) are looked up: NAME.safetensors

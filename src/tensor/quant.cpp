@@ -386,20 +386,94 @@ void quantize_bf16(const float* x, void* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) p[i] = f32_to_bf16(x[i]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Integer forms (DecodeInts): value = scale·q + offset per sub-block, in the same float operations
+// as the decoders above, so scale·q + offset equals the dequantized value exactly.
+
+void ints_q8_0(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const BlockQ8_0*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    std::memcpy(q + i * kQK, b[i].qs, kQK);
+    scale[i] = h2f(b[i].d), offset[i] = 0;
+  }
+}
+
+void ints_q4_0(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const BlockQ4_0*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    for (int j = 0; j < kQK; ++j) q[i * kQK + j] = int8_t(low_nibble_of(b[i].qs, j) - 8);
+    scale[i] = h2f(b[i].d), offset[i] = 0;
+  }
+}
+
+void ints_q4_1(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const BlockQ4_1*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    for (int j = 0; j < kQK; ++j) q[i * kQK + j] = int8_t(low_nibble_of(b[i].qs, j));
+    scale[i] = h2f(b[i].d), offset[i] = h2f(b[i].m);
+  }
+}
+
+void ints_q5_0(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const BlockQ5_0*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    for (int j = 0; j < kQK; ++j) q[i * kQK + j] = int8_t((low_nibble_of(b[i].qs, j) | high_bit_of(b[i].qh, j) << 4) - 16);
+    scale[i] = h2f(b[i].d), offset[i] = 0;
+  }
+}
+
+void ints_q5_1(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const BlockQ5_1*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    for (int j = 0; j < kQK; ++j) q[i * kQK + j] = int8_t(low_nibble_of(b[i].qs, j) | high_bit_of(b[i].qh, j) << 4);
+    scale[i] = h2f(b[i].d), offset[i] = h2f(b[i].m);
+  }
+}
+
+// Q4_K / Q5_K: sub-block j of 32 has scale d·sc[j] and offset −dmin·mn[j].
+template <bool kFifthBit, typename Block>
+void ints_qx_k(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const Block*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+    for (int j = 0; j < 8; ++j) {
+      int sc, mn;
+      unpack_scale_min(b[i].scales, j, &sc, &mn);
+      scale[8 * i + j] = d * float(sc), offset[8 * i + j] = -(dmin * float(mn));
+      const uint8_t* qs = b[i].qs + 32 * (j / 2);
+      for (int l = 0; l < 32; ++l) {
+        int v = (j % 2 == 0) ? (qs[l] & 0xf) : (qs[l] >> 4);
+        if constexpr (kFifthBit) v |= ((b[i].qh[l] >> j) & 1) << 4;
+        q[i * kQK_K + 32 * j + l] = int8_t(v);
+      }
+    }
+  }
+}
+
+// Q6_K: sub-block j of 16 has scale d·sc[j]; codes q − 32.
+void ints_q6_k(const void* src, int64_t n, int8_t* q, float* scale, float* offset) {
+  const auto* b = static_cast<const BlockQ6_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = h2f(b[i].d);
+    for (int j = 0; j < 16; ++j) scale[16 * i + j] = d * float(b[i].scales[j]), offset[16 * i + j] = 0;
+    for (int v = 0; v < kQK_K; ++v) q[i * kQK_K + v] = int8_t(q6_code(b[i], v) - 32);
+  }
+}
+
 // ggml_type ids (ggml.h): F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6, Q5_1 7, Q8_0 8, Q4_K 12, Q5_K 13,
 // Q6_K 14, BF16 30.
 const TypeTraits kTypes[] = {
-    {DType::F32, "F32", 0, 1, 4, dequantize_f32, quantize_f32},
-    {DType::F16, "F16", 1, 1, 2, dequantize_f16, quantize_f16},
-    {DType::BF16, "BF16", 30, 1, 2, dequantize_bf16, quantize_bf16},
-    {DType::Q8_0, "Q8_0", 8, kQK, sizeof(BlockQ8_0), dequantize_q8_0, quantize_q8_0},
-    {DType::Q4_0, "Q4_0", 2, kQK, sizeof(BlockQ4_0), dequantize_q4_0, quantize_q4_0},
-    {DType::Q4_1, "Q4_1", 3, kQK, sizeof(BlockQ4_1), dequantize_q4_1, quantize_q4_1},
-    {DType::Q5_0, "Q5_0", 6, kQK, sizeof(BlockQ5_0), dequantize_q5_0, quantize_q5_0},
-    {DType::Q5_1, "Q5_1", 7, kQK, sizeof(BlockQ5_1), dequantize_q5_1, quantize_q5_1},
-    {DType::Q4_K, "Q4_K", 12, kQK_K, sizeof(BlockQ4_K), dequantize_q4_k, quantize_q4_k},
-    {DType::Q5_K, "Q5_K", 13, kQK_K, sizeof(BlockQ5_K), dequantize_q5_k, quantize_q5_k},
-    {DType::Q6_K, "Q6_K", 14, kQK_K, sizeof(BlockQ6_K), dequantize_q6_k, quantize_q6_k},
+    {DType::F32, "F32", 0, 1, 4, dequantize_f32, quantize_f32, 0, nullptr},
+    {DType::F16, "F16", 1, 1, 2, dequantize_f16, quantize_f16, 0, nullptr},
+    {DType::BF16, "BF16", 30, 1, 2, dequantize_bf16, quantize_bf16, 0, nullptr},
+    {DType::Q8_0, "Q8_0", 8, kQK, sizeof(BlockQ8_0), dequantize_q8_0, quantize_q8_0, kQK, ints_q8_0},
+    {DType::Q4_0, "Q4_0", 2, kQK, sizeof(BlockQ4_0), dequantize_q4_0, quantize_q4_0, kQK, ints_q4_0},
+    {DType::Q4_1, "Q4_1", 3, kQK, sizeof(BlockQ4_1), dequantize_q4_1, quantize_q4_1, kQK, ints_q4_1},
+    {DType::Q5_0, "Q5_0", 6, kQK, sizeof(BlockQ5_0), dequantize_q5_0, quantize_q5_0, kQK, ints_q5_0},
+    {DType::Q5_1, "Q5_1", 7, kQK, sizeof(BlockQ5_1), dequantize_q5_1, quantize_q5_1, kQK, ints_q5_1},
+    {DType::Q4_K, "Q4_K", 12, kQK_K, sizeof(BlockQ4_K), dequantize_q4_k, quantize_q4_k, kQK, ints_qx_k<false, BlockQ4_K>},
+    {DType::Q5_K, "Q5_K", 13, kQK_K, sizeof(BlockQ5_K), dequantize_q5_k, quantize_q5_k, kQK, ints_qx_k<true, BlockQ5_K>},
+    {DType::Q6_K, "Q6_K", 14, kQK_K, sizeof(BlockQ6_K), dequantize_q6_k, quantize_q6_k, 16, ints_q6_k},
 };
 
 }  // namespace

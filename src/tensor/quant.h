@@ -49,6 +49,11 @@ using DequantizeRow = void (*)(const void* src, float* dst, int64_t n);
 // Encodes n float32 values (a multiple of the block size) into `dst`.
 using QuantizeRow = void (*)(const float* src, void* dst, int64_t n);
 
+// The integer form of n values (a multiple of the block size) of a block type: codes q[n] and, per
+// sub-block of `int_sub_block` values, value = scale[s]·q + offset[s] — computed as the decoder
+// computes it, so equal to the dequantized value. For int8 dot products (backend/cpu/linear_int8.cpp).
+using DecodeInts = void (*)(const void* src, int64_t n, int8_t* q, float* scale, float* offset);
+
 // One row of the type table: every block type and the plain floats GGUF can hold.
 struct TypeTraits {
   DType dtype;
@@ -58,6 +63,8 @@ struct TypeTraits {
   size_t block_bytes;      // bytes per block
   DequantizeRow dequantize;
   QuantizeRow quantize;    // nullptr where we do not write the type
+  int int_sub_block;       // values per (scale, offset) of the integer form; 0: no integer form
+  DecodeInts decode_ints;  // nullptr for the plain float types
 };
 
 // The entry for a dtype / ggml type id / ggml name, or nullptr.

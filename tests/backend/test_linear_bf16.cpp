@@ -90,8 +90,18 @@ TEST(Compute, NamesAndSupport) {
   EXPECT_EQ(parse_compute("f32"), Compute::F32);
   EXPECT_EQ(parse_compute("bf16"), Compute::Bf16);
   EXPECT_STREQ(compute_name(Compute::Bf16), "bf16");
-  EXPECT_NE(error_of([] { parse_compute("int4"); }).find("expected f32 or bf16"), std::string::npos);
+  EXPECT_EQ(parse_compute("int8"), Compute::Int8);
+  EXPECT_EQ(parse_compute("auto"), Compute::Auto);
+  for (Compute c : {Compute::F32, Compute::Bf16, Compute::Int8, Compute::Auto})
+    EXPECT_EQ(parse_compute(compute_name(c)), c);
+  EXPECT_NE(error_of([] { parse_compute("int4"); }).find("expected auto, f32, bf16 or int8"), std::string::npos);
   EXPECT_NO_THROW(check_compute_supported(Compute::F32));
+  EXPECT_NO_THROW(check_compute_supported(Compute::Auto));
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_NO_THROW(check_compute_supported(Compute::Int8));
+  } else {
+    EXPECT_NE(error_of([] { check_compute_supported(Compute::Int8); }).find("AVX2"), std::string::npos);
+  }
   // Asked of the CPU directly, not through oneDNN's own detection that the backend uses.
   if (__builtin_cpu_supports("avx512bf16")) {
     EXPECT_NO_THROW(check_compute_supported(Compute::Bf16));

@@ -12,7 +12,15 @@ class CpuBackend final : public Backend {
  public:
   // Every sgemm runs on one OpenMP thread (see set_num_threads); OpenBLAS must not start its own pool.
   explicit CpuBackend(Compute compute) : compute_(compute) { openblas_set_num_threads(1); }
-  const char* name() const override { return compute_ == Compute::Bf16 ? "cpu (bf16 compute)" : "cpu"; }
+  const char* name() const override {
+    switch (compute_) {
+      case Compute::Bf16: return "cpu (bf16 compute)";
+      case Compute::Int8: return "cpu (int8 compute)";
+      case Compute::Auto: return "cpu (auto compute)";
+      case Compute::F32: break;
+    }
+    return "cpu";
+  }
   Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
                 std::span<const ops::ExtraProduct> extra) override {
     return cpu::linear(x, w, b, extra, compute_);
@@ -63,18 +71,28 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend(Compute compute) { return std::make_unique<CpuBackend>(compute); }
 
-const char* compute_name(Compute c) { return c == Compute::Bf16 ? "bf16" : "f32"; }
+const char* compute_name(Compute c) {
+  switch (c) {
+    case Compute::Bf16: return "bf16";
+    case Compute::Int8: return "int8";
+    case Compute::Auto: return "auto";
+    case Compute::F32: break;
+  }
+  return "f32";
+}
 
 Compute parse_compute(const std::string& text) {
-  if (text == "f32") return Compute::F32;
-  if (text == "bf16") return Compute::Bf16;
-  throw Error("--compute " + io::quote(text) + ": expected f32 or bf16");
+  for (Compute c : {Compute::F32, Compute::Bf16, Compute::Int8, Compute::Auto})
+    if (text == compute_name(c)) return c;
+  throw Error("--compute " + io::quote(text) + ": expected auto, f32, bf16 or int8");
 }
 
 void check_compute_supported(Compute c) {
   if (c == Compute::Bf16 && !cpu::bf16_dot_supported())
     throw Error("--compute bf16: this CPU has no AVX-512 BF16 (vdpbf16ps), so bf16 products would run far slower "
                 "than float32; use --compute f32");
+  if (c == Compute::Int8 && !cpu::int8_dot_supported())
+    throw Error("--compute int8: this CPU has neither AVX2 nor AVX-512 VNNI for int8 dot products; use --compute f32");
 }
 
 }  // namespace chroma

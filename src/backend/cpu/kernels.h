@@ -32,6 +32,12 @@ bool takes_bf16_compute(const TensorView& w);  // bf16 weights, one part, no sca
 void linear_bf16(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b, Tensor& y);
 bool bf16_dot_supported();  // AVX-512 BF16 on this CPU (else linear emulates bf16 compute in float32)
 
+// linear_int8.cpp  y = Σ per 32-value block of x's int8 codes · the weight's integer codes, scales in float32.
+bool takes_int8_compute(const TensorView& w);  // block-quantized weights with an integer form, one part
+void linear_int8(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b, Tensor& y);
+bool int8_dot_supported();     // AVX2 or AVX-512 VNNI (CHROMA_INT8_KERNEL=avx2 caps it at AVX2)
+const char* int8_kernel_name();  // "avx512-vnni", "avx2", "none"
+
 // norm.cpp
 Tensor layer_norm(const Tensor& x, float eps);
 Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
