@@ -89,5 +89,8 @@ std::unique_ptr<Backend> make_cpu_backend(Compute compute = Compute::F32);
 // Bytes of widened weight panel each CPU worker thread keeps for linear layers with K input
 // columns (reused across calls; for memory planning).
 size_t cpu_linear_scratch_bytes(int64_t K);
+// Bytes of the copy of a linear layer's input [rows, K] that bf16 and int8 compute keep on the
+// calling thread (bf16 values, or int8 codes with their block scales; reused across calls).
+size_t cpu_linear_input_bytes(int64_t rows, int64_t K);
 
 }  // namespace chroma

@@ -66,9 +66,11 @@ size_t t5_activations(const t5::T5Config& c, const std::vector<int64_t>& text_ro
   return kF32 * size_t(n) * size_t(8 * c.d_model + 3 * c.d_ff) + 2 * kF32 * size_t(c.heads) * size_t(m * m);
 }
 
-// The CPU backend's widened weight panels, one per worker thread, for the widest linear layer (K).
-size_t gemm_scratch(int64_t widest_k) {
-  return size_t(std::max(1, num_threads())) * cpu_linear_scratch_bytes(widest_k);
+// The CPU backend's widened weight panels, one per worker thread, for the widest linear layer (K),
+// and the copy of its input [rows, K] that bf16 / int8 compute make.
+size_t gemm_scratch(int64_t rows, int64_t widest_k) {
+  return size_t(std::max(1, num_threads())) * cpu_linear_scratch_bytes(widest_k) +
+         cpu_linear_input_bytes(rows, widest_k);
 }
 
 // DiT on R = Σ_s (Li + Lt_s) packed rows. The largest live set is a double block's MLP: the
@@ -129,7 +131,9 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
 
   const t5::T5Config t5c = t5::T5Config::from_weights(t5);
   PhaseEstimate text = weights_estimate("text encoding", sum_blocks(t5, {"encoder.block."}, {}));
-  text.activation_bytes = t5_activations(t5c, run.text_rows) + gemm_scratch(t5c.d_ff);
+  int64_t text_rows = 0;
+  for (int64_t lt : run.text_rows) text_rows += lt;
+  text.activation_bytes = t5_activations(t5c, run.text_rows) + gemm_scratch(text_rows, t5c.d_ff);
   plan.phases.push_back(text);
 
   const dit::ChromaConfig ditc = dit::ChromaConfig::from_weights(dit);
@@ -139,7 +143,7 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
   const int64_t image_tokens = int64_t(run.height / 16) * (run.width / 16);
   int64_t rows = 0;
   for (int64_t lt : run.text_rows) rows += image_tokens + lt;
-  denoise.activation_bytes = dit_activations(ditc, rows) + gemm_scratch(ditc.hidden + ditc.mlp_hidden);
+  denoise.activation_bytes = dit_activations(ditc, rows) + gemm_scratch(rows, ditc.hidden + ditc.mlp_hidden);
   plan.phases.push_back(denoise);
 
   PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));

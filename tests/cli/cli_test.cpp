@@ -293,7 +293,7 @@ TEST_F(CliGenerate, PresetIsAppliedBeforeTheOtherFlags) {
 }
 
 TEST_F(CliGenerate, RejectsBadCompute) {
-  expect_rejected({{"--compute", "int4"}}, {"--compute", "int4", "expected f32 or bf16"});
+  expect_rejected({{"--compute", "int4"}}, {"--compute", "int4", "expected auto, f32, bf16 or int8"});
   if (!__builtin_cpu_supports("avx512bf16")) expect_rejected({{"--compute", "bf16"}}, {"--compute bf16", "AVX-512 BF16"});
 }
 

@@ -28,10 +28,12 @@ inline pipeline::GenerationRequest case_e_options(int skip_cfg_steps = 0) {
 
 // One request on a fresh Pipeline over `files`: the image, and the dump when given.
 inline pipeline::GeneratedImage generate_one(const pipeline::ModelFiles& files, const pipeline::GenerationRequest& request,
-                                             pipeline::Dump* dump = nullptr, bool low_memory = false) {
+                                             pipeline::Dump* dump = nullptr, bool low_memory = false,
+                                             Compute compute = Compute::Auto) {
   pipeline::PipelineConfig config;
   config.files = files;
   config.low_memory = low_memory;
+  config.compute = compute;
   pipeline::Pipeline pipeline(config);
   pipeline::RunHooks hooks;
   hooks.dump = dump;

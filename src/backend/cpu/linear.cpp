@@ -188,4 +188,6 @@ Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, cons
 
 namespace chroma {
 size_t cpu_linear_scratch_bytes(int64_t K) { return size_t(std::max(cpu::kPanelBytes, 4 * cpu::kMinPanelRows * K)); }
+// bf16: 2 bytes per value; int8: 1 byte per code and two floats per 32 values (1.25): the larger.
+size_t cpu_linear_input_bytes(int64_t rows, int64_t K) { return size_t(2 * rows * K); }
 }  // namespace chroma
