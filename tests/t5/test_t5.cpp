@@ -167,7 +167,9 @@ std::map<std::string, Tensor> tiny_model() {
 }
 
 io::WeightStore write_and_open(const std::map<std::string, Tensor>& model, const std::string& file) {
-  const std::string path = (std::filesystem::path(::testing::TempDir()) / file).string();
+  // Named after the test too: CTest runs the tests of this file in parallel processes.
+  const std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  const std::string path = (std::filesystem::path(::testing::TempDir()) / (test + "_" + file)).string();
   std::vector<io::NamedTensor> entries;
   for (const auto& [name, t] : model) entries.push_back({name, &t});
   io::write_safetensors(path, entries);
