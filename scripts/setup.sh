@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# ocl-icd-opencl-dev: Debian's dnnl-config.cmake requires OpenCL (a recommends of libdnnl-dev, which --no-install-recommends skips).
 PACKAGES=(build-essential cmake ninja-build pkg-config
-          libopenblas-dev libdnnl-dev libboost-dev libsentencepiece-dev libpng-dev libjpeg-dev libwebp-dev nlohmann-json3-dev libcli11-dev
+          libopenblas-dev libdnnl-dev ocl-icd-opencl-dev libboost-dev libsentencepiece-dev libpng-dev libjpeg-dev libwebp-dev nlohmann-json3-dev libcli11-dev
           libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
           libgtest-dev libgmock-dev libbenchmark-dev
           libhiredis-dev redis-server   # serve --queue redis:// and its test
