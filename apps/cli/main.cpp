@@ -127,6 +127,17 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
          "Arithmetic of the large products: auto (default: int8 for block-quantized weights, f32 for the rest), f32 "
          "(exact to float32 rounding), bf16 (bf16 weights times inputs rounded to bf16, float32 sums; needs AVX-512 "
          "BF16) or int8 (Q8_0/Q4_K/... weights times inputs quantized to int8 per 32 values; needs AVX2)");
+  cmd->add_option_function<std::string>(
+         "--variant",
+         [&m](const std::string& v) {
+           try {
+             m.config.variant = pipeline::parse_variant(v);
+           } catch (const Error& e) {
+             throw CLI::ValidationError(e.what());
+           }
+         },
+         "Which Chroma the DiT is, when its file name does not say: " + pipeline::variant_choices() +
+             " (flash: 8 heun steps at cfg 1 unless given)");
   cmd->add_flag("--low-memory", m.config.low_memory,
                 "Keep one model block's weights resident at a time (under 1 GiB at 512x512; slower)");
   cmd->add_flag_callback("--no-memory-check", [&m] { m.config.memory_check = false; },
@@ -218,10 +229,16 @@ void refuse_overwriting_inputs(const std::vector<std::string>& outputs, const st
 }
 
 int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions& out) {
-  pipeline::GenerationRequest request;
-  if (!out.from_png.empty())  // what the image's metadata says, then the flags given here
-    request = pipeline::request_from_metadata(pipeline::read_metadata(io::read_image(out.from_png), out.from_png));
-  request = apply_request_flags(request, flags);
+  // What the image's metadata says, or the defaults of the DiT's variant (Flash: 8 heun steps at cfg 1),
+  // then the flags given here. The variant is known once the model files are; the outputs are checked
+  // before that, with the plain defaults (the variant changes no output name).
+  const auto make_request = [&](const pipeline::GenerationRequest& defaults) {
+    if (!out.from_png.empty())
+      return apply_request_flags(
+          pipeline::request_from_metadata(pipeline::read_metadata(io::read_image(out.from_png), out.from_png)), flags);
+    return apply_request_flags(defaults, flags);
+  };
+  pipeline::GenerationRequest request = make_request({});
   const io::ImageFormat format =
       out.output_format.empty() ? io::image_format_of_path(out.output) : io::parse_image_format(out.output_format);
   // Every output name is known, checked writable and checked against the inputs before any work.
@@ -233,6 +250,8 @@ int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions&
   outputs.insert(outputs.end(), latents.begin(), latents.end());
   for (const std::string& path : outputs) io::check_writable(path);
   if (!resolve(m)) return 2;
+  const pipeline::Variant variant = pipeline::model_variant(m.config);
+  if (out.from_png.empty()) request = make_request(pipeline::variant_defaults(variant));
   refuse_overwriting_inputs(outputs, input_files(m.config.files, request, out.from_png));
   if (!request.seed && request.init_noise.empty()) request.seed = pipeline::random_seed();
   if (request.init_noise.empty())
@@ -244,6 +263,7 @@ int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions&
                  request.height, request.steps, double(request.cfg), request.init_noise.c_str());
 
   pipeline::Pipeline pipeline(m.config);
+  if (out.verbose) std::fprintf(stderr, "chromacpp: %s, %s compute\n", pipeline::variant_name(variant), compute_name(pipeline.compute()));
   std::unique_ptr<pipeline::Dump> dump;
   if (!out.dump_dir.empty()) dump = std::make_unique<pipeline::Dump>(out.dump_dir);
   pipeline::RunHooks hooks;
@@ -324,6 +344,7 @@ int run_serve(ModelOptions m, ServeOptions o) {
   if (dit_path.filename() == "transformer" && dit_path.has_parent_path()) dit_path = dit_path.parent_path();
   o.server.model_name = dit_path.filename().string();
   o.server.lora_dir = m.config.lora_dir;
+  o.server.defaults = pipeline.default_request();
   o.server.max_body_bytes = size_t(o.max_body_mib) << 20;
   const server::Runner runner = [&pipeline](const pipeline::GenerationRequest& r, const pipeline::RunHooks& hooks) {
     return pipeline.generate(r, hooks);
@@ -356,8 +377,8 @@ int run_serve(ModelOptions m, ServeOptions o) {
     queue.shutdown(o.finish_on_stop);  // no new jobs from here; queued ones cancelled
     http.stop();
   });
-  std::fprintf(stderr, "chromacpp: serving %s on http://%s:%d (Ctrl-C stops)\n", o.server.model_name.c_str(),
-               o.server.host.c_str(), port);
+  std::fprintf(stderr, "chromacpp: serving %s (%s) on http://%s:%d (Ctrl-C stops)\n", o.server.model_name.c_str(),
+               pipeline::variant_name(pipeline.variant()), o.server.host.c_str(), port);
   http.run();
   const unsigned char none = 0;  // run() ended by itself: release the stopper
   [[maybe_unused]] const ssize_t n = write(serve_signal_pipe[1], &none, 1);
@@ -367,9 +388,14 @@ int run_serve(ModelOptions m, ServeOptions o) {
 
 int run_bench(ModelOptions m, const pipeline::GenerationRequest& defaults, const RequestFlags& flags,
               const std::string& json_path) {
-  const pipeline::GenerationRequest request = apply_request_flags(defaults, flags);
   if (!json_path.empty()) io::check_writable(json_path);
   if (!resolve(m)) return 2;
+  // bench's short run keeps its size and steps; the variant says how a step is made (Flash: heun at cfg 1).
+  pipeline::GenerationRequest base = defaults;
+  const pipeline::GenerationRequest variant = pipeline::variant_defaults(pipeline::model_variant(m.config));
+  base.sampler = variant.sampler;
+  base.cfg = variant.cfg;
+  const pipeline::GenerationRequest request = apply_request_flags(base, flags);
   std::fprintf(stderr, "chromacpp: benchmarking %dx%d, %d steps, cfg %g\n", request.width, request.height,
                request.steps, double(request.cfg));
   const pipeline::BenchResult r = pipeline::run_benchmark(m.config, request, [](const pipeline::Progress& p) {
@@ -430,6 +456,7 @@ int run_info(const std::string& path) {
               gguf ? ("GGUF v" + std::to_string(gguf->version())).c_str() : "safetensors");
   std::printf("model:      %s\n", s.format.describe().c_str());
   std::printf("config:     %s\n", pipeline::inferred_config(store).c_str());
+  if (s.format.kind == io::ModelKind::DiT) std::printf("variant:    %s\n", pipeline::variant_name(pipeline::detect_variant(store)));
   std::printf("parameters: %" PRId64 " (%.3f B) in %zu tensors, %s (%zu bytes)\n", s.parameters,
               double(s.parameters) / 1e9, store.tensors().size(), human_bytes(s.bytes).c_str(), s.bytes);
   for (const auto& [type, n] : s.type_counts)

@@ -155,7 +155,9 @@ nlohmann::json read_metadata(const io::Image& image, const std::string& path) {
 
 GenerationRequest request_from_metadata(const nlohmann::json& parameters) {
   nlohmann::json request = parameters;
-  request.erase("models");  // which files made it: reported, not part of the request
+  // What made it besides the request (the files, the variant they were taken for, the arithmetic):
+  // reported, not part of the request.
+  for (const char* key : {"models", "variant", "compute"}) request.erase(key);
   return request_from_json(request);
 }
 

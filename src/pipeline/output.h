@@ -4,7 +4,7 @@
 // Metadata: two text chunks. "parameters" holds the A1111-style infotext other tools read
 // ("prompt\nNegative prompt: …\nSteps: 28, Sampler: Euler, CFG scale: 4, Seed: 42, Size: 1024x1024,
 // …"); "chroma.cpp" holds the JSON of everything that made the image (request_to_json with the seed
-// used and batch_count 1, plus "models"), enough to make the same image again.
+// used and batch_count 1, plus "models", "variant" and "compute"), enough to make the same image again.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>

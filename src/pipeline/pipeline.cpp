@@ -154,6 +154,7 @@ Pipeline::Pipeline(PipelineConfig config)
   });
   open_for("--dit", f.dit, [&](const std::string& p) {
     m.dit_weights = open_weights(p, kDitPrefix);
+    variant_ = config_.variant ? *config_.variant : dit::detect_variant(m.dit_weights);
     m.dit.emplace(m.dit_weights, residency);
   });
   open_for("--vae", f.vae, [&](const std::string& p) {
@@ -164,6 +165,22 @@ Pipeline::Pipeline(PipelineConfig config)
 }
 
 Pipeline::~Pipeline() = default;
+
+dit::Variant model_variant(const PipelineConfig& config) {
+  if (config.variant) return *config.variant;
+  return open_for("--dit", config.files.dit,
+                  [](const std::string& p) { return dit::detect_variant(open_weights(p, kDitPrefix)); });
+}
+
+GenerationRequest variant_defaults(dit::Variant variant) {
+  GenerationRequest r;
+  if (variant == dit::Variant::Flash) {  // as its file says: chroma-unlocked-v47-flash-heun-8-steps-cfg-1
+    r.steps = 8;
+    r.sampler = "heun";
+    r.cfg = 1.0f;  // the positive velocity alone: sampling::uses_cfg skips the negative pass
+  }
+  return r;
+}
 
 TextConditioning Pipeline::encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,
                                        const RunHooks& hooks, text::PromptWeighting weighting,
@@ -193,7 +210,7 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
                                        text::PromptWeighting weighting, t5::Padding padding,
                                        const RunHooks& hooks, ProgressReporter& progress) const {
   progress.phase(Progress::Phase::TextEncoding);
-  const RunContext::Bind bind(context_, hooks.dump, hooks.profiler);
+  const RunContext::Bind bind(context_, hooks.dump, hooks.profiler, RunContext::Stage::Text);
   const ops::profile::Section ops_section("text encoding");  // per-op timing, when the benchmark profiles
   // Both prompts go through T5 in one pass, so its weights are read once (t5.h encode_batch); with
   // emphasis in either, the empty prompt of the same length joins them (prompt_weights.h).
@@ -515,6 +532,8 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     img.parameters = request_to_json(used);
     if (!r.init_noise.empty()) img.parameters["seed"] = nullptr;  // the noise came from the file
     img.parameters["models"] = models;
+    img.parameters["variant"] = dit::variant_name(variant_);
+    img.parameters["compute"] = compute_name(context_.compute());
     result.images.push_back(std::move(img));
   }
   progress.phase(Progress::Phase::Done);

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "models/chroma/variant.h"
 #include "models/t5/t5.h"
 #include "pipeline/dump.h"
 #include "pipeline/memory_plan.h"
@@ -35,6 +36,13 @@ struct StepCache;  // models/chroma/model.h
 
 namespace chroma::pipeline {
 
+// The published Chroma variants (models/chroma/variant.h), for front ends.
+using dit::detect_variant;
+using dit::parse_variant;
+using dit::Variant;
+using dit::variant_choices;
+using dit::variant_name;
+
 // Settings of a loaded model set, fixed for the Pipeline's lifetime.
 struct PipelineConfig {
   ModelFiles files;
@@ -44,7 +52,19 @@ struct PipelineConfig {
   bool memory_check = true;  // false: --no-memory-check, skip the refusal when the estimate exceeds MemAvailable
   std::string lora_dir;      // where LoRA names (<lora:NAME:S>, --lora NAME) are looked up: NAME.safetensors
   bool lora_fuse = false;    // --lora-apply fuse: merged once per LoRA set into copies in the weights' type; else at run time
+  // --variant: which published Chroma the DiT is, when its file name does not say (models/chroma/variant.h);
+  // absent: from the tensors (Radiance) and the file's name.
+  std::optional<dit::Variant> variant;
 };
+
+// The variant of config's DiT: config.variant when set, else from the checkpoint (dit::detect_variant).
+// Opens the DiT file's header only; throws chroma::Error as the Pipeline's opening would.
+dit::Variant model_variant(const PipelineConfig& config);
+
+// The request a variant is made for, the starting point that front ends apply their options to:
+// Chroma1-Flash (CFG baked in) 8 heun steps at cfg 1, so no negative pass; the defaults of
+// GenerationRequest (the author's 28-step schedule at cfg 4) for the others.
+GenerationRequest variant_defaults(dit::Variant variant);
 
 // Where a run is, for progress displays and the server's job status.
 struct Progress {
@@ -87,8 +107,9 @@ struct GeneratedImage {
   int width = 0, height = 0;
   std::optional<uint64_t> seed;   // the seed used (absent when the noise came from init_noise)
   int evaluations = 0, skipped_evaluations = 0;  // DiT evaluations, and those the step cache cut short (request.cache)
-  // Everything that made this image: request_to_json with this image's seed and batch_count 1, and
-  // "models" (the model file names); output.h stores it with the image.
+  // Everything that made this image: request_to_json with this image's seed and batch_count 1,
+  // "models" (the model file names), "variant" (variant_name) and "compute" (compute_name of the
+  // pipeline's --compute); output.h stores it with the image.
   nlohmann::json parameters;
   // The image as io::Image with its metadata chunks (output.h metadata_chunks).
   io::Image to_image() const;
@@ -128,6 +149,9 @@ class Pipeline {
   const PipelineConfig& config() const { return config_; }
   int threads() const { return context_.threads(); }  // worker threads of its runs (0 resolved to the cores)
   Compute compute() const { return context_.compute(); }
+  dit::Variant variant() const { return variant_; }  // which Chroma the DiT is (config.variant or detected)
+  // variant_defaults(variant()): what an option a request leaves out should be (server, CLI).
+  GenerationRequest default_request() const { return variant_defaults(variant_); }
   const std::vector<PhaseStats>& open_phases() const { return open_phases_; }
 
   // One request, end to end: validate, memory check, noise, the three phases. Throws chroma::Error
@@ -180,6 +204,7 @@ class Pipeline {
   PipelineConfig config_;
   RunContext context_;
   std::unique_ptr<Models> models_;
+  dit::Variant variant_ = dit::Variant::Chroma;
   std::vector<PhaseStats> open_phases_;
 };
 

@@ -5,7 +5,11 @@
 namespace chroma::pipeline {
 
 RunContext::RunContext(int threads, Compute compute)
-    : backend_(make_cpu_backend(compute)), threads_(threads ? threads : available_cores()), compute_(compute) {
+    : backend_(make_cpu_backend(compute)),
+      own_text_backend_(compute == Compute::Auto ? make_cpu_backend(Compute::F32) : nullptr),
+      text_backend_(own_text_backend_ ? own_text_backend_.get() : backend_.get()),
+      threads_(threads ? threads : available_cores()),
+      compute_(compute) {
   check_compute_supported(compute);
   const int cores = available_cores(), most = kMaxThreadsPerCore * cores;
   if (threads < 0 || threads > most)
@@ -15,8 +19,8 @@ RunContext::RunContext(int threads, Compute compute)
   reuse_freed_activations();  // now, before a server starts the threads that will run requests (heap.h)
 }
 
-RunContext::Bind::Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler)
-    : backend_(context.backend(), context.threads()), tracer_(tracer), profiler_(profiler) {
+RunContext::Bind::Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler, Stage stage)
+    : backend_(context.backend(stage), context.threads()), tracer_(tracer), profiler_(profiler) {
   reuse_freed_activations();
 }
 

@@ -21,7 +21,13 @@ class RunContext {
   explicit RunContext(int threads = 0, Compute compute = Compute::F32);
   static constexpr int kMaxThreadsPerCore = 8;
 
-  Backend& backend() const { return *backend_; }
+  // Which model a phase runs. Under Compute::Auto the text encoder keeps float32 arithmetic on its
+  // block-quantized weights (int8 inputs are for the DiT only): T5-XXL's feed-forward activations
+  // have outliers large enough that Hugging Face keeps its `wo` projection in float32 even under
+  // fp16 (modeling_t5.py, _keep_in_fp32_modules = ["wo"]), and a 32-value int8 block holding one
+  // resolves its other values coarsely; T5 is a few seconds of a run (docs/PERFORMANCE.md).
+  enum class Stage { Text, Image };
+  Backend& backend(Stage stage = Stage::Image) const { return stage == Stage::Text ? *text_backend_ : *backend_; }
   int threads() const { return threads_; }  // resolved: never 0
   Compute compute() const { return compute_; }
 
@@ -30,7 +36,7 @@ class RunContext {
   // is the same for every run, so setting it again is harmless.
   class Bind {
    public:
-    Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler);
+    Bind(const RunContext& context, Tracer* tracer, ops::profile::Profiler* profiler, Stage stage = Stage::Image);
 
    private:
     BackendScope backend_;
@@ -40,6 +46,8 @@ class RunContext {
 
  private:
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Backend> own_text_backend_;  // F32 under Auto; otherwise none
+  Backend* text_backend_;                      // own_text_backend_ or backend_
   int threads_;
   Compute compute_;
 };

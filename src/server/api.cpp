@@ -162,10 +162,11 @@ nlohmann::json a1111_schedulers() {
   return out;
 }
 
-pipeline::GenerationRequest openai_request(const nlohmann::json& body, OutputChoice* output) {
+pipeline::GenerationRequest openai_request(const nlohmann::json& body, OutputChoice* output,
+                                           const pipeline::GenerationRequest& defaults) {
   if (!body.is_object()) throw BadRequest("the request body must be a JSON object");
   if (!body.contains("prompt")) throw BadRequest("prompt: required", "prompt");
-  pipeline::GenerationRequest r;
+  pipeline::GenerationRequest r = defaults;
   r.prompt = string_field(body, "prompt");
   const nlohmann::json extra = take_extra_args(r.prompt);
   r.batch_count = body.contains("n") ? int_field(body, "n", 1, 1000) : 1;
@@ -278,7 +279,8 @@ pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body) {
 }
 
 pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, const std::vector<uint8_t>& image,
-                                                const std::vector<uint8_t>& mask, OutputChoice* output) {
+                                                const std::vector<uint8_t>& mask, OutputChoice* output,
+                                                const pipeline::GenerationRequest& defaults) {
   if (image.empty()) throw BadRequest("image: required (a PNG, JPEG or WebP file)", "image");
   // Form fields are text: numbers become numbers, so that openai_request reads them as a JSON body.
   nlohmann::json body = nlohmann::json::object();
@@ -290,7 +292,7 @@ pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, co
   const bool has_strength = body.contains("strength");
   nlohmann::json without_strength = body;
   without_strength.erase("strength");
-  pipeline::GenerationRequest r = openai_request(without_strength, output);
+  pipeline::GenerationRequest r = openai_request(without_strength, output, defaults);
   r.init_pixels = decode_upload(image, "image");
   if (!mask.empty()) r.mask_pixels = mask_from_openai(decode_upload(mask, "mask"));
   r.strength = r.has_mask() ? 1.0f : 0.75f;
@@ -303,7 +305,8 @@ pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, co
   return r;
 }
 
-pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& parts, OutputChoice* output) {
+pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& parts, OutputChoice* output,
+                                                const pipeline::GenerationRequest& defaults) {
   nlohmann::json fields = nlohmann::json::object();
   std::vector<uint8_t> image, mask;
   bool has_image = false;
@@ -317,7 +320,7 @@ pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& par
       fields[part.name] = part.content;
     }
   }
-  return openai_edit_request(fields, image, mask, output);
+  return openai_edit_request(fields, image, mask, output, defaults);
 }
 
 nlohmann::json png_info(const nlohmann::json& body) {

@@ -42,7 +42,9 @@ struct OutputChoice {
 // (a string or an array of FILE[:SCALE]); and sd.cpp's <sd_cpp_extra_args>{…}</sd_cpp_extra_args> in
 // the prompt, whose JSON (the same extras, or any of our request keys) is taken out of the prompt and
 // applied last. model, quality, style, user, background are accepted and ignored. Throws BadRequest.
-pipeline::GenerationRequest openai_request(const nlohmann::json& body, OutputChoice* output);
+// `defaults` are what the request leaves out (the server's pipeline: its variant's defaults).
+pipeline::GenerationRequest openai_request(const nlohmann::json& body, OutputChoice* output,
+                                           const pipeline::GenerationRequest& defaults = {});
 
 // A1111 POST /sdapi/v1/txt2img: prompt, negative_prompt, seed (−1 random), steps, cfg_scale, width,
 // height, sampler_name / sampler_index, scheduler, batch_size × n_iter images; unknown A1111 fields
@@ -59,7 +61,8 @@ pipeline::GenerationRequest a1111_img2img_request(const nlohmann::json& body);
 // to edit; a mask without an alpha channel is read as ours (white = repaint). strength defaults to
 // 1 with a mask (the masked area is generated anew) and 0.75 without. Throws BadRequest.
 pipeline::GenerationRequest openai_edit_request(const nlohmann::json& fields, const std::vector<uint8_t>& image,
-                                                const std::vector<uint8_t>& mask, OutputChoice* output);
+                                                const std::vector<uint8_t>& mask, OutputChoice* output,
+                                                const pipeline::GenerationRequest& defaults = {});
 
 // One part of a multipart/form-data body (as the HTTP library parsed it): the field's name, the file
 // name ("" for a text field) and its bytes.
@@ -68,7 +71,8 @@ struct FormPart {
 };
 // The edits form as it arrives: the first "image" (or "image[]") part is the image, "mask" the mask,
 // other parts without a file name the text fields; files under other names are ignored.
-pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& parts, OutputChoice* output);
+pipeline::GenerationRequest openai_edit_request(const std::vector<FormPart>& parts, OutputChoice* output,
+                                                const pipeline::GenerationRequest& defaults = {});
 
 // A1111 POST /sdapi/v1/png-info {"image": base64}: {"info": the A1111 parameters text, "items": every
 // text chunk, "parameters": our JSON parameters when the image has them}. Throws BadRequest.

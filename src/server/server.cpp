@@ -212,7 +212,7 @@ struct Server::Impl {
     // ---- OpenAI ----
     http.Post("/v1/images/generations", guarded_json([this](const httplib::Request&, const json& body, httplib::Response& res) {
       OutputChoice out;
-      const pipeline::GenerationRequest r = openai_request(body, &out);
+      const pipeline::GenerationRequest r = openai_request(body, &out, options.defaults);
       const JobStatus s = run_sync(r, out);
       json data = json::array();
       for (const JobImage& img : s.images) data.push_back({{"b64_json", base64_encode(img.bytes)}, {"revised_prompt", r.prompt}});
@@ -228,7 +228,7 @@ struct Server::Impl {
       std::vector<FormPart> parts;
       for (const auto& [name, part] : req.files) parts.push_back({name, part.filename, part.content});
       OutputChoice out;
-      const pipeline::GenerationRequest r = openai_edit_request(parts, &out);
+      const pipeline::GenerationRequest r = openai_edit_request(parts, &out, options.defaults);
       const JobStatus s = run_sync(r, out);
       json data = json::array();
       for (const JobImage& img : s.images) data.push_back({{"b64_json", base64_encode(img.bytes)}});
@@ -261,7 +261,7 @@ struct Server::Impl {
           *out = body[key].get<std::string>();
           body.erase(key);
         }
-      pipeline::GenerationRequest r = pipeline::request_from_json(body);
+      pipeline::GenerationRequest r = pipeline::request_from_json(body, options.defaults);
       if (!init_b64.empty()) r.init_pixels = decode_base64_image(init_b64, "init_image");
       if (!mask_b64.empty()) r.mask_pixels = decode_base64_image(mask_b64, "mask");
       try {

@@ -35,6 +35,9 @@ struct ServerOptions {
   size_t max_body_bytes = 32 << 20;  // larger bodies get 413
   RequestLimits limits;
   std::string model_name;          // what /v1/models and /sdapi/v1/sd-models report
+  // What OpenAI and /v1/jobs requests leave out: the pipeline's default_request() (its variant's:
+  // Flash runs 8 heun steps at cfg 1). A1111 requests keep A1111's own defaults.
+  pipeline::GenerationRequest defaults;
   std::string lora_dir;            // what /sdapi/v1/loras lists
   int threads = 8;                 // HTTP worker threads (each open event stream holds one)
   int read_timeout_seconds = 5;    // a client that stops sending mid-request is dropped after this

@@ -292,6 +292,44 @@ TEST_F(CliGenerate, PresetIsAppliedBeforeTheOtherFlags) {
   EXPECT_EQ(params.at("sampler"), "dpm++2s_a");
 }
 
+// Chroma1-Flash (CFG baked in) runs 8 heun steps at cfg 1 unless told otherwise; the variant comes
+// from the file's name or --variant, and the image's metadata names it with the compute mode.
+TEST_F(CliGenerate, FlashVariantDefaultsAndMetadata) {
+  const fs::path flash = dir_ / "Chroma1-Flash.safetensors";
+  fs::create_symlink(reference_abs("chroma-mini.safetensors"), flash);
+  auto params_of = [&](const Outcome& r) {
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    const io::Image png = io::read_image(out_);
+    auto it = std::find_if(png.text.begin(), png.text.end(), [](const auto& t) { return t.first == "chroma.cpp"; });
+    return it == png.text.end() ? json() : json::parse(it->second);
+  };
+  for (const Flags& variant : {Flags{{"--dit", flash.string()}}, Flags{{"--variant", "flash"}}}) {
+    SCOPED_TRACE(describe_flags(variant));
+    Flags flags = variant;
+    flags.push_back({"--steps", kDrop});
+    const Outcome r = generate(flags);
+    EXPECT_NE(r.err.find("8 steps, cfg 1,"), std::string::npos) << r.err;
+    const json params = params_of(r);
+    EXPECT_EQ(params.value("steps", 0), 8);
+    EXPECT_EQ(params.value("sampler", ""), "heun");
+    EXPECT_EQ(params.value("cfg", 0.0), 1.0);
+    EXPECT_EQ(params.value("variant", ""), "Chroma1-Flash");
+    EXPECT_EQ(params.value("compute", ""), "auto");
+  }
+  // Flags still win over the variant's defaults.
+  const json params = params_of(generate({{"--dit", flash.string()}, {"--cfg", "2.5"}, {"--sampler", "euler"}}));
+  EXPECT_EQ(params.value("steps", 0), 2);
+  EXPECT_EQ(params.value("cfg", 0.0), 2.5);
+  EXPECT_EQ(params.value("sampler", ""), "euler");
+  // The plain mini file is an unnamed Chroma with the usual defaults.
+  EXPECT_EQ(params_of(generate({})).value("variant", ""), "Chroma");
+
+  const Outcome info = run({"info", flash.string()});
+  ASSERT_EQ(info.exit_code, 0) << describe(info);
+  EXPECT_NE(info.out.find("variant:    Chroma1-Flash"), std::string::npos) << info.out;
+  expect_rejected({{"--variant", "schnell"}}, {"--variant", "schnell", "flash"});
+}
+
 TEST_F(CliGenerate, RejectsBadCompute) {
   expect_rejected({{"--compute", "int4"}}, {"--compute", "int4", "expected auto, f32, bf16 or int8"});
   if (!__builtin_cpu_supports("avx512bf16")) expect_rejected({{"--compute", "bf16"}}, {"--compute bf16", "AVX-512 BF16"});

@@ -172,5 +172,27 @@ INSTANTIATE_TEST_SUITE_P(Types, GgufLossy,
                            return std::string(info.param.type) + "_" + compute_name(info.param.compute);
                          });
 
+// Compute::Auto runs the DiT's block-quantized weights in int8 but keeps the text encoder in float32
+// (run_context.h Stage): its T5 features are bit-identical to --compute f32's, its image is not.
+TEST(GgufAuto, TextEncoderKeepsFloat32) {
+  REQUIRE_CASE_E();
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+    GTEST_SKIP() << "this CPU has no AVX2: auto is f32 everywhere here";
+  const GenerationRequest r = test::case_e_options();
+  auto text_of = [&](Compute compute) {
+    PipelineConfig config;
+    config.files = gguf_models("q8_0");
+    config.compute = compute;
+    return Pipeline(config).encode_text(r.prompt, r.negative_prompt);
+  };
+  const TextConditioning f32 = text_of(Compute::F32), automatic = text_of(Compute::Auto), int8 = text_of(Compute::Int8);
+  EXPECT_EQ(automatic.positive.data, f32.positive.data);
+  EXPECT_EQ(automatic.negative.data, f32.negative.data);
+  EXPECT_NE(int8.positive.data, f32.positive.data) << "--compute int8 must still run T5 in int8";
+  const GeneratedImage image_auto = test::generate_one(gguf_models("q8_0"), r, nullptr, false, Compute::Auto);
+  const GeneratedImage image_f32 = test::generate_one(gguf_models("q8_0"), r, nullptr, false, Compute::F32);
+  EXPECT_NE(image_auto.latent.data, image_f32.latent.data) << "the DiT's int8 products did not run under auto";
+}
+
 }  // namespace
 }  // namespace chroma::pipeline

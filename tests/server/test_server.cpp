@@ -19,6 +19,7 @@
 #include "../pipeline/case_e.h"
 #include "image_fixtures.h"
 #include "pipeline/output.h"
+#include "pipeline/pipeline.h"
 #include "pipeline/heap.h"
 #include "server/api.h"
 #include "server/jobs.h"
@@ -57,6 +58,24 @@ TEST(OpenAiRequest, MapsFieldsExtrasAndSdCppArgs) {
   ASSERT_EQ(r.loras.size(), 1u);
   EXPECT_EQ(r.loras[0].scale, 0.5f);
   EXPECT_EQ(out.format, io::ImageFormat::Webp);
+}
+
+// What a request leaves out comes from the server's defaults (its model's variant: Flash runs 8 heun
+// steps at cfg 1); what it gives wins.
+TEST(OpenAiRequest, StartsFromTheServersDefaults) {
+  const GenerationRequest flash = pipeline::variant_defaults(pipeline::Variant::Flash);
+  OutputChoice out;
+  const GenerationRequest r = openai_request(json{{"prompt", "a fox"}}, &out, flash);
+  EXPECT_EQ(r.steps, 8);
+  EXPECT_EQ(r.sampler, "heun");
+  EXPECT_EQ(r.cfg, 1.0f);
+  const GenerationRequest given = openai_request(json{{"prompt", "a fox"}, {"steps", 4}, {"cfg_scale", 3}}, &out, flash);
+  EXPECT_EQ(given.steps, 4);
+  EXPECT_EQ(given.cfg, 3.0f);
+  EXPECT_EQ(given.sampler, "heun");
+  const GenerationRequest plain = openai_request(json{{"prompt", "a fox"}}, &out);
+  EXPECT_EQ(plain.steps, GenerationRequest{}.steps);
+  EXPECT_EQ(plain.sampler, "euler");
 }
 
 TEST(OpenAiRequest, BadRequestsNameTheField) {
