@@ -76,7 +76,8 @@ int available_cores();
 // float32 rounding). Bf16: bf16 weights multiply inputs rounded to bf16, products summed in float32
 // (AVX-512 BF16's vdpbf16ps). Int8: block-quantized weights (Q8_0, Q4_x, Q5_x, K-quants) multiply
 // the inputs quantized to int8 per 32-value block, exact integer sums scaled in float32 (AVX-512
-// VNNI or AVX2). Auto: Int8 for block-quantized weights where the CPU has AVX2, F32 for the rest.
+// VNNI or AVX2). Auto: Int8 for block-quantized weights where the CPU has AVX-512 VNNI (with AVX2 alone
+// int8 measured no faster than float32), F32 for the rest.
 // Weight types a mode does not cover stay F32. Attention, norms and the sampler are float32 always.
 enum class Compute { F32, Bf16, Int8, Auto };
 const char* compute_name(Compute c);             // "f32", "bf16", "int8", "auto"

@@ -176,8 +176,8 @@ INSTANTIATE_TEST_SUITE_P(Types, GgufLossy,
 // (run_context.h Stage): its T5 features are bit-identical to --compute f32's, its image is not.
 TEST(GgufAuto, TextEncoderKeepsFloat32) {
   REQUIRE_CASE_E();
-  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-    GTEST_SKIP() << "this CPU has no AVX2: auto is f32 everywhere here";
+  if (!(__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")))
+    GTEST_SKIP() << "this CPU has no AVX-512 VNNI: auto is f32 everywhere here";
   const GenerationRequest r = test::case_e_options();
   auto text_of = [&](Compute compute) {
     PipelineConfig config;

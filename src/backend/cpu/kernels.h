@@ -36,6 +36,9 @@ bool bf16_dot_supported();  // AVX-512 BF16 on this CPU (else linear emulates bf
 bool takes_int8_compute(const TensorView& w);  // block-quantized weights with an integer form, one part
 void linear_int8(std::span<const Tensor* const> xs, const TensorView& w, const TensorView& b, Tensor& y);
 bool int8_dot_supported();     // AVX2 or AVX-512 VNNI (CHROMA_INT8_KERNEL=avx2 caps it at AVX2)
+// Whether int8 beats float32 here, so Compute::Auto takes it: with AVX-512 VNNI only. The AVX2 kernel
+// ran at the AVX2 sgemm's rate (150 against 152–168 GOP/s, docs/PERFORMANCE.md): no gain for its rounding.
+bool int8_dot_fast();
 const char* int8_kernel_name();  // "avx512-vnni", "avx2", "none"
 
 // norm.cpp

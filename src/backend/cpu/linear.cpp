@@ -148,7 +148,7 @@ void linear_in(std::span<const Tensor* const> xs, const TensorView& w, const Ten
     if (!extra.empty()) linear_into({}, w, {}, extra, y, /*accumulate=*/true);
     return;
   }
-  if ((compute == Compute::Int8 || (compute == Compute::Auto && int8_dot_supported())) && takes_int8_compute(w) &&
+  if ((compute == Compute::Int8 || (compute == Compute::Auto && int8_dot_fast())) && takes_int8_compute(w) &&
       y.numel() > 0) {
     linear_int8(xs, w, b, y);
     if (!extra.empty()) linear_into({}, w, {}, extra, y, /*accumulate=*/true);

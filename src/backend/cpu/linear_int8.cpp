@@ -315,6 +315,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 bool int8_dot_supported() { return kernel() != Kernel::None; }
+bool int8_dot_fast() { return kernel() == Kernel::Avx512Vnni; }
 
 const char* int8_kernel_name() {
   switch (kernel()) {
