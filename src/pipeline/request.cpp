@@ -64,10 +64,11 @@ bool beta_in_range(double v) { return v > 0.0 && v <= 100.0; }
 // The first-block cache threshold of a `cache` text (request.h cache_threshold).
 float parse_cache_threshold(const std::string& text) {
   if (text.empty() || text == "off") return 0.0f;
+  if (text == "fbcache") return kDefaultCacheThreshold;
   static const std::string kPrefix = "fbcache:";
   float t = 0;
   if (text.rfind(kPrefix, 0) != 0 || !parse_number(text.substr(kPrefix.size()), t))
-    bad_value("cache", text, "must be fbcache:THRESHOLD (e.g. fbcache:0.08) or off");
+    bad_value("cache", text, "must be fbcache, fbcache:THRESHOLD (e.g. fbcache:0.08) or off");
   if (!std::isfinite(t) || t <= 0) bad_value("cache", text, "the threshold must be a number > 0");
   return t;
 }
@@ -222,7 +223,8 @@ const RequestOption kOptions[] = {
        r.shift_rule = t;
      },
      [](const GenerationRequest& r) { return nlohmann::json(r.shift_rule); }},
-    {"cache", "--cache", "Step cache: fbcache:T skips the DiT blocks after the first when its change is below T (off by default)",
+    {"cache", "--cache", "Step cache: fbcache:T skips the DiT blocks after the first when its change is below T; fbcache alone "
+     "takes T = 0.08 (off by default)",
      nullptr, nullptr,
      [](GenerationRequest& r, const std::string& t) {
        parse_cache_threshold(t);  // throws naming the option

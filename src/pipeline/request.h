@@ -54,8 +54,9 @@ struct GenerationRequest {
   // ((H/8)·(W/8), 4× the tokens, as sd.cpp passes it).
   std::string shift_rule = "author";
   std::string init_noise;           // safetensors with one F32 [1,16,H/8,W/8] tensor, replaces the seed's noise
-  // Step cache: "" (off) or "fbcache:T" with T > 0 — skip the DiT's blocks after the first when its
-  // change is below T (models/chroma/model.h StepCache). Off by default: it trades fidelity for speed.
+  // Step cache: "" (off), "fbcache" (T = kDefaultCacheThreshold) or "fbcache:T" with T > 0 — skip the
+  // DiT's blocks after the first when its change is below T (models/chroma/model.h StepCache). Off by
+  // default: it trades fidelity for speed.
   std::string cache;
   bool vae_tiling = false;          // decode in overlapping tiles (vae/tiled.h); also chosen when the whole
                                     // image would not fit in memory
@@ -113,6 +114,11 @@ GenerationRequest request_from_json(const nlohmann::json& j, const GenerationReq
 // chroma::Error for an unknown name. A JSON request's "preset" is applied before its other fields,
 // and the command line's --preset before its other flags.
 void apply_preset(GenerationRequest& request, const std::string& name);
+// `--cache fbcache`'s threshold: ParaAttention's for FLUX.1-dev at 28 steps (its first-block cache
+// documentation: residual_diff_threshold=0.08, the same relative-change rule), the trained model nearest
+// Chroma; the random and mini models skip no evaluation below 0.5 (docs/PERFORMANCE.md), so it cannot
+// cost them fidelity, and no real Chroma weights were at hand to tune it.
+constexpr float kDefaultCacheThreshold = 0.08f;
 // The first-block cache threshold of request.cache, 0 when off; throws chroma::Error naming the option
 // for another text or a threshold that is not a finite number > 0.
 float cache_threshold(const GenerationRequest& request);

@@ -185,7 +185,10 @@ TEST(RequestOptions, CacheIsOffOrAPositiveFbcacheThreshold) {
   EXPECT_EQ(cache_threshold(r), 0.08f);
   set_option(r, "cache", "off");
   EXPECT_EQ(cache_threshold(r), 0.0f);
-  for (const char* bad : {"fbcache:0", "fbcache:-0.1", "fbcache:", "fbcache:abc", "fbcache:inf", "teacache:0.1", "0.1"})
+  set_option(r, "cache", "fbcache");  // the default threshold
+  EXPECT_EQ(cache_threshold(r), 0.08f);
+  EXPECT_EQ(request_to_json(r).at("cache"), "fbcache") << "kept as given, so the metadata says what was asked";
+  for (const char* bad : {"fbcache:0", "fbcache:-0.1", "fbcache:", "fbcache:abc", "fbcache:inf", "teacache:0.1", "0.1", "fbcache0.1", "FBCACHE"})
     EXPECT_NE(error_of([&] { set_option(r, "cache", bad); }).find("cache"), std::string::npos) << bad;
   r.cache = "fbcache:0";
   EXPECT_NE(error_of([&] { validate(r); }).find("> 0"), std::string::npos);
