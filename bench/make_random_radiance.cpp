@@ -39,6 +39,9 @@ std::vector<Spec> radiance_tensors(int n_double, int n_single, bool x0, bool pat
   const int64_t p = 16, h = 64, F = 8, ratio = 4, Ci = 3;
   std::vector<Spec> v;
   auto add = [&](const std::string& name, Shape shape, Init init = Init::Weight) { v.push_back({name, std::move(shape), init}); };
+  // The flags first: empty F32 tensors at offset 0 (any later offset would have to be 4-aligned).
+  if (x0) add("__x0__", {0}, Init::Empty);
+  if (patch32) add("__32x32__", {0}, Init::Empty);
   auto linear = [&](const std::string& name, int64_t out, int64_t in) {
     add(name + ".weight", {out, in});
     add(name + ".bias", {out});
@@ -81,8 +84,6 @@ std::vector<Spec> radiance_tensors(int n_double, int n_single, bool x0, bool pat
   add("nerf_final_layer_conv.norm.scale", {h}, Init::NormScale);
   add("nerf_final_layer_conv.conv.weight", {Ci, h, 3, 3});
   add("nerf_final_layer_conv.conv.bias", {Ci});
-  if (x0) add("__x0__", {0}, Init::Empty);
-  if (patch32) add("__32x32__", {0}, Init::Empty);
   return v;
 }
 
