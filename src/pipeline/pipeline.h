@@ -56,7 +56,7 @@ struct Progress {
   double step_seconds = 0;      // mean time of the steps done so far
   double eta_seconds = -1;      // estimated time to the end of the batch's denoising; −1 until a step has run
   // After a denoising step: the x0 estimate x − t·v of the step's last model evaluation [1, 16, H/8, W/8]
-  // (previews, vae/preview.h). Only valid during the callback; null otherwise.
+  // (previews, vae/preview.h; Chroma1-Radiance: the image [1, 3, H, W]). Only valid during the callback; null otherwise.
   const Tensor* denoised = nullptr;
 };
 const char* phase_name(Progress::Phase phase);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "pipeline/output.h"
 #include "pipeline/pipeline.h"
 #include "radiance_checkpoint.h"
 #include "sampling/rng.h"
@@ -68,11 +69,23 @@ TEST_F(RadiancePipeline, TextToImageWithoutVae) {
   Dump dump(test::temp_path("radiance-dump").string());
   RunHooks hooks;
   hooks.dump = &dump;
+  int previews = 0;
+  hooks.progress = [&](const Progress& p) {  // the x0 estimate is an image: previewed as such
+    if (p.denoised) {
+      EXPECT_EQ(shape_str(p.denoised->shape), shape_str({1, 3, 32, 48}));
+      const io::Image preview = preview_image(*p.denoised);
+      EXPECT_EQ(preview.width, 48);
+      EXPECT_EQ(preview.height, 32);
+      ++previews;
+    }
+    return true;
+  };
   const GenerationResult result = pipeline.generate(r, hooks);
   ASSERT_EQ(result.images.size(), 1u);
   const GeneratedImage& img = result.images[0];
   expect_finite_image(img, 48, 32);
   EXPECT_FALSE(img.parameters["models"].contains("vae"));
+  EXPECT_EQ(previews, 2);
 
   // The noise is PyTorch's randn of the pixel shape [1, 3, H, W] for the seed, the image is the
   // final state (no decoder), and 8-bit values are trunc(127.5·(clamp(x) + 1)).
