@@ -171,7 +171,7 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
   const std::string p = dit::weight_prefix(dit);
   PhaseEstimate denoise = weights_estimate(
       "denoising", sum_blocks(dit, {p + "double_blocks.", p + "single_blocks."}, {p + "distilled_guidance_layer."}));
-  const bool radiance = ditc.variant == dit::Variant::Radiance;
+  const bool radiance = ditc.architecture == dit::Architecture::Radiance;
   const int64_t cell = radiance ? ditc.radiance.pixel_patch() : 16;  // image pixels per token side
   const int64_t image_tokens = int64_t(run.height / cell) * (run.width / cell);
   int64_t rows = 0;

@@ -13,7 +13,7 @@ std::string inferred_config(const io::WeightStore& store) {
     if (store.format().kind == io::ModelKind::DiT) {
       const dit::ChromaConfig c = dit::ChromaConfig::from_weights(store);
       std::string radiance;
-      if (c.variant == dit::Variant::Radiance) {
+      if (c.architecture == dit::Architecture::Radiance) {
         const dit::RadianceConfig& r = c.radiance;
         char h[200];
         std::snprintf(h, sizeof h, "; pixel space: %d-pixel patches, head width %d, %d GLU blocks of %d, %d² DCT features, %s prediction",
@@ -23,7 +23,7 @@ std::string inferred_config(const io::WeightStore& store) {
       std::snprintf(b, sizeof b,
                     "%s: hidden %d, heads %d × %d, mlp %d, double blocks %d, single blocks %d, context %d, "
                     "approximator %d → %d × %d layers%s",
-                    c.variant_name().c_str(), c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
+                    c.architecture_name().c_str(), c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
                     c.approx_in, c.approx_hidden, c.approx_layers, radiance.c_str());
       return b;
     }

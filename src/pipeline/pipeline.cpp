@@ -166,13 +166,13 @@ Pipeline::Pipeline(PipelineConfig config)
     });
 }
 
-bool Pipeline::pixel_space() const { return models_->dit && models_->dit->config().variant == dit::Variant::Radiance; }
+bool Pipeline::pixel_space() const { return models_->dit && models_->dit->config().architecture == dit::Architecture::Radiance; }
 
 std::string Pipeline::model_name() const {
   if (!models_->dit) return "";
   const dit::ChromaConfig& c = models_->dit->config();
-  if (c.variant != dit::Variant::Radiance) return c.variant_name();
-  return c.variant_name() + " (pixel space, " + (c.radiance.x0 ? "x0" : "velocity") + " prediction, " +
+  if (c.architecture != dit::Architecture::Radiance) return c.architecture_name();
+  return c.architecture_name() + " (pixel space, " + (c.radiance.x0 ? "x0" : "velocity") + " prediction, " +
          std::to_string(c.radiance.pixel_patch()) + "-pixel patches)";
 }
 

@@ -129,7 +129,7 @@ class Pipeline {
   int threads() const { return context_.threads(); }  // worker threads of its runs (0 resolved to the cores)
   Compute compute() const { return context_.compute(); }
   const std::vector<PhaseStats>& open_phases() const { return open_phases_; }
-  // The DiT's variant, e.g. "Chroma (latent)" or "Chroma1-Radiance (pixel space, x0 prediction,
+  // The DiT's architecture, e.g. "Chroma (latent)" or "Chroma1-Radiance (pixel space, x0 prediction,
   // 16-pixel patches)", for -v.
   std::string model_name() const;
   // Whether the DiT is Chroma1-Radiance: the sampler's state is the image [1, 3, H, W] and no VAE runs.

@@ -226,8 +226,8 @@ TEST(RadianceConfig, InferredFromShapesAndFlags) {
   MiniRadiance o;
   Mini mini(o, "radiance_config.safetensors");
   const ChromaConfig& c = mini.model.config();
-  EXPECT_EQ(c.variant, Variant::Radiance);
-  EXPECT_EQ(c.variant_name(), "Chroma1-Radiance");
+  EXPECT_EQ(c.architecture, Architecture::Radiance);
+  EXPECT_EQ(c.architecture_name(), "Chroma1-Radiance");
   EXPECT_EQ(c.hidden, 128);
   EXPECT_EQ(c.in_channels, 3);
   EXPECT_EQ(c.latent_channels(), 3);
@@ -252,7 +252,7 @@ TEST(RadianceConfig, InferredFromShapesAndFlags) {
   std::map<std::string, Tensor> prefixed;
   for (auto& [name, t] : test::mini_radiance_tensors(MiniRadiance{})) prefixed[std::string(kComfyPrefix) + name] = t;
   const ChromaModel p(io::WeightStore::open(test::write_radiance(prefixed, "radiance_prefixed.safetensors")));
-  EXPECT_EQ(p.config().variant, Variant::Radiance);
+  EXPECT_EQ(p.config().architecture, Architecture::Radiance);
 }
 
 // ---- The pieces -------------------------------------------------------------------------------------

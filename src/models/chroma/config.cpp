@@ -23,8 +23,8 @@ bool is_radiance(const io::WeightStore& weights) {
   return it != weights.tensors().end() && it->first.starts_with(head);
 }
 
-std::string ChromaConfig::variant_name() const {
-  return variant == Variant::Radiance ? "Chroma1-Radiance" : "Chroma (latent)";
+std::string ChromaConfig::architecture_name() const {
+  return architecture == Architecture::Radiance ? "Chroma1-Radiance" : "Chroma (latent)";
 }
 
 namespace {
@@ -50,7 +50,7 @@ ChromaConfig ChromaConfig::from_weights(const io::WeightStore& weights) {
   if (is_radiance(weights)) {
     // Chroma1-Radiance (docs/radiance.md §1): a patch conv instead of img_in, a per-patch decoder
     // (nerf_*) instead of final_layer and the VAE.
-    c.variant = Variant::Radiance;
+    c.architecture = Architecture::Radiance;
     RadianceConfig& r = c.radiance;
     const Shape& conv = shape_of(weights, p + "img_in_patch.weight", 4);  // [C, 3, 16, 16]
     c.hidden = int(conv[0]);
@@ -110,7 +110,7 @@ ChromaConfig ChromaConfig::from_weights(const io::WeightStore& weights) {
   const int axes_sum = std::accumulate(c.axes_dim.begin(), c.axes_dim.end(), 0);
   check(axes_sum == c.head_dim, weights,
         "head dim " + std::to_string(c.head_dim) + " differs from the RoPE axes sum " + std::to_string(axes_sum));
-  check(c.variant == Variant::Radiance || (c.in_channels > 0 && c.in_channels % (c.patch * c.patch) == 0), weights,
+  check(c.architecture == Architecture::Radiance || (c.in_channels > 0 && c.in_channels % (c.patch * c.patch) == 0), weights,
         "img_in.weight has " + std::to_string(c.in_channels) + " columns, not a multiple of 4 (2x2 patches)");
   check(c.approx_in > 0 && c.approx_in % 4 == 0, weights,
         "approximator input width " + std::to_string(c.approx_in) + " is not a multiple of 4 (16 + 16 + 32 split)");

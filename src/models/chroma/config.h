@@ -18,9 +18,9 @@ std::string weight_prefix(const io::WeightStore& weights);
 // tensors (with or without kComfyPrefix).
 bool is_radiance(const io::WeightStore& weights);
 
-// Which Chroma: the latent models (Chroma1-HD, -Base, -Flash: img_in and final_layer on Flux VAE
+// Which architecture: the latent models (Chroma1-HD, -Base, -Flash: img_in and final_layer on Flux VAE
 // latents) or Chroma1-Radiance (pixel space: img_in_patch and a per-patch decoder, docs/radiance.md).
-enum class Variant { Latent, Radiance };
+enum class Architecture { Latent, Radiance };
 
 // The sizes of Chroma1-Radiance's pixel path (docs/radiance.md §1), from its tensors.
 struct RadianceConfig {
@@ -37,8 +37,8 @@ struct RadianceConfig {
 };
 
 struct ChromaConfig {
-  Variant variant = Variant::Latent;
-  RadianceConfig radiance;  // Variant::Radiance only
+  Architecture architecture = Architecture::Latent;
+  RadianceConfig radiance;  // Architecture::Radiance only
   int hidden = 0;         // C: img_in.weight rows (3072)
   int heads = 0;          // H: hidden / head_dim (24)
   int head_dim = 0;       // D: length of *.query_norm.scale (128)
@@ -60,11 +60,11 @@ struct ChromaConfig {
   float eps = 1e-6f;                            // LayerNorm and RMSNorm eps everywhere (spec §6.4)
 
   // Channels of the model's input and output: latent channels (16) or, for Radiance, RGB (3).
-  int latent_channels() const { return variant == Variant::Radiance ? in_channels : in_channels / (patch * patch); }
+  int latent_channels() const { return architecture == Architecture::Radiance ? in_channels : in_channels / (patch * patch); }
   // Input pixels (latent or image) per token side: 2, or Radiance's pixel_patch() (16).
-  int token_patch() const { return variant == Variant::Radiance ? radiance.pixel_patch() : patch; }
+  int token_patch() const { return architecture == Architecture::Radiance ? radiance.pixel_patch() : patch; }
   // "Chroma1-Radiance" or "Chroma (latent)", for `chromacpp info` and -v.
-  std::string variant_name() const;
+  std::string architecture_name() const;
   int temb_dim() const { return approx_in / 4; }   // timestep and guidance embeddings (16 each)
   int index_dim() const { return approx_in / 2; }  // modulation-index embedding (32)
 

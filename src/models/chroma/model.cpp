@@ -353,7 +353,7 @@ Tensor difference(const Tensor& a, const Tensor& b) {
 std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
                                                 const Tensor& mods, StepCache* cache, std::optional<float> t) const {
   const ChromaConfig& c = config_;
-  const bool radiance = c.variant == Variant::Radiance;
+  const bool radiance = c.architecture == Architecture::Radiance;
   const int tp = c.token_patch();  // input pixels per token side
   if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(1) != c.latent_channels() || latent.dim(2) % tp ||
       latent.dim(3) % tp || latent.dim(2) == 0 || latent.dim(3) == 0)

@@ -49,7 +49,7 @@ ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& c) 
   const Loader ld{store, weight_prefix(store)};
   const int64_t C = c.hidden, M = c.mlp_hidden, X = c.approx_hidden;
   ChromaWeights w;
-  if (c.variant == Variant::Radiance) {
+  if (c.architecture == Architecture::Radiance) {
     const RadianceConfig& r = c.radiance;
     const int64_t h = r.nerf_hidden, Ci = c.in_channels;
     w.radiance.patch_weight = ld.tensor("img_in_patch.weight", {C, Ci, r.conv_patch, r.conv_patch});
@@ -94,7 +94,7 @@ ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& c) 
   }
   // Output width = input width: the velocity has the latent's shape (patch size 1 inside the DiT).
   // Radiance has no final_layer (its head replaces it).
-  if (c.variant == Variant::Latent) w.final_linear = ld.linear("final_layer.linear", c.in_channels, C);
+  if (c.architecture == Architecture::Latent) w.final_linear = ld.linear("final_layer.linear", c.in_channels, C);
   return w;
 }
 

@@ -89,7 +89,7 @@ struct RadianceWeights {
 };
 
 struct ChromaWeights {
-  RadianceWeights radiance;  // Variant::Radiance only (then img_in and final_linear are empty)
+  RadianceWeights radiance;  // Architecture::Radiance only (then img_in and final_linear are empty)
   LinearWeights img_in;  // [C, P]
   LinearWeights txt_in;  // [C, T]
   ApproximatorWeights approximator;
