@@ -112,7 +112,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
                   "(recognised by content; default: $CHROMA_MODELS, then ./models)");
   cmd->add_option("--dit", m.config.files.dit, "Chroma DiT: safetensors file or folder (original, diffusers or fp8 scaled), or GGUF");
   cmd->add_option("--t5", m.config.files.t5, "T5-XXL: safetensors file, index.json or folder (bf16/f16 or fp8 scaled), or GGUF");
-  cmd->add_option("--vae", m.config.files.vae, "Flux VAE: ae.safetensors or diffusers vae/ folder");
+  cmd->add_option("--vae", m.config.files.vae, "Flux VAE: ae.safetensors or diffusers vae/ folder (Chroma1-Radiance needs none)");
   cmd->add_option("--tokenizer", m.config.files.tokenizer, "T5 spiece.model");
   cmd->add_option("--threads", m.config.threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option_function<std::string>(
@@ -263,7 +263,9 @@ int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions&
                  request.height, request.steps, double(request.cfg), request.init_noise.c_str());
 
   pipeline::Pipeline pipeline(m.config);
-  if (out.verbose) std::fprintf(stderr, "chromacpp: %s, %s compute\n", pipeline::variant_name(variant), compute_name(pipeline.compute()));
+  if (out.verbose)
+    std::fprintf(stderr, "chromacpp: model %s, %s compute
+", pipeline.model_name().c_str(), compute_name(pipeline.compute()));
   std::unique_ptr<pipeline::Dump> dump;
   if (!out.dump_dir.empty()) dump = std::make_unique<pipeline::Dump>(out.dump_dir);
   pipeline::RunHooks hooks;

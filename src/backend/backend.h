@@ -35,6 +35,7 @@ class Backend {
   virtual Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
   virtual void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
+  virtual void mul(Tensor& x, const Tensor& y) = 0;
   virtual void gelu_tanh(Tensor& x) = 0;
   virtual void silu(Tensor& x) = 0;
   virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
@@ -45,6 +46,9 @@ class Backend {
   virtual Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride,
                         ops::Padding pad) = 0;
   virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
+  virtual Tensor downsample_nearest2x(const Tensor& x) = 0;
+  virtual Tensor batched_matmul(const Tensor& a, const Tensor& b) = 0;
+  virtual void normalize_columns(Tensor& x, float eps) = 0;
 };
 
 // The backend ops.h uses on the calling thread: the one a BackendScope bound, else the process's

@@ -102,6 +102,11 @@ void add(Tensor& x, const Tensor& y) {
   t.bytes = f32_bytes(2 * x.numel(), x.numel());
   active_backend().add(x, y);
 }
+void mul(Tensor& x, const Tensor& y) {
+  OpTimer t(OpClass::Norm, "mul");
+  t.bytes = f32_bytes(2 * x.numel(), x.numel());
+  active_backend().mul(x, y);
+}
 Tensor gelu_tanh(Tensor x) {
   OpTimer t(OpClass::Norm, "gelu_tanh");
   t.bytes = f32_bytes(x.numel(), x.numel());
@@ -141,6 +146,22 @@ Tensor upsample_nearest2x(const Tensor& x) {
   OpTimer t(OpClass::Norm, "upsample_nearest2x");
   t.bytes = f32_bytes(x.numel(), 4 * x.numel());
   return active_backend().upsample_nearest2x(x);
+}
+
+Tensor downsample_nearest2x(const Tensor& x) {
+  OpTimer t(OpClass::Norm, "downsample_nearest2x");
+  t.bytes = f32_bytes(x.numel() / 4, x.numel() / 4);
+  return active_backend().downsample_nearest2x(x);
+}
+Tensor batched_matmul(const Tensor& a, const Tensor& b) {
+  OpTimer t(OpClass::Linear, "batched_matmul");
+  if (t.on() && a.rank() == 3 && b.rank() == 3) t.flops = 2.0 * double(a.numel()) * double(b.dim(2));  // 2·B·M·K·N
+  return active_backend().batched_matmul(a, b);
+}
+void normalize_columns(Tensor& x, float eps) {
+  OpTimer t(OpClass::Norm, "normalize_columns");
+  t.bytes = f32_bytes(2 * x.numel(), x.numel());
+  active_backend().normalize_columns(x, eps);
 }
 
 namespace {
@@ -205,6 +226,47 @@ Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end) {
   Tensor y({L, W});
   for (int64_t i = 0; i < L; ++i) std::copy_n(x.ptr() + i * C + begin, W, y.ptr() + i * W);
   return y;
+}
+
+Tensor image_to_patch_pixels(const Tensor& x, int patch) {
+  OpTimer t(OpClass::DataMovement, "image_to_patch_pixels");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  const int64_t p = patch;
+  if (x.rank() != 3 || p < 1 || x.dim(1) < p || x.dim(2) < p || x.dim(1) % p || x.dim(2) % p)
+    throw Error("image_to_patch_pixels: input " + shape_str(x.shape) + " is not an image [C, H, W] with H and W "
+                "positive multiples of the patch size " + std::to_string(patch));
+  const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2), gw = W / p;
+  Tensor y({H * W, C});
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t yy = 0; yy < H; ++yy)
+      for (int64_t xx = 0; xx < W; ++xx) {
+        const int64_t patch_index = (yy / p) * gw + xx / p, pixel = (yy % p) * p + xx % p;
+        y.data[size_t((patch_index * p * p + pixel) * C + c)] = x.data[size_t((c * H + yy) * W + xx)];
+      }
+  return y;
+}
+
+void patch_pixels_to_image(const Tensor& rows, int64_t first_patch, int patch, Tensor& image) {
+  OpTimer t(OpClass::DataMovement, "patch_pixels_to_image");
+  t.bytes = f32_bytes(rows.numel(), rows.numel());
+  const int64_t p = patch;
+  if (image.rank() != 3 || p < 1 || image.dim(1) % p || image.dim(2) % p)
+    throw Error("patch_pixels_to_image: image " + shape_str(image.shape) + " is not [C, H, W] with H and W multiples of " +
+                std::to_string(patch));
+  const int64_t C = image.dim(0), H = image.dim(1), W = image.dim(2), gw = W / p, patches = (H / p) * gw;
+  if (rows.rank() != 2 || rows.dim(1) != C || rows.dim(0) % (p * p) || first_patch < 0 ||
+      first_patch + rows.dim(0) / (p * p) > patches)
+    throw Error("patch_pixels_to_image: rows " + shape_str(rows.shape) + " from patch " + std::to_string(first_patch) +
+                " do not fit image " + shape_str(image.shape) + " in " + std::to_string(patch) + "-pixel patches");
+  const int64_t n = rows.dim(0) / (p * p);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t patch_index = first_patch + k, y0 = (patch_index / gw) * p, x0 = (patch_index % gw) * p;
+    for (int64_t pixel = 0; pixel < p * p; ++pixel) {
+      const float* src = rows.ptr() + (k * p * p + pixel) * C;
+      const int64_t yy = y0 + pixel / p, xx = x0 + pixel % p;
+      for (int64_t c = 0; c < C; ++c) image.data[size_t((c * H + yy) * W + xx)] = src[c];
+    }
+  }
 }
 
 }  // namespace chroma::ops

@@ -50,6 +50,8 @@ Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& s
 void add_gated(Tensor& x, const Tensor& gate, const Tensor& y);
 // x += y (same shape)
 void add(Tensor& x, const Tensor& y);
+// x ⊙= y elementwise (same shape)
+void mul(Tensor& x, const Tensor& y);
 
 // Elementwise activations (in place on the argument, which is returned).
 Tensor gelu_tanh(Tensor x);   // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
@@ -79,11 +81,28 @@ struct Padding { int top = 0, left = 0, bottom = 0, right = 0; };
 Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int stride, Padding pad);
 // Nearest-neighbour ×2 upsampling of an image [C, H, W] → [C, 2H, 2W].
 Tensor upsample_nearest2x(const Tensor& x);
+// Nearest-neighbour ×½ downsampling of an image [C, H, W] (H, W even) → [C, H/2, W/2]: y[c, i, j] =
+// x[c, 2i, 2j] (PyTorch's interpolate(mode="nearest") to exactly half the size).
+Tensor downsample_nearest2x(const Tensor& x);
+
+// Batched matrix product (torch.bmm): a [B, M, K] · b [B, K, N] → [B, M, N], float32.
+Tensor batched_matmul(const Tensor& a, const Tensor& b);
+// L2 normalisation of every column of every matrix of x [B, K, N], in place (torch's
+// F.normalize(x, dim=-2)): x[b, :, n] ← x[b, :, n] / max(‖x[b, :, n]‖₂, eps).
+void normalize_columns(Tensor& x, float eps);
 
 // Plain data movement (no backend involvement needed, but kept in the vocabulary).
 Tensor transpose(const Tensor& x);                             // [A, B] → [B, A]
 Tensor concat_rows(const Tensor& a, const Tensor& b);          // [La, C] ++ [Lb, C] → [La+Lb, C]
 Tensor concat_cols(const Tensor& a, const Tensor& b);          // [L, Ca] ++ [L, Cb] → [L, Ca+Cb]
 Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end);  // [L, C] → [L, end−begin]
+// An image [C, H, W] cut into p×p patches, one row per pixel: [(H/p)·(W/p)·p², C]. Row
+// (t·p² + dy·p + dx) holds the C channels of pixel (p·i + dy, p·j + dx) of patch t = i·(W/p) + j
+// (PyTorch's unfold(kernel p, stride p) transposed to patch-major, pixel-major order).
+// Throws chroma::Error unless H and W are positive multiples of p.
+Tensor image_to_patch_pixels(const Tensor& x, int patch);
+// The inverse for a run of patches: rows [n·p², C] of patches first … first + n − 1 written into
+// `image` [C, H, W] (PyTorch's fold of those patches). Throws when the patches do not fit the image.
+void patch_pixels_to_image(const Tensor& rows, int64_t first_patch, int patch, Tensor& image);
 
 }  // namespace chroma::ops

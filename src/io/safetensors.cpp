@@ -52,7 +52,9 @@ TensorView parse_entry(const std::string& path, const std::string& name, const j
   if (end - begin != *expected)
     fail(path, where + ": " + std::to_string(end - begin) + " bytes stored but shape " + shape_str(v.shape) + " × " +
                    dtype_name(v.dtype) + " needs " + std::to_string(*expected));
-  if (begin % dtype_size(v.dtype) != 0) fail(path, where + ": data offset " + std::to_string(begin) + " is misaligned");
+  // An empty tensor (e.g. Chroma1-Radiance's "__x0__" flag, F32 [0]) reads no bytes: any offset will do.
+  if (end > begin && begin % dtype_size(v.dtype) != 0)
+    fail(path, where + ": data offset " + std::to_string(begin) + " is misaligned");
   v.data = base + begin;
   v.nbytes = size_t(*expected);
   *range = {begin, end};

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "models/chroma/config.h"
+#include "models/chroma/radiance.h"
 #include "models/chroma/model.h"
 #include "models/t5/t5.h"
 #include "models/vae/vae.h"
@@ -100,6 +101,36 @@ size_t vae_activations(const vae::VaeConfig& c, int width, int height) {
   return most + kWinogradTileScratch + kF32 * 36 * widest;
 }
 
+// Chroma1-Radiance's head (models/chroma/radiance.h) for `sequences` images of H×W: one tile of n
+// patches at a time holds its generated weights (the param_generator output and its three
+// normalised parts: 2·3·h·m per patch), its features (x, the normalised x and the DCT rows: 3·h per
+// pixel, plus the Ci + F² embedder input) and the GLU products (3·m per pixel); the whole image holds
+// the folded features [h, H, W], the pixel rows and the sequences' outputs.
+size_t radiance_head_activations(const dit::ChromaConfig& c, int width, int height, size_t sequences) {
+  const dit::RadianceConfig& r = c.radiance;
+  const size_t h = size_t(r.nerf_hidden), m = size_t(r.mlp_hidden()), pp = size_t(r.pixel_patch()) * size_t(r.pixel_patch());
+  const size_t pixels = size_t(width) * size_t(height);
+  const size_t tile = std::min(size_t(dit::radiance::kTilePatches), std::max<size_t>(1, pixels / pp));
+  const size_t per_tile = tile * (6 * h * m + pp * (3 * h + size_t(c.in_channels) + size_t(r.max_freqs * r.max_freqs) + 3 * m));
+  const size_t image = pixels * (h + size_t(c.in_channels) * (2 + sequences));
+  return kF32 * (per_tile + image);
+}
+
+// The VAE decoder's phase at the run's size, whole or tiled.
+PhaseEstimate decode_estimate(const io::WeightStore& vae, const RunShape& run) {
+  PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));
+  const vae::VaeConfig vaec = vae::VaeConfig::from_weights(vae);
+  if (run.vae_tile > 0) {
+    // One tile's activations, plus the blended image and its weights (vae/tiled.cpp).
+    const int side = run.vae_tile * vaec.downscale();
+    decode.activation_bytes = vae_activations(vaec, std::min(side, run.width), std::min(side, run.height)) +
+                              kF32 * size_t(run.width) * size_t(run.height) * size_t(vaec.out_channels + 1);
+  } else {
+    decode.activation_bytes = vae_activations(vaec, run.width, run.height);
+  }
+  return decode;
+}
+
 }  // namespace
 
 size_t PhaseEstimate::resident_weight_bytes(bool low_memory) const {
@@ -140,29 +171,26 @@ MemoryPlan plan_memory(const io::WeightStore& t5, const io::WeightStore& dit, co
   const std::string p = dit::weight_prefix(dit);
   PhaseEstimate denoise = weights_estimate(
       "denoising", sum_blocks(dit, {p + "double_blocks.", p + "single_blocks."}, {p + "distilled_guidance_layer."}));
-  const int64_t image_tokens = int64_t(run.height / 16) * (run.width / 16);
+  const bool radiance = ditc.architecture == dit::Architecture::Radiance;
+  const int64_t cell = radiance ? ditc.radiance.pixel_patch() : 16;  // image pixels per token side
+  const int64_t image_tokens = int64_t(run.height / cell) * (run.width / cell);
   int64_t rows = 0;
   for (int64_t lt : run.text_rows) rows += image_tokens + lt;
   denoise.activation_bytes = dit_activations(ditc, rows) + gemm_scratch(rows, ditc.hidden + ditc.mlp_hidden);
+  if (radiance)  // the head runs after the blocks: its activations replace theirs, the tokens stay
+    denoise.activation_bytes = std::max(denoise.activation_bytes,
+                                        kF32 * size_t(rows) * size_t(ditc.hidden) +
+                                            radiance_head_activations(ditc, run.width, run.height, run.text_rows.size()) +
+                                            gemm_scratch(int64_t(dit::radiance::kTilePatches), ditc.hidden));
   plan.phases.push_back(denoise);
-
-  PhaseEstimate decode = weights_estimate("decoding", sum_blocks(vae, {}, {}));
-  const vae::VaeConfig vaec = vae::VaeConfig::from_weights(vae);
-  if (run.vae_tile > 0) {
-    // One tile's activations, plus the blended image and its weights (vae/tiled.cpp).
-    const int side = run.vae_tile * vaec.downscale();
-    decode.activation_bytes = vae_activations(vaec, std::min(side, run.width), std::min(side, run.height)) +
-                              kF32 * size_t(run.width) * size_t(run.height) * size_t(vaec.out_channels + 1);
-  } else {
-    decode.activation_bytes = vae_activations(vaec, run.width, run.height);
-  }
-  plan.phases.push_back(decode);
+  const size_t denoise_index = plan.phases.size() - 1;
+  if (!radiance) plan.phases.push_back(decode_estimate(vae, run));  // Radiance: no VAE, the state is the image
 
   for (PhaseEstimate& e : plan.phases)
     if (e.phase != "LoRA fusing") e.held_bytes = lora.fused_bytes;
   // The fused copies stand for base weights that are then never read; the part in streamed blocks
   // is taken from the streamed bytes too (an upper bound on what --low-memory keeps).
-  PhaseEstimate& d = plan.phases[plan.phases.size() - 2];
+  PhaseEstimate& d = plan.phases[denoise_index];
   const size_t replaced = std::min(lora.replaced_bytes, d.weight_bytes);
   d.weight_bytes += lora.adapter_bytes - replaced;
   d.streamed_bytes -= std::min(replaced, d.streamed_bytes);

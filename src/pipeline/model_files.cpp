@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "io/safetensors.h"
+#include "models/chroma/config.h"
 #include "net/cache.h"
 
 namespace chroma::pipeline {
@@ -113,9 +114,18 @@ std::string resolve_model_files(ModelFiles& files, const std::vector<std::string
     for (size_t i = 0; i < 4; ++i)
       if (slots[i]->empty()) *slots[i] = *from[i];
   }
+  // Chroma1-Radiance decodes its own pixels: no VAE needed (docs/radiance.md).
+  bool vae_needed = true;
+  if (files.vae.empty() && !files.dit.empty()) {
+    try {
+      vae_needed = !dit::is_radiance(io::WeightStore::open(files.dit));
+    } catch (const Error&) {
+      // an unreadable DiT is reported when the pipeline opens it
+    }
+  }
   std::string missing;
   for (size_t i = 0; i < 4; ++i)
-    if (slots[i]->empty())
+    if (slots[i]->empty() && (slots[i] != &files.vae || vae_needed))
       missing += std::string("  ") + sources[i]->flag + "  " + sources[i]->what + "\n      from " + sources[i]->where + "\n";
   if (missing.empty()) return "";
   std::string searched;

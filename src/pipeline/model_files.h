@@ -29,6 +29,7 @@ ModelFiles find_model_files(const std::string& dir);
 // Fills the unset paths of `files` from `dirs` (the first folder holding a component wins). Returns ""
 // when all four are known, else a message (several lines) naming each missing component, its flag and
 // where it is published.
+// A Chroma1-Radiance DiT needs no VAE: its absence is then not reported.
 std::string resolve_model_files(ModelFiles& files, const std::vector<std::string>& dirs);
 
 }  // namespace chroma::pipeline

@@ -8,15 +8,23 @@
 namespace chroma::pipeline {
 
 std::string inferred_config(const io::WeightStore& store) {
-  char b[320];
+  char b[640];
   try {
     if (store.format().kind == io::ModelKind::DiT) {
       const dit::ChromaConfig c = dit::ChromaConfig::from_weights(store);
+      std::string radiance;
+      if (c.architecture == dit::Architecture::Radiance) {
+        const dit::RadianceConfig& r = c.radiance;
+        char h[200];
+        std::snprintf(h, sizeof h, "; pixel space: %d-pixel patches, head width %d, %d GLU blocks of %d, %d² DCT features, %s prediction",
+                      r.pixel_patch(), r.nerf_hidden, r.nerf_depth, r.mlp_hidden(), r.max_freqs, r.x0 ? "x0" : "velocity");
+        radiance = h;
+      }
       std::snprintf(b, sizeof b,
-                    "hidden %d, heads %d × %d, mlp %d, double blocks %d, single blocks %d, context %d, "
-                    "approximator %d → %d × %d layers",
-                    c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
-                    c.approx_in, c.approx_hidden, c.approx_layers);
+                    "%s: hidden %d, heads %d × %d, mlp %d, double blocks %d, single blocks %d, context %d, "
+                    "approximator %d → %d × %d layers%s",
+                    c.architecture_name().c_str(), c.hidden, c.heads, c.head_dim, c.mlp_hidden, c.double_blocks, c.single_blocks, c.context_dim,
+                    c.approx_in, c.approx_hidden, c.approx_layers, radiance.c_str());
       return b;
     }
     if (store.format().kind == io::ModelKind::T5) {

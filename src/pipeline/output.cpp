@@ -1,5 +1,7 @@
 #include "pipeline/output.h"
 
+#include "pipeline/pipeline.h"
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -116,7 +118,11 @@ io::Image contact_sheet(const std::vector<io::Image>& images) {
   return sheet;
 }
 
-io::Image preview_image(const Tensor& latent) { return vae::latent_preview(latent); }
+io::Image preview_image(const Tensor& latent) {
+  // Chroma1-Radiance's state is already the image [1, 3, H, W].
+  if (latent.rank() == 4 && latent.dim(1) == 3) return {int(latent.dim(3)), int(latent.dim(2)), to_rgb8(latent), {}};
+  return vae::latent_preview(latent);
+}
 
 std::string infotext(const nlohmann::json& p) {
   auto text = [&](const char* key) { return p.contains(key) && p[key].is_string() ? p[key].get<std::string>() : ""; };

@@ -33,7 +33,7 @@ std::string grid_path(const std::string& pattern);
 io::Image contact_sheet(const std::vector<io::Image>& images);
 
 // A cheap RGB preview of a latent [1, 16, h, w] at its own size (no VAE; models/vae/preview.h), e.g. of
-// Progress::denoised.
+// Progress::denoised; Chroma1-Radiance's [1, 3, H, W] is the image itself (to_rgb8).
 io::Image preview_image(const Tensor& latent);
 
 // The A1111-style "parameters" text of an image's JSON parameters.

@@ -157,11 +157,30 @@ Pipeline::Pipeline(PipelineConfig config)
     variant_ = config_.variant ? *config_.variant : dit::detect_variant(m.dit_weights);
     m.dit.emplace(m.dit_weights, residency);
   });
-  open_for("--vae", f.vae, [&](const std::string& p) {
-    m.vae_weights = open_weights(p, kVaePrefix);
-    m.vae.emplace(m.vae_weights);
-    if (m.vae_weights.has("encoder.conv_in.weight")) m.vae_encoder.emplace(m.vae_weights);
-  });
+  // Chroma1-Radiance works in pixel space: its own head replaces the VAE (docs/radiance.md), so it
+  // needs no --vae and ignores one given.
+  if (!pixel_space())
+    open_for("--vae", f.vae, [&](const std::string& p) {
+      m.vae_weights = open_weights(p, kVaePrefix);
+      m.vae.emplace(m.vae_weights);
+      if (m.vae_weights.has("encoder.conv_in.weight")) m.vae_encoder.emplace(m.vae_weights);
+    });
+}
+
+bool Pipeline::pixel_space() const { return models_->dit && models_->dit->config().architecture == dit::Architecture::Radiance; }
+
+std::string Pipeline::model_name() const {
+  if (!models_->dit) return "";
+  const dit::ChromaConfig& c = models_->dit->config();
+  const std::string name = dit::variant_name(variant_);
+  if (c.architecture != dit::Architecture::Radiance) return name + " (latent)";
+  return name + " (pixel space, " + (c.radiance.x0 ? "x0" : "velocity") + " prediction, " +
+         std::to_string(c.radiance.pixel_patch()) + "-pixel patches)";
+}
+
+Shape Pipeline::state_shape(const GenerationRequest& r) const {
+  if (pixel_space()) return {1, models_->dit->config().latent_channels(), r.height, r.width};
+  return {1, kLatentChannels, r.height / 8, r.width / 8};
 }
 
 Pipeline::~Pipeline() = default;
@@ -281,10 +300,11 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
       const TraceBinding only_first_step(i == first_step ? dump : nullptr);
       TracePrefix p(step);
       // CFG steps run both prompts in one packed DiT pass: each weight is read once for both (model.h).
+      // t: Chroma1-Radiance's x0 prediction becomes the velocity (x − x0)/t inside the model.
       if (cfg)
-        velocities = model.forward_packed(x, {{text.positive, "pos."}, {text.negative, "neg."}}, mods, cache);
+        velocities = model.forward_packed(x, {{text.positive, "pos."}, {text.negative, "neg."}}, mods, cache, t);
       else
-        velocities = model.forward_packed(x, {{text.positive, "pos."}}, mods, cache);
+        velocities = model.forward_packed(x, {{text.positive, "pos."}}, mods, cache, t);
     }
     const Tensor v_pos = sampling::round_state(velocities[0], prec);
     Tensor v = v_pos, v_neg;
@@ -331,6 +351,10 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
 
 Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled, ProgressReporter& progress) const {
   progress.phase(Progress::Phase::Decoding);
+  if (pixel_space()) {  // Chroma1-Radiance: the denoised state is the image (docs/radiance.md §6)
+    require_finite(latent, "denoising");
+    return latent;
+  }
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);  // the dump keeps the decoder's output only
   const ops::profile::Section ops_section("decoding");
   const vae::Decoder& decoder = *models_->vae;
@@ -344,6 +368,7 @@ Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled,
 }
 
 Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const {
+  if (pixel_space()) return image;  // Chroma1-Radiance: x0 is the image's pixels (docs/radiance.md §6)
   if (!models_->vae_encoder)
     throw Error("--vae " + config_.files.vae + ": holds no encoder (encoder.* tensors): img2img needs the full VAE");
   progress.phase(Progress::Phase::ImageEncoding);
@@ -416,9 +441,9 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   for (const LoraRequest& tag : take_lora_tags(r.prompt)) loras.push_back(tag);
   GenerationResult result;
   const std::vector<LoraRequest> resolved = resolve_loras(loras);
-  const std::vector<float> schedule = request_schedule(r);
+  const std::vector<float> schedule = request_schedule(r, pixel_space());
   const int steps = int(schedule.size()) - 1;  // the beta scheduler may give fewer than r.steps
-  const int first = first_step(r);
+  const int first = first_step(r, pixel_space());
   const bool cfg = any_cfg(r, first, steps);
   const uint64_t seed = r.seed ? *r.seed : random_seed();
   // Refuse now, with the flag that would fit, rather than be killed by the OOM killer later. A decode
@@ -433,9 +458,10 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     if (cfg) shape.text_rows.push_back(rows(r.negative_prompt));
     const BackendScope threads(context_.backend(), context_.threads());  // the plan counts per-thread scratch
     auto plan = [&] { return plan_memory(models_->t5_weights, models_->dit_weights, models_->vae_weights, shape, lora); };
+    if (pixel_space()) tiled = false;  // no VAE: nothing to tile
     MemoryPlan p = plan();
     const size_t available = available_memory_bytes();
-    if (!tiled && available > 0 && p.peak_bytes(config_.low_memory) > available) {
+    if (!tiled && !pixel_space() && available > 0 && p.peak_bytes(config_.low_memory) > available) {
       shape.vae_tile = kVaeTiling.tile;
       if (MemoryPlan t = plan(); t.peak_bytes(config_.low_memory) <= available) {
         result.warnings.push_back("decoding in tiles: the whole " + std::to_string(r.width) + "×" +
@@ -472,7 +498,8 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     if (hooks.dump) hooks.dump->put("input.init_latent", original);
     if (r.has_mask()) {
       pixel_mask = mask_weights(mask, r.mask_blur);
-      latent_weights = latent_mask(pixel_mask);
+      // Radiance blends pixels, so its mask is the pixel mask itself.
+      latent_weights = pixel_space() ? pixel_mask.reshaped({1, 1, r.height, r.width}) : latent_mask(pixel_mask);
     }
   }
   TextConditioning text;
@@ -483,7 +510,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
   }
   nlohmann::json models = nlohmann::json::object();
   for (const auto& [key, path] : {std::pair{"dit", config_.files.dit}, {"t5", config_.files.t5}, {"vae", config_.files.vae}})
-    models[key] = std::filesystem::path(path).filename().string();
+    if (!(key == std::string("vae") && pixel_space())) models[key] = std::filesystem::path(path).filename().string();
 
   // The images of the batch: seed, seed + 1, … (wrapping at 2^64), everything else shared.
   for (int i = 0; i < r.batch_count; ++i) {
@@ -491,7 +518,7 @@ GenerationResult Pipeline::generate(const GenerationRequest& request, const RunH
     const uint64_t image_seed = seed + uint64_t(i);
     GenerationRequest image_request = r;  // the ancestral samplers' noise follows the image's seed
     if (r.init_noise.empty()) image_request.seed = image_seed;
-    const Tensor noise = sampling::round_state(initial_noise(r, image_seed), prec);
+    const Tensor noise = sampling::round_state(initial_noise(r, image_seed, state_shape(r)), prec);
     if (hooks.dump) hooks.dump->put("input.noise", noise);
     // img2img starts from the init latent noised to the first step's t: x_t = (1 − t)·x0 + t·ε.
     const Tensor start = r.has_init_image() ? sampling::flow_noised(original, noise, schedule[size_t(first)], prec) : noise;
@@ -547,19 +574,22 @@ uint64_t random_seed() {
   return (uint64_t(source()) << 32 | source()) & kMaxRandomSeed;
 }
 
-int first_step(const GenerationRequest& r) {
+int first_step(const GenerationRequest& r, bool pixel_space) {
   if (!r.has_init_image()) return 0;
-  const int steps = int(request_schedule(r).size()) - 1;
+  const int steps = int(request_schedule(r, pixel_space).size()) - 1;
   return steps - int(std::floor(double(r.strength) * steps));
 }
 
-std::vector<float> request_schedule(const GenerationRequest& r) {
+std::vector<float> request_schedule(const GenerationRequest& r, bool pixel_space) {
   sampling::ScheduleOptions o;
   if (!sampling::parse_scheduler(r.scheduler, &o.scheduler)) throw Error("unknown scheduler '" + r.scheduler + "'");
   o.steps = r.steps;
   // sd.cpp counts (H/8)·(W/8) latent pixels where the author counts (H/16)·(W/16) tokens (spec §4.2).
   const int cell = r.shift_rule == "sdcpp" ? 8 : 16;
   o.image_seq_len = int64_t(r.height / cell) * (r.width / cell);
+  // Chroma1-Radiance: the author's sampler passes noise.shape[1] of the unflattened pixel noise
+  // [B, 3, H, W], i.e. 3, as the sequence length (docs/radiance.md §6), so mu = lin(3) at every size.
+  if (pixel_space && r.shift_rule != "sdcpp") o.image_seq_len = kRadianceScheduleSeqLen;
   o.shift = r.shift;
   o.beta_alpha = r.beta_alpha;
   o.beta_beta = r.beta_beta;
@@ -567,7 +597,10 @@ std::vector<float> request_schedule(const GenerationRequest& r) {
 }
 
 Tensor initial_noise(const GenerationRequest& r, uint64_t seed) {
-  const Shape shape = {1, kLatentChannels, r.height / 8, r.width / 8};
+  return initial_noise(r, seed, {1, kLatentChannels, r.height / 8, r.width / 8});
+}
+
+Tensor initial_noise(const GenerationRequest& r, uint64_t seed, const Shape& shape) {
   if (r.init_noise.empty()) return sampling::torch_randn(seed, shape);
   auto f = io::SafetensorsFile::open(r.init_noise);
   if (f->tensors().size() != 1)

@@ -76,7 +76,7 @@ struct Progress {
   double step_seconds = 0;      // mean time of the steps done so far
   double eta_seconds = -1;      // estimated time to the end of the batch's denoising; −1 until a step has run
   // After a denoising step: the x0 estimate x − t·v of the step's last model evaluation [1, 16, H/8, W/8]
-  // (previews, vae/preview.h). Only valid during the callback; null otherwise.
+  // (previews, vae/preview.h; Chroma1-Radiance: the image [1, 3, H, W]). Only valid during the callback; null otherwise.
   const Tensor* denoised = nullptr;
 };
 const char* phase_name(Progress::Phase phase);
@@ -153,6 +153,13 @@ class Pipeline {
   // variant_defaults(variant()): what an option a request leaves out should be (server, CLI).
   GenerationRequest default_request() const { return variant_defaults(variant_); }
   const std::vector<PhaseStats>& open_phases() const { return open_phases_; }
+  // The DiT's variant and architecture, e.g. "Chroma1-HD (latent)" or "Chroma1-Radiance (pixel space,
+  // x0 prediction, 16-pixel patches)", for -v.
+  std::string model_name() const;
+  // Whether the DiT is Chroma1-Radiance: the sampler's state is the image [1, 3, H, W] and no VAE runs.
+  bool pixel_space() const;
+  // The sampler's state for a request: the latent [1, 16, H/8, W/8], or Radiance's image [1, 3, H, W].
+  Shape state_shape(const GenerationRequest& request) const;
 
   // One request, end to end: validate, memory check, noise, the three phases. Throws chroma::Error
   // (Cancelled when the progress callback asked).
@@ -215,14 +222,19 @@ uint64_t random_seed();
 
 // The schedule of a request (sampling/schedule.h make_schedule; the author's flow schedule, spec §4.2,
 // by default): at most steps + 1 times, from 1 to 0.
-std::vector<float> request_schedule(const GenerationRequest& request);
+// For Chroma1-Radiance (pixel_space) the author's shift uses the sequence length its sampler passes,
+// kRadianceScheduleSeqLen (docs/radiance.md §6), unless the request's shift rule is sd.cpp's.
+inline constexpr int64_t kRadianceScheduleSeqLen = 3;
+std::vector<float> request_schedule(const GenerationRequest& request, bool pixel_space = false);
 // The index of the first step a request runs: 0 for text to image; steps − floor(strength·steps) with
 // an init image (the rule of diffusers and stable-diffusion.cpp), so strength 0 runs no step. steps is
 // the schedule's (request_schedule), which the beta scheduler may make shorter than request.steps.
-int first_step(const GenerationRequest& request);
+int first_step(const GenerationRequest& request, bool pixel_space = false);
 
 // The initial latent: PyTorch CPU randn for `seed`, or the request's init_noise file.
 Tensor initial_noise(const GenerationRequest& request, uint64_t seed);
+// The same for a state of the given shape (Pipeline::state_shape: Radiance draws [1, 3, H, W]).
+Tensor initial_noise(const GenerationRequest& request, uint64_t seed, const Shape& shape);
 
 // The reference's 8-bit conversion (bfl save_image): clamp to [−1, 1], then trunc(127.5·(x + 1)).
 // image [1, 3, H, W] → H·W·3 interleaved RGB bytes.

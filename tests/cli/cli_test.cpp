@@ -16,6 +16,7 @@
 #include "io/image.h"
 #include "pipeline/output.h"
 #include "io/safetensors.h"
+#include "radiance_checkpoint.h"
 #include "testdata.h"
 
 namespace chroma::test {
@@ -346,6 +347,51 @@ TEST_F(CliGenerate, MissingModelFilesNameThePath) {
   expect_rejected({{"--t5", missing}}, {missing});
   expect_rejected({{"--vae", missing}}, {missing});
   expect_rejected({{"--tokenizer", missing}}, {missing});
+}
+
+// Chroma1-Radiance (docs/radiance.md) on a mini checkpoint the test writes: runs without --vae, and
+// `info` and -v name the variant.
+TEST_F(CliGenerate, RadianceRunsWithoutVaeAndIsNamed) {
+  MiniRadiance o;
+  o.conv_patch = 16;
+  o.max_freqs = 8;
+  o.context = 128;  // T5-mini's width
+  o.x0 = true;
+  const std::string dit = (dir_ / "radiance-mini.safetensors").string();
+  {
+    const auto tensors = mini_radiance_tensors(o);
+    std::vector<io::NamedTensor> entries;
+    for (const auto& [name, t] : tensors) entries.push_back({name, &t});
+    io::write_safetensors(dit, entries);
+  }
+  const Outcome r = generate({{"--dit", dit}, {"--vae", kDrop}, {"-W", "48"}, {"-H", "32"}, {"--cfg", "4"},
+                              {"-n", "blurry"}, {"-v", ""}});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("Chroma1-Radiance"), std::string::npos) << r.err;
+  const io::Image png = io::read_image(out_);
+  EXPECT_EQ(png.width, 48);
+  EXPECT_EQ(png.height, 32);
+
+  const Outcome info = run({"info", dit});
+  ASSERT_EQ(info.exit_code, 0) << describe(info);
+  EXPECT_NE(info.out.find("Chroma1-Radiance"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("x0 prediction"), std::string::npos) << info.out;
+}
+
+// A Radiance file missing one of its tensors: one error line naming it, non-zero exit, nothing written.
+TEST_F(CliGenerate, RadianceMissingTensorIsNamed) {
+  MiniRadiance o;
+  o.context = 128;
+  for (const std::string name : {"nerf_blocks.1.param_generator.weight", "nerf_final_layer_conv.conv.bias",
+                                 "nerf_image_embedder.embedder.0.weight", "img_in_patch.weight"}) {
+    auto tensors = mini_radiance_tensors(o);
+    tensors.erase(name);
+    const std::string dit = (dir_ / "radiance-bad.safetensors").string();
+    std::vector<io::NamedTensor> entries;
+    for (const auto& [n, t] : tensors) entries.push_back({n, &t});
+    io::write_safetensors(dit, entries);
+    expect_rejected({{"--dit", dit}, {"--vae", kDrop}}, {name});
+  }
 }
 
 TEST_F(CliGenerate, TruncatedDitFile) {

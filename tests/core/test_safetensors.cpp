@@ -127,6 +127,21 @@ TEST(Safetensors, RejectsLyingEntries) {
   expect_open_error(dir.file("noshape"), {"'w'", "needs dtype, shape and data_offsets"});
 }
 
+// An empty tensor reads no bytes, so its offset need not be aligned (Chroma1-Radiance's "__x0__" flag,
+// F32 [0], may follow bf16 data); a non-empty one must be.
+TEST(Safetensors, EmptyTensorAtAnyOffset) {
+  TempDir dir;
+  write_raw(dir.file("flag"),
+            R"({"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},"__x0__":{"dtype":"F32","shape":[0],"data_offsets":[2,2]}})",
+            std::string(2, '\0'));
+  const auto f = io::SafetensorsFile::open(dir.file("flag"));
+  EXPECT_EQ(f->tensors().at("__x0__").nbytes, 0u);
+  write_raw(dir.file("odd"),
+            R"({"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
+            std::string(6, '\0'));
+  expect_open_error(dir.file("odd"), {"'b'", "misaligned"});
+}
+
 TEST(Safetensors, RejectsTruncatedRealFile) {
   const std::string src = test::reference_path("t5-mini.safetensors");
   CHROMA_REQUIRE_FILE(src);

@@ -222,18 +222,6 @@ Tensor tiny_txt() {
   return x;
 }
 
-// A Chroma1-Radiance checkpoint (pixel space) is named as one, not reported as a missing img_in.
-TEST(DitWeights, RadianceIsNamedNotRun) {
-  auto model = tiny_model();
-  model.erase("img_in.weight");
-  model.erase("img_in.bias");
-  model["img_in_patch.weight"] = Tensor({128, 3, 16, 16});
-  model["nerf_final_layer_conv.weight"] = Tensor({3, 64, 3, 3});
-  expect_rejected(model, "Chroma1-Radiance");
-  model.erase("img_in_patch.weight");  // either tensor is enough
-  expect_rejected(model, "Chroma1-Radiance");
-}
-
 // The first-block cache against its definition: below its threshold it never skips and changes
 // nothing; far above it, an evaluation after a full one skips the later blocks and adds their stored
 // residual, so the same input gives the same velocity exactly; a new packing runs every block.

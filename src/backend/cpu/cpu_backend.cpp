@@ -48,6 +48,7 @@ class CpuBackend final : public Backend {
   }
   void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) override { cpu::add_gated(x, gate, y); }
   void add(Tensor& x, const Tensor& y) override { cpu::add(x, y); }
+  void mul(Tensor& x, const Tensor& y) override { cpu::mul(x, y); }
   void gelu_tanh(Tensor& x) override { cpu::gelu_tanh(x); }
   void silu(Tensor& x) override { cpu::silu(x); }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, std::span<const int64_t> seq_lens,
@@ -62,6 +63,9 @@ class CpuBackend final : public Backend {
     return cpu::conv2d(x, w, b, stride, pad);
   }
   Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
+  Tensor downsample_nearest2x(const Tensor& x) override { return cpu::downsample_nearest2x(x); }
+  Tensor batched_matmul(const Tensor& a, const Tensor& b) override { return cpu::batched_matmul(a, b); }
+  void normalize_columns(Tensor& x, float eps) override { cpu::normalize_columns(x, eps); }
 
  private:
   Compute compute_;

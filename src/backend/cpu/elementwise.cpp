@@ -54,6 +54,15 @@ void add(Tensor& x, const Tensor& y) {
   for (int64_t i = 0; i < n; ++i) xp[i] += yp[i];
 }
 
+void mul(Tensor& x, const Tensor& y) {
+  if (x.shape != y.shape) throw Error("mul: shapes differ: " + shape_str(x.shape) + " vs " + shape_str(y.shape));
+  const int64_t n = x.numel();
+  float* xp = x.ptr();
+  const float* yp = y.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) xp[i] *= yp[i];
+}
+
 namespace {
 
 // 0.5·x·(1 + tanh(u)) over a span, u = √(2/π)·(x + 0.044715·x³). With tanh(u) = 1 − 2/(1 + e^{2u})
@@ -110,6 +119,21 @@ Tensor upsample_nearest2x(const Tensor& x) {
       float* y0 = y.ptr() + (c * 2 * H + 2 * i) * 2 * W;
       for (int64_t j = 0; j < W; ++j) y0[2 * j] = y0[2 * j + 1] = xr[j];
       std::copy_n(y0, 2 * W, y0 + 2 * W);  // the second output row repeats the first
+    }
+  return y;
+}
+
+Tensor downsample_nearest2x(const Tensor& x) {
+  if (x.rank() != 3 || x.dim(1) % 2 || x.dim(2) % 2)
+    throw Error("downsample_nearest2x: input must be an image [C, H, W] with H and W even, got " + shape_str(x.shape));
+  const int64_t C = x.dim(0), H = x.dim(1) / 2, W = x.dim(2) / 2;
+  Tensor y({C, H, W});
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < H; ++i) {
+      const float* xr = x.ptr() + (c * 2 * H + 2 * i) * 2 * W;
+      float* yr = y.ptr() + (c * H + i) * W;
+      for (int64_t j = 0; j < W; ++j) yr[j] = xr[2 * j];
     }
   return y;
 }

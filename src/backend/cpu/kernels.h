@@ -54,9 +54,15 @@ void rms_norm_rope(Tensor& x, const TensorView& scale, float eps, int heads, con
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
 void add_gated(Tensor& x, const Tensor& gate, const Tensor& y);
 void add(Tensor& x, const Tensor& y);
+void mul(Tensor& x, const Tensor& y);
 void gelu_tanh(Tensor& x);
 void silu(Tensor& x);
 Tensor upsample_nearest2x(const Tensor& x);
+Tensor downsample_nearest2x(const Tensor& x);
+
+// batched.cpp: one single-threaded sgemm per matrix of the batch, threads over the batch.
+Tensor batched_matmul(const Tensor& a, const Tensor& b);
+void normalize_columns(Tensor& x, float eps);  // in place
 
 // attention.cpp
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, std::span<const int64_t> seq_lens,

@@ -14,15 +14,39 @@ namespace chroma::dit {
 inline constexpr const char* kComfyPrefix = "model.diffusion_model.";
 // "" or kComfyPrefix, whichever the file's img_in.weight uses (spec §1.1).
 std::string weight_prefix(const io::WeightStore& weights);
+// Whether the checkpoint is Chroma1-Radiance: it has img_in_patch.weight or nerf_final_layer_conv.*
+// tensors (with or without kComfyPrefix).
+bool is_radiance(const io::WeightStore& weights);
+
+// Which architecture: the latent models (Chroma1-HD, -Base, -Flash: img_in and final_layer on Flux VAE
+// latents) or Chroma1-Radiance (pixel space: img_in_patch and a per-patch decoder, docs/radiance.md).
+enum class Architecture { Latent, Radiance };
+
+// The sizes of Chroma1-Radiance's pixel path (docs/radiance.md §1), from its tensors.
+struct RadianceConfig {
+  int conv_patch = 0;      // img_in_patch kernel = stride (16)
+  int nerf_hidden = 0;     // h: nerf_image_embedder.embedder.0.weight rows (64)
+  int max_freqs = 0;       // F: DCT frequencies per axis; embedder columns = channels + F² (3 + 64)
+  int nerf_depth = 0;      // number of nerf_blocks.N (4)
+  int mlp_ratio = 0;       // param_generator rows = 3·h·(ratio·h) (49152 = 3·64·256)
+  bool x0 = false;         // "__x0__" present: the network predicts x0, the velocity is (x_t − x0)/t
+  bool patch32 = false;    // "__32x32__" present: ×2 nearest downsampling before img_in_patch, 32-pixel patches
+  // Pixels per token side: the head's patch (conv_patch, or twice it with __32x32__).
+  int pixel_patch() const { return patch32 ? 2 * conv_patch : conv_patch; }
+  int mlp_hidden() const { return mlp_ratio * nerf_hidden; }  // 256
+};
 
 struct ChromaConfig {
+  Architecture architecture = Architecture::Latent;
+  RadianceConfig radiance;  // Architecture::Radiance only
   int hidden = 0;         // C: img_in.weight rows (3072)
   int heads = 0;          // H: hidden / head_dim (24)
   int head_dim = 0;       // D: length of *.query_norm.scale (128)
   int mlp_hidden = 0;     // M: double_blocks.0.img_mlp.0.weight rows (12288)
   int double_blocks = 0;  // number of double_blocks.N (19)
   int single_blocks = 0;  // number of single_blocks.N (38)
-  int in_channels = 0;    // packed patch width: img_in.weight columns (64 = 16 latent channels · 2 · 2)
+  int in_channels = 0;    // packed patch width: img_in.weight columns (64 = 16 latent channels · 2 · 2);
+                          // Radiance: image channels, img_in_patch.weight dim 1 (3)
   int context_dim = 0;    // T5 width: txt_in.weight columns (4096)
   int approx_in = 0;      // approximator input width: in_proj.weight columns (64 = 16 + 16 + 32, spec §3.4)
   int approx_hidden = 0;  // approximator width: in_proj.weight rows (5120)
@@ -35,7 +59,12 @@ struct ChromaConfig {
   int patch = 2;                                // 2×2 latent pixels per token
   float eps = 1e-6f;                            // LayerNorm and RMSNorm eps everywhere (spec §6.4)
 
-  int latent_channels() const { return in_channels / (patch * patch); }  // 16
+  // Channels of the model's input and output: latent channels (16) or, for Radiance, RGB (3).
+  int latent_channels() const { return architecture == Architecture::Radiance ? in_channels : in_channels / (patch * patch); }
+  // Input pixels (latent or image) per token side: 2, or Radiance's pixel_patch() (16).
+  int token_patch() const { return architecture == Architecture::Radiance ? radiance.pixel_patch() : patch; }
+  // "Chroma1-Radiance" or "Chroma (latent)", for `chromacpp info` and -v.
+  std::string architecture_name() const;
   int temb_dim() const { return approx_in / 4; }   // timestep and guidance embeddings (16 each)
   int index_dim() const { return approx_in / 2; }  // modulation-index embedding (32)
 

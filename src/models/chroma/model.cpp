@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "models/chroma/radiance.h"
 #include "tensor/trace.h"
 
 namespace chroma::dit {
@@ -323,8 +324,8 @@ Tensor ChromaModel::modulations(float t, TimestepPrecision precision) const {
   return mods;
 }
 
-Tensor ChromaModel::forward(const Tensor& latent, const Tensor& txt, const Tensor& mods) const {
-  return std::move(forward_packed(latent, {TextInput(txt)}, mods)[0]);
+Tensor ChromaModel::forward(const Tensor& latent, const Tensor& txt, const Tensor& mods, std::optional<float> t) const {
+  return std::move(forward_packed(latent, {TextInput(txt)}, mods, nullptr, t)[0]);
 }
 
 // chroma-spec.md §3.1–§3.9 — flow `Chroma._forward` with the text already cut to its visible rows,
@@ -350,12 +351,15 @@ Tensor difference(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
-                                                const Tensor& mods, StepCache* cache) const {
+                                                const Tensor& mods, StepCache* cache, std::optional<float> t) const {
   const ChromaConfig& c = config_;
-  if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(1) != c.latent_channels() || latent.dim(2) % c.patch ||
-      latent.dim(3) % c.patch || latent.dim(2) == 0 || latent.dim(3) == 0)
-    throw Error("DiT latent has shape " + shape_str(latent.shape) + ", expected [1, " +
-                std::to_string(c.latent_channels()) + ", h, w] with h and w positive and even");
+  const bool radiance = c.architecture == Architecture::Radiance;
+  const int tp = c.token_patch();  // input pixels per token side
+  if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(1) != c.latent_channels() || latent.dim(2) % tp ||
+      latent.dim(3) % tp || latent.dim(2) == 0 || latent.dim(3) == 0)
+    throw Error(std::string(radiance ? "Chroma1-Radiance image" : "DiT latent") + " has shape " + shape_str(latent.shape) +
+                ", expected [1, " + std::to_string(c.latent_channels()) + ", h, w] with h and w positive multiples of " +
+                std::to_string(tp));
   if (txts.empty()) throw Error("DiT forward_packed: no text inputs");
   for (const TextInput& in : txts)
     if (in.txt.rank() != 2 || in.txt.dim(1) != c.context_dim || in.txt.dim(0) < 1)
@@ -364,18 +368,25 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
   if (mods.shape != Shape{c.mod_rows, c.hidden})
     throw Error("DiT modulation vectors have shape " + shape_str(mods.shape) + ", expected " +
                 shape_str({c.mod_rows, c.hidden}) + " (from ChromaModel::modulations)");
+  if (radiance && c.radiance.x0 && !t)
+    throw Error("Chroma1-Radiance (x0 prediction): forward_packed needs the flow time t for the velocity");
 
   const int64_t h = latent.dim(2), w = latent.dim(3), S = int64_t(txts.size());
 
-  // §3.1, §3.6 embeddings and the RoPE tables (joint sequences and streams).
-  const Tensor packed = patchify(latent, c.patch);  // [Li, 64]
-  Packing p{{}, packed.dim(0)};
+  // §3.1, §3.6 embeddings and the RoPE tables (joint sequences and streams). Radiance: the patch
+  // conv on the pixels (docs/radiance.md §3). The image embedding is the same for every sequence:
+  // computed once, then repeated.
+  Packing p{{}, (h / tp) * (w / tp)};
   for (const TextInput& in : txts) p.txt_lens.push_back(in.txt.dim(0));
-  trace_sequences("img_packed", packed, Layout::Image, p, txts);
-  const RopeTables rope = packed_rope_tables(p, h / c.patch, w / c.patch, c);
-
-  // The image embedding is the same for every sequence: computed once, then repeated.
-  const Tensor img_in = linear(packed, weights_.img_in);  // [Li, C]
+  Tensor img_in;  // [Li, C]
+  if (radiance) {
+    img_in = radiance::embed_pixels(latent, weights_.radiance, c);
+  } else {
+    const Tensor packed = patchify(latent, c.patch);  // [Li, 64]
+    trace_sequences("img_packed", packed, Layout::Image, p, txts);
+    img_in = linear(packed, weights_.img_in);
+  }
+  const RopeTables rope = packed_rope_tables(p, h / tp, w / tp, c);
   trace_sequences("img_in", img_in, Layout::Image, p, txts);
   Tensor img({S * p.image_tokens, c.hidden});  // [S·Li, C]
   for (int64_t s = 0; s < S; ++s) copy_rows(img_in, 0, img, s * p.image_tokens, p.image_tokens);
@@ -419,10 +430,23 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
     if (cache && after_first.numel()) cache->rest_residual = difference(img_final, after_first);
   }
 
+  std::vector<Tensor> velocities;
+  if (radiance) {
+    // docs/radiance.md §4–§5: the per-patch decoder on each sequence's image rows (no final_layer),
+    // then, for an x0 model, the velocity (x_t − x0)/t.
+    for (int64_t s = 0; s < S; ++s) {
+      const TracePrefix prefix(txts[size_t(s)].trace_prefix);
+      Tensor out = radiance::decode(img_final.rows(s * p.image_tokens, (s + 1) * p.image_tokens), latent,
+                                    weights_.radiance, c);
+      trace("nerf_out", out);
+      velocities.push_back(c.radiance.x0 ? radiance::velocity_from_x0(latent, out, *t) : std::move(out));
+    }
+    return velocities;
+  }
+
   // §3.9 final layer on the image rows, then unpatchify each sequence's velocity.
   const Tensor out = final_layer(img_final, weights_.final_linear, final_modulation(mods), c);  // [S·Li, 64]
   trace_sequences("final_out", out, Layout::ImgStream, p, txts);
-  std::vector<Tensor> velocities;
   for (int64_t s = 0; s < S; ++s)
     velocities.push_back(unpatchify(out.rows(s * p.image_tokens, (s + 1) * p.image_tokens), h, w, c.patch));
   return velocities;

@@ -16,6 +16,7 @@
 // the author's sampler), modulation-index table from exact float32 products (spec §6.1).
 #pragma once
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -108,7 +109,11 @@ class ChromaModel {
   // Traces img_packed [Li, 64], img_in [Li, C], txt_in_visible [Lt, C], double.{i}.img [Li, C],
   // double.{i}.txt_visible [Lt, C], single.{i}.joint_visible [L, C], final_out [Li, 64].
   // The packed forward with one sequence.
-  Tensor forward(const Tensor& latent, const Tensor& txt, const Tensor& mods) const;
+  // Chroma1-Radiance (docs/radiance.md): `latent` is the image [1, 3, H, W] (H, W multiples of
+  // config().token_patch()) and the result its velocity [1, 3, H, W]; an x0 model (__x0__) needs the
+  // flow time t of `mods` to turn its x0 prediction into the velocity (x_t − x0)/t. Latent models
+  // ignore t. Radiance traces img_in, the blocks' names, nerf_features [h, H, W] and nerf_out.
+  Tensor forward(const Tensor& latent, const Tensor& txt, const Tensor& mods, std::optional<float> t = std::nullopt) const;
 
   // One text condition of a packed forward.
   struct TextInput {
@@ -127,7 +132,8 @@ class ChromaModel {
   // Traces the same names as forward(), per sequence, under its trace_prefix.
   // With `cache`, the blocks after the first may be skipped (StepCache).
   std::vector<Tensor> forward_packed(const Tensor& latent, const std::vector<TextInput>& txts,
-                                     const Tensor& mods, StepCache* cache = nullptr) const;
+                                     const Tensor& mods, StepCache* cache = nullptr,
+                                     std::optional<float> t = std::nullopt) const;
 
   // Replaces the adapters of every later forward and modulations() call by `loras` (summed where
   // several adapt one layer), without reading the base weights again: only the adapter state is

@@ -1,6 +1,8 @@
 // Variant names and the naming rule of variant.h.
 #include "models/chroma/variant.h"
 
+#include "models/chroma/config.h"
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -71,9 +73,7 @@ Variant variant_from_path(const std::string& path) {
 }
 
 Variant detect_variant(const io::WeightStore& weights) {
-  for (const char* prefix : {"", "model.diffusion_model."})
-    if (weights.has(std::string(prefix) + "nerf_final_layer_conv.weight")) return Variant::Radiance;
-  return variant_from_path(weights.path());
+  return is_radiance(weights) ? Variant::Radiance : variant_from_path(weights.path());
 }
 
 }  // namespace chroma::dit

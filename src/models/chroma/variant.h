@@ -33,8 +33,8 @@ std::string variant_choices();  // "chroma, hd, base, dc-2k, flash, radiance"
 // Radiance is recognised by its tensors (detect_variant), not here.
 Variant variant_from_path(const std::string& path);
 
-// Radiance when the checkpoint has Radiance's tensors (nerf_final_layer_conv.weight, with or without
-// the "model.diffusion_model." prefix), else variant_from_path of the store's path.
+// Radiance when the checkpoint has Radiance's tensors (config.h is_radiance: img_in_patch.weight or
+// nerf_final_layer_conv.*), else variant_from_path of the store's path.
 Variant detect_variant(const io::WeightStore& weights);
 
 }  // namespace chroma::dit

@@ -49,7 +49,23 @@ ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& c) 
   const Loader ld{store, weight_prefix(store)};
   const int64_t C = c.hidden, M = c.mlp_hidden, X = c.approx_hidden;
   ChromaWeights w;
-  w.img_in = ld.linear("img_in", C, c.in_channels);
+  if (c.architecture == Architecture::Radiance) {
+    const RadianceConfig& r = c.radiance;
+    const int64_t h = r.nerf_hidden, Ci = c.in_channels;
+    w.radiance.patch_weight = ld.tensor("img_in_patch.weight", {C, Ci, r.conv_patch, r.conv_patch});
+    w.radiance.patch_bias = ld.tensor("img_in_patch.bias", {C});
+    w.radiance.embedder = ld.linear("nerf_image_embedder.embedder.0", h, Ci + int64_t(r.max_freqs) * r.max_freqs);
+    for (int i = 0; i < r.nerf_depth; ++i) {
+      const std::string b = "nerf_blocks." + std::to_string(i) + ".";
+      w.radiance.blocks.push_back({.param_generator = ld.linear(b + "param_generator", 3 * h * r.mlp_hidden(), C),
+                                   .norm = ld.tensor(b + "norm.scale", {h})});
+    }
+    w.radiance.final_norm = ld.tensor("nerf_final_layer_conv.norm.scale", {h});
+    w.radiance.conv_weight = ld.tensor("nerf_final_layer_conv.conv.weight", {Ci, h, 3, 3});
+    w.radiance.conv_bias = ld.tensor("nerf_final_layer_conv.conv.bias", {Ci});
+  } else {
+    w.img_in = ld.linear("img_in", C, c.in_channels);
+  }
   w.txt_in = ld.linear("txt_in", C, c.context_dim);
 
   const std::string ag = "distilled_guidance_layer.";
@@ -77,14 +93,18 @@ ChromaWeights load_weights(const io::WeightStore& store, const ChromaConfig& c) 
                                .linear2 = ld.linear(b + "linear2", C, C + M)});
   }
   // Output width = input width: the velocity has the latent's shape (patch size 1 inside the DiT).
-  w.final_linear = ld.linear("final_layer.linear", c.in_channels, C);
+  // Radiance has no final_layer (its head replaces it).
+  if (c.architecture == Architecture::Latent) w.final_linear = ld.linear("final_layer.linear", c.in_channels, C);
   return w;
 }
 
 // The same names as load_weights, module by module (without ".weight").
 std::map<std::string, std::vector<LinearWeights*>> linear_layers(ChromaWeights& w) {
   std::map<std::string, std::vector<LinearWeights*>> m;
-  m["img_in"] = {&w.img_in};
+  // Radiance's img_in and final_layer are absent (empty views): not adaptable. Its head's layers
+  // (img_in_patch, nerf_*) are not offered to LoRAs.
+  const bool latent = bool(w.img_in.weight);
+  if (latent) m["img_in"] = {&w.img_in};
   m["txt_in"] = {&w.txt_in};
   const std::string ag = "distilled_guidance_layer.";
   m[ag + "in_proj"] = {&w.approximator.in_proj};
@@ -110,7 +130,7 @@ std::map<std::string, std::vector<LinearWeights*>> linear_layers(ChromaWeights& 
     m[p + "linear1"] = {&b.qkv.q, &b.qkv.k, &b.qkv.v, &b.mlp_in};
     m[p + "linear2"] = {&b.linear2};
   }
-  m["final_layer.linear"] = {&w.final_linear};
+  if (latent) m["final_layer.linear"] = {&w.final_linear};
   return m;
 }
 

@@ -72,7 +72,24 @@ struct SingleBlockWeights {
   LinearWeights linear2;   // [C, C + M]: columns [0, C) read the attention, [C, C + M) GELU(mlp)
 };
 
+// Chroma1-Radiance's pixel path (docs/radiance.md §1). Size legend: h NeRF width (64), F² DCT
+// features (64), r·h generated MLP width (256), p conv patch (16), Ci image channels (3).
+struct NerfBlockWeights {
+  LinearWeights param_generator;  // nerf_blocks.{i}.param_generator  [3·h·(r·h), C]
+  TensorView norm;                // nerf_blocks.{i}.norm.scale       [h]
+};
+struct RadianceWeights {
+  TensorView patch_weight;  // img_in_patch.weight  [C, Ci, p, p]
+  TensorView patch_bias;    // img_in_patch.bias    [C]
+  LinearWeights embedder;   // nerf_image_embedder.embedder.0  [h, Ci + F²]
+  std::vector<NerfBlockWeights> blocks;
+  TensorView final_norm;    // nerf_final_layer_conv.norm.scale   [h]
+  TensorView conv_weight;   // nerf_final_layer_conv.conv.weight  [Ci, h, 3, 3]
+  TensorView conv_bias;     // nerf_final_layer_conv.conv.bias    [Ci]
+};
+
 struct ChromaWeights {
+  RadianceWeights radiance;  // Architecture::Radiance only (then img_in and final_linear are empty)
   LinearWeights img_in;  // [C, P]
   LinearWeights txt_in;  // [C, T]
   ApproximatorWeights approximator;
