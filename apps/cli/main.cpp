@@ -264,8 +264,7 @@ int run_generate(ModelOptions m, const RequestFlags& flags, const OutputOptions&
 
   pipeline::Pipeline pipeline(m.config);
   if (out.verbose)
-    std::fprintf(stderr, "chromacpp: model %s, %s compute
-", pipeline.model_name().c_str(), compute_name(pipeline.compute()));
+    std::fprintf(stderr, "chromacpp: model %s, %s compute\n", pipeline.model_name().c_str(), compute_name(pipeline.compute()));
   std::unique_ptr<pipeline::Dump> dump;
   if (!out.dump_dir.empty()) dump = std::make_unique<pipeline::Dump>(out.dump_dir);
   pipeline::RunHooks hooks;
