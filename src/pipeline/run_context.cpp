@@ -6,8 +6,7 @@ namespace chroma::pipeline {
 
 RunContext::RunContext(int threads, Compute compute)
     : backend_(make_cpu_backend(compute)),
-      own_text_backend_(compute == Compute::Auto ? make_cpu_backend(Compute::F32) : nullptr),
-      text_backend_(own_text_backend_ ? own_text_backend_.get() : backend_.get()),
+      float32_text_(compute == Compute::Auto ? make_cpu_backend(Compute::F32) : nullptr),
       threads_(threads ? threads : available_cores()),
       compute_(compute) {
   check_compute_supported(compute);

@@ -27,7 +27,9 @@ class RunContext {
   // fp16 (modeling_t5.py, _keep_in_fp32_modules = ["wo"]), and a 32-value int8 block holding one
   // resolves its other values coarsely; T5 is a few seconds of a run (docs/PERFORMANCE.md).
   enum class Stage { Text, Image };
-  Backend& backend(Stage stage = Stage::Image) const { return stage == Stage::Text ? *text_backend_ : *backend_; }
+  Backend& backend(Stage stage = Stage::Image) const {
+    return stage == Stage::Text && float32_text_ ? *float32_text_ : *backend_;
+  }
   int threads() const { return threads_; }  // resolved: never 0
   Compute compute() const { return compute_; }
 
@@ -46,8 +48,7 @@ class RunContext {
 
  private:
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<Backend> own_text_backend_;  // F32 under Auto; otherwise none
-  Backend* text_backend_;                      // own_text_backend_ or backend_
+  std::unique_ptr<Backend> float32_text_;  // the text encoder's under Auto; otherwise none (it shares backend_)
   int threads_;
   Compute compute_;
 };
