@@ -17,7 +17,7 @@ Tensor random_tensor(Shape s, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-1, 1);
   Tensor t(std::move(s));
-  for (float& v : t.data) v = u(rng);
+  for (float& v : t.values()) v = u(rng);
   return t;
 }
 
@@ -36,8 +36,8 @@ void report(const char* what, double flops, int reps, const std::function<void()
 }  // namespace
 
 int main(int argc, char** argv) {
-  set_num_threads(argc > 1 ? std::atoi(argv[1]) : 0);
-  std::printf("threads: %d\n", num_threads());
+  active_backend().set_threads(argc > 1 ? std::atoi(argv[1]) : 0);
+  std::printf("threads: %d\n", active_backend().threads());
   const std::string which = argc > 2 ? argv[2] : "all";
 
   if (which == "all" || which == "linear") {

@@ -29,7 +29,7 @@ namespace {
 Tensor random_tensor(Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   Tensor t(std::move(shape));
   uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
-  for (float& v : t.data) {
+  for (float& v : t.values()) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     v = lo + (hi - lo) * float(s >> 40) * (1.0f / 16777216.0f);
   }
@@ -53,7 +53,7 @@ const TensorView& weight(DType dtype, int64_t N, int64_t K) {
       std::memcpy(slot->bytes.data(), w.ptr(), slot->bytes.size());
     } else if (dtype == DType::BF16) {
       auto* o = reinterpret_cast<uint16_t*>(slot->bytes.data());
-      for (size_t i = 0; i < w.data.size(); ++i) o[i] = f32_to_bf16(w.data[i]);
+      for (size_t i = 0; i < w.values().size(); ++i) o[i] = f32_to_bf16(w.values()[i]);
     } else {
       quant::traits(dtype)->quantize(w.ptr(), slot->bytes.data(), N * K);
     }
@@ -61,7 +61,7 @@ const TensorView& weight(DType dtype, int64_t N, int64_t K) {
     v.name = std::string("w");  // (assigning the literal trips GCC 12's false -Wrestrict, PR 105329)
     v.dtype = dtype;
     v.shape = {N, K};
-    v.data = slot->bytes.data();
+    v.values() = slot->bytes.data();
     v.nbytes = slot->bytes.size();
   }
   return slot->view;
@@ -116,7 +116,7 @@ void BM_GEMMBf16Compute(benchmark::State& state) {
     return;
   }
   const std::unique_ptr<Backend> backend = make_cpu_backend(Compute::Bf16);
-  const BackendScope scope(*backend, num_threads());
+  const BackendScope scope(*backend, active_backend().threads());
   BM_GEMM(state, DType::BF16);
 }
 BENCHMARK(BM_GEMMBf16Compute)->Apply(gemm_shapes);
@@ -134,7 +134,7 @@ void BM_GEMMInt8Compute(benchmark::State& state, DType dtype) {
     return;
   }
   const std::unique_ptr<Backend> backend = make_cpu_backend(Compute::Int8);
-  const BackendScope scope(*backend, num_threads());
+  const BackendScope scope(*backend, active_backend().threads());
   state.SetLabel(cpu::int8_kernel_name());
   BM_GEMM(state, dtype);
 }
@@ -293,8 +293,8 @@ void BM_RmsNormRope(benchmark::State& state, bool fused) {
   const Tensor s = random_tensor({D}, 12, 0.5f, 1.5f), theta = random_tensor({L, D / 2}, 17, -3, 3);
   Tensor table({L, D / 2, 2});
   for (int64_t i = 0; i < L * D / 2; ++i) {
-    table.data[size_t(2 * i)] = std::cos(theta.data[size_t(i)]);
-    table.data[size_t(2 * i + 1)] = std::sin(theta.data[size_t(i)]);
+    table.values()[size_t(2 * i)] = std::cos(theta.values()[size_t(i)]);
+    table.values()[size_t(2 * i + 1)] = std::sin(theta.values()[size_t(i)]);
   }
   const TensorView scale = view_of(s, "query_norm.scale");
   measure(state, 0, 4.0 * double(2 * x.numel() + table.numel()), [&] {
@@ -352,8 +352,8 @@ int main(int argc, char** argv) {
   // mapping, page-faulted and zeroed on every call, which the products' timings would include.
   chroma::pipeline::reuse_freed_activations();
   const char* threads = std::getenv("CHROMA_THREADS");
-  chroma::set_num_threads(threads ? std::atoi(threads) : 0);
-  benchmark::AddCustomContext("threads", std::to_string(chroma::num_threads()));
+  chroma::active_backend().set_threads(threads ? std::atoi(threads) : 0);
+  benchmark::AddCustomContext("threads", std::to_string(chroma::active_backend().threads()));
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

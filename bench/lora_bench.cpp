@@ -46,7 +46,7 @@ double cpu_seconds() {
 Tensor random_tensor(Shape shape, std::mt19937& rng) {
   Tensor t(std::move(shape));
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (float& x : t.data) x = normal(rng);
+  for (float& x : t.values()) x = normal(rng);
   return t;
 }
 

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
       v.name = name;
       v.dtype = DType::BF16;
       v.shape = std::move(shape);
-      v.data = bits.data();
+      v.values() = bits.data();
       v.nbytes = bits.size() * 2;
       views.push_back(v);
     };

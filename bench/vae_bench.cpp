@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
     if (mode == "compare") {
       double worst = 0, sum = 0, range = 0, clamped_worst = 0;
       size_t worst_at = 0, off_by_more_than_one = 0;
-      for (size_t i = 0; i < whole.data.size(); ++i) {
-        const double a = whole.data[i], b = tiled.data[i];
+      for (size_t i = 0; i < whole.values().size(); ++i) {
+        const double a = whole.values()[i], b = tiled.values()[i];
         if (std::abs(a - b) > worst) worst = std::abs(a - b), worst_at = i;
         // The 8-bit values (pipeline to_rgb8: trunc(127.5·(x + 1)) of the clamped value) more than 1 apart.
         auto u8 = [](double x) { return int(127.5 * (std::clamp(x, -1.0, 1.0) + 1.0)); };
@@ -64,10 +64,10 @@ int main(int argc, char** argv) {
       }
       std::printf("tiled vs whole: max abs %.4g, mean abs %.4g (whole max |x| %.3g); clamped to [-1, 1]: max abs %.4g "
                   "(%.1f of 255 levels)\n",
-                  worst, sum / double(whole.data.size()), range, clamped_worst, clamped_worst * 127.5);
+                  worst, sum / double(whole.values().size()), range, clamped_worst, clamped_worst * 127.5);
       const size_t plane = size_t(size) * size_t(size);
       std::printf("worst at x %zu, y %zu; 8-bit values more than 1 level apart: %.3f %%\n", worst_at % plane % size_t(size),
-                  worst_at % plane / size_t(size), 100.0 * double(off_by_more_than_one) / double(whole.data.size()));
+                  worst_at % plane / size_t(size), 100.0 * double(off_by_more_than_one) / double(whole.values().size()));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vae_bench: error: %s\n", e.what());

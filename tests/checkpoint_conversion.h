@@ -240,10 +240,10 @@ inline std::vector<Entry> quantize_fp8_scaled(const std::vector<Entry>& entries,
     }
     const Tensor w = e.view.to_f32();
     float amax = 0;
-    for (float x : w.data) amax = std::max(amax, std::fabs(x));
+    for (float x : w.values()) amax = std::max(amax, std::fabs(x));
     const float scale = amax > 0 ? amax / 448.0f : 1.0f;
-    std::vector<uint8_t>& q = storage.bytes.emplace_back(w.data.size());
-    for (size_t i = 0; i < q.size(); ++i) q[i] = to_e4m3(w.data[i] / scale);
+    std::vector<uint8_t>& q = storage.bytes.emplace_back(w.values().size());
+    for (size_t i = 0; i < q.size(); ++i) q[i] = to_e4m3(w.values()[i] / scale);
     out.push_back({e.name, raw_view(DType::F8_E4M3, e.view.shape, q.data(), q.size())});
     std::vector<float>& s = storage.scales.emplace_back(1, scale);
     const std::string layer = e.name.substr(0, e.name.size() - std::string(".weight").size());

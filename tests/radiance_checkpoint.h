@@ -35,7 +35,7 @@ inline std::map<std::string, Tensor> mini_radiance_tensors(const MiniRadiance& o
   // Weights ~ N(0, 1/fan_in) keep activations of order 1; norm scales near 1.
   auto add = [&](const std::string& name, Shape shape, float stddev, float mean = 0.0f) {
     Tensor t(shape);
-    for (float& v : t.data) v = mean + stddev * normal(rng);
+    for (float& v : t.values()) v = mean + stddev * normal(rng);
     m[name] = std::move(t);
   };
   auto linear = [&](const std::string& name, int64_t out, int64_t in) {

@@ -83,10 +83,10 @@ struct Diff {
 inline Diff diff(const Tensor& got, const Tensor& ref) {
   Diff d;
   for (int64_t i = 0; i < ref.numel(); ++i) {
-    double e = std::fabs(double(got.data[size_t(i)]) - double(ref.data[size_t(i)]));
+    double e = std::fabs(double(got.values()[size_t(i)]) - double(ref.values()[size_t(i)]));
     if (!(e <= d.max_abs)) { d.max_abs = e; d.worst = i; }  // NaN counts as worst
     d.mean_abs += e;
-    d.ref_max = std::max(d.ref_max, std::fabs(double(ref.data[size_t(i)])));
+    d.ref_max = std::max(d.ref_max, std::fabs(double(ref.values()[size_t(i)])));
   }
   if (ref.numel()) d.mean_abs /= double(ref.numel());
   return d;
@@ -99,8 +99,8 @@ inline void expect_close(const std::string& name, const Tensor& got, const Tenso
   double bound = tol.rel * std::max(1.0, d.ref_max);
   EXPECT_LE(d.max_abs, bound) << name << ": max abs err " << d.max_abs << " (mean " << d.mean_abs
                               << ", ref max " << d.ref_max << ") at flat index " << d.worst
-                              << (d.worst >= 0 ? " got " + std::to_string(got.data[size_t(d.worst)]) +
-                                                     " ref " + std::to_string(ref.data[size_t(d.worst)])
+                              << (d.worst >= 0 ? " got " + std::to_string(got.values()[size_t(d.worst)]) +
+                                                     " ref " + std::to_string(ref.values()[size_t(d.worst)])
                                                : std::string());
 }
 

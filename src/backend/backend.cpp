@@ -1,9 +1,9 @@
 // The calling thread's backend and worker-thread setting.
 #include "backend/backend.h"
 
-#include <cblas.h>
-#include <omp.h>
+#include <sched.h>
 
+#include <algorithm>
 
 namespace chroma {
 namespace {
@@ -42,27 +42,21 @@ Backend& active_backend() {
   return *shared_cpu;
 }
 
-BackendScope::BackendScope(Backend& backend, int threads) : saved_backend_(t_backend), saved_threads_(num_threads()) {
-  set_num_threads(threads);
+BackendScope::BackendScope(Backend& backend, int threads)
+    : saved_backend_(t_backend), backend_(backend), saved_threads_(backend.threads()) {
+  backend.set_threads(threads);
   t_backend = &backend;
 }
 
 BackendScope::~BackendScope() {
   t_backend = saved_backend_;
-  set_num_threads(saved_threads_);
+  backend_.set_threads(saved_threads_);
 }
 
-void set_num_threads(int n) {
-  if (n < 0) throw Error("set_num_threads: thread count " + std::to_string(n) + " is negative");
-  if (n == 0) n = available_cores();
-  omp_set_num_threads(n);  // the calling thread's setting (an OpenMP per-thread variable)
-  // OpenBLAS stays single-threaded: the kernels call sgemm from inside their OpenMP loops (one
-  // product per thread), and a second busy-waiting pool would fight OpenMP's for the cores.
-  openblas_set_num_threads(1);
+int available_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return 1;
 }
-
-int num_threads() { return omp_get_max_threads(); }
-
-int available_cores() { return omp_get_num_procs(); }
 
 }  // namespace chroma

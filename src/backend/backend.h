@@ -1,6 +1,8 @@
 // The compute backend interface: a short list of operations (one virtual call per op, never per
 // element). ops.h forwards to the active backend; a faster CPU path or a CUDA backend implements
 // this class without touching model code. Backends know nothing of any model.
+// Every tensor an op returns lives in the backend's memory(); an op's tensor arguments are there too
+// (ops::to_backend moves host-built inputs in). The CPU backend's memory is the host's.
 #pragma once
 #include <memory>
 #include <span>
@@ -14,6 +16,13 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // Where this backend's tensors live.
+  virtual Memory& memory() = 0;
+  // Worker threads of this backend's ops started from the calling thread (0 = all cores).
+  virtual void set_threads(int n) = 0;
+  virtual int threads() const = 0;
+  // Scratch bytes the linear layers keep for an input of `rows` rows and the widest K (memory planning).
+  virtual size_t linear_workspace_bytes(int64_t rows, int64_t widest_k) const = 0;
 
   // ops::linear, with the extra products accumulated into the output.
   virtual Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
@@ -49,13 +58,33 @@ class Backend {
   virtual Tensor downsample_nearest2x(const Tensor& x) = 0;
   virtual Tensor batched_matmul(const Tensor& a, const Tensor& b) = 0;
   virtual void normalize_columns(Tensor& x, float eps) = 0;
+
+  // Elementwise arithmetic and reductions (ops.h).
+  virtual Tensor axpby(float a, const Tensor& x, float b, const Tensor& y) = 0;
+  virtual void affine(Tensor& x, float a, float b) = 0;
+  virtual void round_bf16(Tensor& x) = 0;
+  virtual void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask) = 0;
+  virtual double sum_abs(const Tensor& x) = 0;
+  virtual double sum_abs_diff(const Tensor& x, const Tensor& y) = 0;
+  virtual bool all_finite(const Tensor& x) = 0;
+
+  // Data movement (ops.h).
+  virtual Tensor gather_rows(const TensorView& table, std::span<const int64_t> ids) = 0;
+  virtual Tensor transpose(const Tensor& x) = 0;
+  virtual Tensor concat_rows(const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor concat_cols(const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end) = 0;
+  virtual Tensor image_to_patches(const Tensor& x, int patch) = 0;
+  virtual Tensor patches_to_image(const Tensor& tokens, int patch, int64_t height, int64_t width) = 0;
+  virtual Tensor image_to_patch_pixels(const Tensor& x, int patch) = 0;
+  virtual void patch_pixels_to_image(const Tensor& rows, int64_t first_patch, int patch, Tensor& image) = 0;
 };
 
 // The backend ops.h uses on the calling thread: the one a BackendScope bound, else the process's
 // shared CPU backend.
 Backend& active_backend();
 
-// Binds `backend` and a worker-thread count (0 = all cores) to the calling thread for the lifetime
+// Binds `backend` and its worker-thread count (0 = all cores) to the calling thread for the lifetime
 // of the object, restoring the previous ones after: a run's context (pipeline/run_context.h), so
 // two runs on two threads never share either. Not owned.
 class BackendScope {
@@ -67,12 +96,10 @@ class BackendScope {
 
  private:
   Backend* saved_backend_;
+  Backend& backend_;
   int saved_threads_;
 };
 
-// Worker threads of the calling thread's ops (0 = all cores); OpenMP keeps this per thread.
-void set_num_threads(int n);
-int num_threads();
 // The processors this process may run on.
 int available_cores();
 
@@ -90,12 +117,7 @@ Compute parse_compute(const std::string& text);  // throws chroma::Error naming 
 // Int8 without AVX2).
 void check_compute_supported(Compute c);
 
+// The CPU backend (backend/cpu/): OpenBLAS, oneDNN and our kernels, threaded with OpenMP.
 std::unique_ptr<Backend> make_cpu_backend(Compute compute = Compute::F32);
-// Bytes of widened weight panel each CPU worker thread keeps for linear layers with K input
-// columns (reused across calls; for memory planning).
-size_t cpu_linear_scratch_bytes(int64_t K);
-// Bytes of the copy of a linear layer's input [rows, K] that bf16 and int8 compute keep on the
-// calling thread (bf16 values, or int8 codes with their block scales; reused across calls).
-size_t cpu_linear_input_bytes(int64_t rows, int64_t K);
 
 }  // namespace chroma

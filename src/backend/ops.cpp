@@ -1,4 +1,4 @@
-// The op vocabulary: compute ops forward to the active backend; data movement is done here.
+// The op vocabulary: every op forwards to the active backend, timed when the benchmark profiles.
 #include "backend/ops.h"
 
 #include <algorithm>
@@ -164,109 +164,95 @@ void normalize_columns(Tensor& x, float eps) {
   active_backend().normalize_columns(x, eps);
 }
 
-namespace {
-void require_rank2(const char* op, const Tensor& x, const char* what) {
-  if (x.rank() != 2) throw Error(std::string(op) + ": " + what + " must be 2-D, got " + shape_str(x.shape));
+Tensor to_backend(Tensor x) {
+  Memory& memory = active_backend().memory();
+  if (&x.memory() == &memory) return x;
+  OpTimer t(OpClass::DataMovement, "to_backend");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  return to_memory(std::move(x), memory);
 }
-}  // namespace
+Tensor zeros(Shape shape) { return Tensor(std::move(shape), active_backend().memory()); }
 
+Tensor axpby(float a, const Tensor& x, float b, const Tensor& y) {
+  OpTimer t(OpClass::Norm, "axpby");
+  t.bytes = f32_bytes(2 * x.numel(), x.numel());
+  return active_backend().axpby(a, x, b, y);
+}
+void affine(Tensor& x, float a, float b) {
+  OpTimer t(OpClass::Norm, "affine");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  active_backend().affine(x, a, b);
+}
+void round_bf16(Tensor& x) {
+  OpTimer t(OpClass::Norm, "round_bf16");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  active_backend().round_bf16(x);
+}
+void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask) {
+  OpTimer t(OpClass::Norm, "mask_blend");
+  t.bytes = f32_bytes(2 * x.numel() + mask.numel(), x.numel());
+  active_backend().mask_blend(x, y, mask);
+}
+double sum_abs(const Tensor& x) {
+  OpTimer t(OpClass::Norm, "sum_abs");
+  t.bytes = f32_bytes(x.numel(), 0);
+  return active_backend().sum_abs(x);
+}
+double sum_abs_diff(const Tensor& x, const Tensor& y) {
+  OpTimer t(OpClass::Norm, "sum_abs_diff");
+  t.bytes = f32_bytes(2 * x.numel(), 0);
+  return active_backend().sum_abs_diff(x, y);
+}
+bool all_finite(const Tensor& x) {
+  OpTimer t(OpClass::Norm, "all_finite");
+  t.bytes = f32_bytes(x.numel(), 0);
+  return active_backend().all_finite(x);
+}
+
+Tensor gather_rows(const TensorView& table, std::span<const int64_t> ids) {
+  OpTimer t(OpClass::DataMovement, "gather_rows");
+  if (table.shape.size() == 2) t.bytes = f32_bytes(0, int64_t(ids.size()) * table.dim(1));
+  return active_backend().gather_rows(table, ids);
+}
 Tensor transpose(const Tensor& x) {
   OpTimer t(OpClass::DataMovement, "transpose");
   t.bytes = f32_bytes(x.numel(), x.numel());
-  require_rank2("transpose", x, "input");
-  const int64_t A = x.dim(0), B = x.dim(1);
-  Tensor y({B, A});
-  // Blocked so both sides stay in cache for large matrices.
-  constexpr int64_t kBlock = 32;
-  for (int64_t a0 = 0; a0 < A; a0 += kBlock)
-    for (int64_t b0 = 0; b0 < B; b0 += kBlock)
-      for (int64_t a = a0; a < std::min(A, a0 + kBlock); ++a)
-        for (int64_t b = b0; b < std::min(B, b0 + kBlock); ++b) y.data[size_t(b * A + a)] = x.data[size_t(a * B + b)];
-  return y;
+  return active_backend().transpose(x);
 }
-
 Tensor concat_rows(const Tensor& a, const Tensor& b) {
   OpTimer t(OpClass::DataMovement, "concat_rows");
   t.bytes = f32_bytes(a.numel() + b.numel(), a.numel() + b.numel());
-  require_rank2("concat_rows", a, "first input");
-  require_rank2("concat_rows", b, "second input");
-  if (a.dim(1) != b.dim(1))
-    throw Error("concat_rows: widths differ: " + shape_str(a.shape) + " vs " + shape_str(b.shape));
-  Tensor y({a.dim(0) + b.dim(0), a.dim(1)});
-  std::copy(a.data.begin(), a.data.end(), y.data.begin());
-  std::copy(b.data.begin(), b.data.end(), y.data.begin() + a.numel());
-  return y;
+  return active_backend().concat_rows(a, b);
 }
-
 Tensor concat_cols(const Tensor& a, const Tensor& b) {
   OpTimer t(OpClass::DataMovement, "concat_cols");
   t.bytes = f32_bytes(a.numel() + b.numel(), a.numel() + b.numel());
-  require_rank2("concat_cols", a, "first input");
-  require_rank2("concat_cols", b, "second input");
-  if (a.dim(0) != b.dim(0))
-    throw Error("concat_cols: row counts differ: " + shape_str(a.shape) + " vs " + shape_str(b.shape));
-  const int64_t L = a.dim(0), Ca = a.dim(1), Cb = b.dim(1);
-  Tensor y({L, Ca + Cb});
-  for (int64_t i = 0; i < L; ++i) {
-    std::copy_n(a.ptr() + i * Ca, Ca, y.ptr() + i * (Ca + Cb));
-    std::copy_n(b.ptr() + i * Cb, Cb, y.ptr() + i * (Ca + Cb) + Ca);
-  }
-  return y;
+  return active_backend().concat_cols(a, b);
 }
-
 Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end) {
   OpTimer t(OpClass::DataMovement, "slice_cols");
   if (x.rank() == 2) t.bytes = f32_bytes(x.dim(0) * (end - begin), x.dim(0) * (end - begin));
-  require_rank2("slice_cols", x, "input");
-  const int64_t L = x.dim(0), C = x.dim(1);
-  if (begin < 0 || end < begin || end > C)
-    throw Error("slice_cols: columns [" + std::to_string(begin) + ", " + std::to_string(end) + ") out of range for " +
-                shape_str(x.shape));
-  const int64_t W = end - begin;
-  Tensor y({L, W});
-  for (int64_t i = 0; i < L; ++i) std::copy_n(x.ptr() + i * C + begin, W, y.ptr() + i * W);
-  return y;
+  return active_backend().slice_cols(x, begin, end);
 }
-
+Tensor image_to_patches(const Tensor& x, int patch) {
+  OpTimer t(OpClass::DataMovement, "image_to_patches");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  return active_backend().image_to_patches(x, patch);
+}
+Tensor patches_to_image(const Tensor& tokens, int patch, int64_t height, int64_t width) {
+  OpTimer t(OpClass::DataMovement, "patches_to_image");
+  t.bytes = f32_bytes(tokens.numel(), tokens.numel());
+  return active_backend().patches_to_image(tokens, patch, height, width);
+}
 Tensor image_to_patch_pixels(const Tensor& x, int patch) {
   OpTimer t(OpClass::DataMovement, "image_to_patch_pixels");
   t.bytes = f32_bytes(x.numel(), x.numel());
-  const int64_t p = patch;
-  if (x.rank() != 3 || p < 1 || x.dim(1) < p || x.dim(2) < p || x.dim(1) % p || x.dim(2) % p)
-    throw Error("image_to_patch_pixels: input " + shape_str(x.shape) + " is not an image [C, H, W] with H and W "
-                "positive multiples of the patch size " + std::to_string(patch));
-  const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2), gw = W / p;
-  Tensor y({H * W, C});
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t yy = 0; yy < H; ++yy)
-      for (int64_t xx = 0; xx < W; ++xx) {
-        const int64_t patch_index = (yy / p) * gw + xx / p, pixel = (yy % p) * p + xx % p;
-        y.data[size_t((patch_index * p * p + pixel) * C + c)] = x.data[size_t((c * H + yy) * W + xx)];
-      }
-  return y;
+  return active_backend().image_to_patch_pixels(x, patch);
 }
-
 void patch_pixels_to_image(const Tensor& rows, int64_t first_patch, int patch, Tensor& image) {
   OpTimer t(OpClass::DataMovement, "patch_pixels_to_image");
   t.bytes = f32_bytes(rows.numel(), rows.numel());
-  const int64_t p = patch;
-  if (image.rank() != 3 || p < 1 || image.dim(1) % p || image.dim(2) % p)
-    throw Error("patch_pixels_to_image: image " + shape_str(image.shape) + " is not [C, H, W] with H and W multiples of " +
-                std::to_string(patch));
-  const int64_t C = image.dim(0), H = image.dim(1), W = image.dim(2), gw = W / p, patches = (H / p) * gw;
-  if (rows.rank() != 2 || rows.dim(1) != C || rows.dim(0) % (p * p) || first_patch < 0 ||
-      first_patch + rows.dim(0) / (p * p) > patches)
-    throw Error("patch_pixels_to_image: rows " + shape_str(rows.shape) + " from patch " + std::to_string(first_patch) +
-                " do not fit image " + shape_str(image.shape) + " in " + std::to_string(patch) + "-pixel patches");
-  const int64_t n = rows.dim(0) / (p * p);
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t patch_index = first_patch + k, y0 = (patch_index / gw) * p, x0 = (patch_index % gw) * p;
-    for (int64_t pixel = 0; pixel < p * p; ++pixel) {
-      const float* src = rows.ptr() + (k * p * p + pixel) * C;
-      const int64_t yy = y0 + pixel / p, xx = x0 + pixel % p;
-      for (int64_t c = 0; c < C; ++c) image.data[size_t((c * H + yy) * W + xx)] = src[c];
-    }
-  }
+  active_backend().patch_pixels_to_image(rows, first_patch, patch, image);
 }
 
 }  // namespace chroma::ops

@@ -1,12 +1,15 @@
 // The op vocabulary every model is written in.
 //
-// Layouts (batch 1, PyTorch order, float32 activations):
+// Layouts (batch 1, PyTorch order, float32 activations in the active backend's memory):
 //   tokens  [L, C]            L tokens of width C; multi-head tensors keep heads inside C as "(H D)"
 //   images  [C, H, W]         channels first
 // Weights are TensorViews in their stored dtype ([N, K] for linear layers, PyTorch order) and
 // are widened inside the kernels, never copied whole. An empty TensorView means "no bias".
 //
-// The functions below forward to the active Backend (backend.h); model code never names one.
+// The functions below forward to the active Backend (backend.h); model code never names one, and
+// never reads a tensor's values: inputs built on the host (noise, embeddings of exact integers, tables)
+// enter through to_backend, and values the host needs (an image to encode) leave through to_host
+// (tensor.h). With the CPU backend both are free.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -91,11 +94,41 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b);
 // F.normalize(x, dim=-2)): x[b, :, n] ← x[b, :, n] / max(‖x[b, :, n]‖₂, eps).
 void normalize_columns(Tensor& x, float eps);
 
-// Plain data movement (no backend involvement needed, but kept in the vocabulary).
+// ---- Memory ----
+// `x` in the active backend's memory (moved when it is there already, e.g. always on the CPU).
+Tensor to_backend(Tensor x);
+// Zeros of `shape` in the active backend's memory.
+Tensor zeros(Shape shape);
+
+// ---- Elementwise arithmetic (float32, each operation rounded as written) and reductions ----
+// a·x + b·y (same shape)
+Tensor axpby(float a, const Tensor& x, float b, const Tensor& y);
+// x ← a·x + b in place (exactly a·x when b is 0: a −0 stays −0)
+void affine(Tensor& x, float a, float b);
+// Every value rounded to bf16 (nearest even) and back, in place: a bf16 tensor's arithmetic.
+void round_bf16(Tensor& x);
+// x ← m·x + (1 − m)·y with m = mask [P] broadcast over the leading dimension: x, y [C, P] (any shape of C·P values).
+void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask);
+// Σ|x| and Σ|x − y| in double precision.
+double sum_abs(const Tensor& x);
+double sum_abs_diff(const Tensor& x, const Tensor& y);
+// Whether no value is NaN or ±Inf.
+bool all_finite(const Tensor& x);
+
+// ---- Data movement ----
+// Rows ids of a stored table [V, C] widened to float32 → [n, C] (an embedding lookup). Throws for an
+// id outside [0, V).
+Tensor gather_rows(const TensorView& table, std::span<const int64_t> ids);
 Tensor transpose(const Tensor& x);                             // [A, B] → [B, A]
 Tensor concat_rows(const Tensor& a, const Tensor& b);          // [La, C] ++ [Lb, C] → [La+Lb, C]
 Tensor concat_cols(const Tensor& a, const Tensor& b);          // [L, Ca] ++ [L, Cb] → [L, Ca+Cb]
 Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end);  // [L, C] → [L, end−begin]
+// An image [C, H, W] (or [1, C, H, W]) as one token per p×p patch: [(H/p)·(W/p), C·p·p], patches in
+// row-major order, each token's values in (c, dy, dx) order (einops "c (h p1) (w p2) -> (h w) (c p1 p2)").
+// Throws unless H and W are positive multiples of p.
+Tensor image_to_patches(const Tensor& x, int patch);
+// The inverse: tokens [(H/p)·(W/p), C·p·p] → the image [1, C, H, W].
+Tensor patches_to_image(const Tensor& tokens, int patch, int64_t height, int64_t width);
 // An image [C, H, W] cut into p×p patches, one row per pixel: [(H/p)·(W/p)·p², C]. Row
 // (t·p² + dy·p + dx) holds the C channels of pixel (p·i + dy, p·j + dx) of patch t = i·(W/p) + j
 // (PyTorch's unfold(kernel p, stride p) transposed to patch-major, pixel-major order).

@@ -44,10 +44,10 @@ ComparisonReport compare_files(const std::string& a_path, const std::string& b_p
       const Tensor ta = va->to_f32(), tb = vb->to_f32();
       double ref_max = 0;
       for (int64_t i = 0; i < ta.numel(); ++i) {
-        const double e = std::fabs(double(ta.data[size_t(i)]) - double(tb.data[size_t(i)]));
+        const double e = std::fabs(double(ta.ptr()[i]) - double(tb.ptr()[i]));
         c.mean_abs += e;
         c.max_abs = std::isnan(e) ? INFINITY : std::max(c.max_abs, e);
-        ref_max = std::max(ref_max, std::fabs(double(tb.data[size_t(i)])));
+        ref_max = std::max(ref_max, std::fabs(double(tb.ptr()[i])));
       }
       if (ta.numel()) c.mean_abs /= double(ta.numel());
       c.rel = ref_max > 0 ? c.max_abs / ref_max : c.max_abs;

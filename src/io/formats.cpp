@@ -54,7 +54,7 @@ std::map<std::string, TensorView> apply_scales(const std::map<std::string, Tenso
     if (v.numel() != 1 || !dtype_is_float(v.dtype))
       throw Error(where + ": scale " + quoted(name) + " is " + dtype_name(v.dtype) + " " + shape_str(v.shape) +
                   "; only one float per tensor is supported (per-channel or block scales are not)");
-    const float s = v.to_f32().data[0];
+    const float s = v.to_f32().ptr()[0];
     if (!std::isfinite(s)) throw Error(where + ": scale " + quoted(name) + " is not finite");
     w->second.scale *= s;
   }

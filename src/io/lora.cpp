@@ -164,7 +164,7 @@ LoraDelta make_delta(const std::string& path, const std::string& module, const G
     decomposed = r1 || r2;
   }
   if (g[Role::Alpha] && decomposed) {
-    const std::vector<float> alpha = g[Role::Alpha]->to_f32().data;
+    const std::vector<float> alpha = g[Role::Alpha]->to_f32().to_vector();
     if (alpha.size() != 1 || !std::isfinite(alpha[0]))
       throw Error(path + ": LoRA alpha " + quoted(g[Role::Alpha]->name) + " is " + shape_str(g[Role::Alpha]->shape) +
                   ", expected one finite number");

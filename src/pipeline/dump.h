@@ -14,7 +14,7 @@ namespace chroma::pipeline {
 class Dump : public Tracer {
  public:
   explicit Dump(std::string dir);
-  void put(const std::string& name, const Tensor& value) { values_[name] = value; }
+  void put(const std::string& name, const Tensor& value) { values_[name] = to_host(value); }  // kept on the host
   void record(const std::string& name, const Tensor& value) override { put(name, value); }
   // Writes DIR/dump.safetensors (atomically). Returns the path.
   std::string write() const;

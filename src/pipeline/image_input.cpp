@@ -59,7 +59,7 @@ Tensor image_to_tensor(const io::Image& image) {
   const int64_t H = image.height, W = image.width, plane = H * W;
   Tensor t({1, 3, H, W});
   for (int64_t c = 0; c < 3; ++c)
-    for (int64_t i = 0; i < plane; ++i) t.data[size_t(c * plane + i)] = float(image.rgb[size_t(i * 3 + c)]) / 127.5f - 1.0f;
+    for (int64_t i = 0; i < plane; ++i) t.values()[size_t(c * plane + i)] = float(image.rgb[size_t(i * 3 + c)]) / 127.5f - 1.0f;
   return t;
 }
 
@@ -67,7 +67,7 @@ Tensor mask_weights(const io::Image& mask, int blur) {
   const int64_t H = mask.height, W = mask.width;
   Tensor m({H, W});
   for (int64_t i = 0; i < H * W; ++i)
-    m.data[size_t(i)] = (float(mask.rgb[size_t(i * 3)]) + float(mask.rgb[size_t(i * 3 + 1)]) +
+    m.values()[size_t(i)] = (float(mask.rgb[size_t(i * 3)]) + float(mask.rgb[size_t(i * 3 + 1)]) +
                          float(mask.rgb[size_t(i * 3 + 2)])) / (3.0f * 255.0f);
   if (blur <= 0) return m;
   std::vector<float> kernel(size_t(2 * blur + 1));
@@ -84,9 +84,9 @@ Tensor mask_weights(const io::Image& mask, int blur) {
         for (int k = -blur; k <= blur; ++k) {
           const int64_t yy = along_rows ? y : std::clamp<int64_t>(y + k, 0, H - 1);
           const int64_t xx = along_rows ? std::clamp<int64_t>(x + k, 0, W - 1) : x;
-          s += kernel[size_t(k + blur)] * in.data[size_t(yy * W + xx)];
+          s += kernel[size_t(k + blur)] * in.values()[size_t(yy * W + xx)];
         }
-        out.data[size_t(y * W + x)] = s;
+        out.values()[size_t(y * W + x)] = s;
       }
     return out;
   };
@@ -100,8 +100,8 @@ Tensor latent_mask(const Tensor& pixel_mask) {
     for (int64_t x = 0; x < w; ++x) {
       float s = 0;
       for (int64_t dy = 0; dy < 8; ++dy)
-        for (int64_t dx = 0; dx < 8; ++dx) s += pixel_mask.data[size_t((y * 8 + dy) * W + x * 8 + dx)];
-      m.data[size_t(y * w + x)] = s / 64.0f;
+        for (int64_t dx = 0; dx < 8; ++dx) s += pixel_mask.values()[size_t((y * 8 + dy) * W + x * 8 + dx)];
+      m.values()[size_t(y * w + x)] = s / 64.0f;
     }
   return m;
 }
@@ -112,7 +112,7 @@ std::vector<uint8_t> paste_back(const std::vector<uint8_t>& generated, const std
     throw Error("paste_back: image and mask sizes differ");
   std::vector<uint8_t> out(generated.size());
   for (size_t i = 0; i < out.size(); ++i) {
-    const float m = pixel_mask.data[i / 3];
+    const float m = pixel_mask.values()[i / 3];
     out[i] = uint8_t(std::lround(m * float(generated[i]) + (1.0f - m) * float(original[i])));
   }
   return out;

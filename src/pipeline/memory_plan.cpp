@@ -67,12 +67,9 @@ size_t t5_activations(const t5::T5Config& c, const std::vector<int64_t>& text_ro
   return kF32 * size_t(n) * size_t(8 * c.d_model + 3 * c.d_ff) + 2 * kF32 * size_t(c.heads) * size_t(m * m);
 }
 
-// The CPU backend's widened weight panels, one per worker thread, for the widest linear layer (K),
-// and the copy of its input [rows, K] that bf16 / int8 compute make.
-size_t gemm_scratch(int64_t rows, int64_t widest_k) {
-  return size_t(std::max(1, num_threads())) * cpu_linear_scratch_bytes(widest_k) +
-         cpu_linear_input_bytes(rows, widest_k);
-}
+// The backend's scratch for the widest linear layer (K) on `rows` rows (on the CPU: widened weight
+// panels, one per worker thread, and the copy of the input that bf16 / int8 compute make).
+size_t gemm_scratch(int64_t rows, int64_t widest_k) { return active_backend().linear_workspace_bytes(rows, widest_k); }
 
 // DiT on R = Σ_s (Li + Lt_s) packed rows. The largest live set is a double block's MLP: the
 // streams (C), the Q, K, V kept for the block (3C), the attention output (C), the modulated input

@@ -52,8 +52,9 @@ auto open_for(const char* flag, const std::string& path, F open) {
 
 // NaN/Inf from a model means corrupt weights or an overflow: stop rather than write a wrong image.
 void require_finite(const Tensor& t, const char* what) {
-  for (float x : t.data)
-    if (!std::isfinite(x)) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
+  const bool finite = t.on_host() ? std::all_of(t.values().begin(), t.values().end(), [](float x) { return std::isfinite(x); })
+                                  : ops::all_finite(t);
+  if (!finite) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
 }
 
 // ComfyUI's VAEDecodeTiled defaults: 512-pixel tiles with 64 pixels of overlap (latent pixels here).
@@ -252,7 +253,10 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
     std::vector<Tensor> txt = models_->t5->encode_batch(prompts);
     text.positive = std::move(txt[0]);
     if (negative_prompt) text.negative = std::move(txt[1]);
-    const Tensor empty = empty_ids.empty() ? Tensor() : txt.back();
+    // Prompt weights are applied on the host (text/prompt_weights.h), where the phase returns them.
+    text.positive = to_host(std::move(text.positive));
+    text.negative = to_host(std::move(text.negative));
+    const Tensor empty = empty_ids.empty() ? Tensor() : to_host(std::move(txt.back()));
     text::apply_prompt_weights(text.positive, empty, pos.weights, weighting);
     if (negative_prompt) text::apply_prompt_weights(text.negative, empty, neg.weights, weighting);
   }
@@ -266,10 +270,16 @@ TextConditioning Pipeline::encode_text(const std::string& prompt, const std::opt
 }
 
 Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int first_step,
-                         const TextConditioning& text, const GenerationRequest& r, const RunHooks& hooks,
-                         const LatentBlend* blend, dit::StepCache* cache, ProgressReporter& progress) const {
+                         const TextConditioning& host_text, const GenerationRequest& r, const RunHooks& hooks,
+                         const LatentBlend* host_blend, dit::StepCache* cache, ProgressReporter& progress) const {
   // The tracer is bound for the first step's DiT pass only (below).
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
+  const TextConditioning text{ops::to_backend(host_text.positive), ops::to_backend(host_text.negative)};
+  std::optional<LatentBlend> backend_blend;
+  if (host_blend)
+    backend_blend = LatentBlend{ops::to_backend(host_blend->original), ops::to_backend(host_blend->noise),
+                                ops::to_backend(host_blend->mask)};
+  const LatentBlend* blend = backend_blend ? &*backend_blend : nullptr;
   const ops::profile::Section ops_section("denoising");
   const dit::ChromaModel& model = *models_->dit;
   // Ancestral samplers draw their noise from a PyTorch CPU generator seeded with the request's seed
@@ -313,8 +323,7 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
       v = sampling::cfg_combine(v_pos, v_neg, r.cfg, prec);
     }
     if (hooks.progress) {  // the x0 estimate for previews (Progress::denoised)
-      latest_denoised = Tensor(x.shape);
-      for (size_t k = 0; k < x.data.size(); ++k) latest_denoised.data[k] = x.data[k] - t * v.data[k];
+      latest_denoised = ops::axpby(1.0f, x, -t, v);  // x − t·v
     }
     if (dump) {
       dump->put(step + "latent_in", x);
@@ -328,16 +337,10 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
   };
 
   progress.phase(Progress::Phase::Denoising, first_step + int(schedule.size()) - 1);
-  Tensor latent = sampling::denoise(*sampler, x0, schedule, velocity, [&](int step, int total, Tensor& x) {
+  Tensor latent = sampling::denoise(*sampler, ops::to_backend(x0), schedule, velocity, [&](int step, int total, Tensor& x) {
     if (blend) {  // inpainting: the unmasked latent back on the original's path at t_next
       const Tensor kept = sampling::flow_noised(blend->original, blend->noise, schedule[size_t(step - first_step + 1)], prec);
-      const int64_t plane = blend->mask.numel(), channels = x.numel() / plane;
-      for (int64_t c = 0; c < channels; ++c)
-        for (int64_t i = 0; i < plane; ++i) {
-          const size_t k = size_t(c * plane + i);
-          const float m = blend->mask.data[size_t(i)];
-          x.data[k] = m * x.data[k] + (1.0f - m) * kept.data[k];
-        }
+      ops::mask_blend(x, kept, blend->mask);  // m·x + (1 − m)·kept, the mask over every channel
       x = sampling::round_state(x, prec);
     }
     progress.step_done(step + 1, total, latest_denoised.numel() ? &latest_denoised : nullptr);  // throws Cancelled
@@ -346,39 +349,39 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
   io::release_pages(models_->dit_weights, "");
   release_free_heap();
   require_finite(latent, "denoising");
-  return latent;
+  return to_host(std::move(latent));
 }
 
 Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled, ProgressReporter& progress) const {
   progress.phase(Progress::Phase::Decoding);
+  const RunContext::Bind bind(context_, nullptr, hooks.profiler);  // the dump keeps the decoder's output only
   if (pixel_space()) {  // Chroma1-Radiance: the denoised state is the image (docs/radiance.md §6)
     require_finite(latent, "denoising");
-    return latent;
+    return to_host(latent);
   }
-  const RunContext::Bind bind(context_, nullptr, hooks.profiler);  // the dump keeps the decoder's output only
   const ops::profile::Section ops_section("decoding");
   const vae::Decoder& decoder = *models_->vae;
   Tensor image = tiled ? vae::decode_tiled([&](const Tensor& z) { return decoder.decode(z); }, latent, kVaeTiling,
                                            [&](int done, int total) { progress.tile_done(done, total); })
-                       : decoder.decode(latent);
+                       : decoder.decode(ops::to_backend(latent));
   io::release_pages(models_->vae_weights, "");
   release_free_heap();
   require_finite(image, "VAE decoding");
-  return image;
+  return to_host(std::move(image));
 }
 
 Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks, ProgressReporter& progress) const {
-  if (pixel_space()) return image;  // Chroma1-Radiance: x0 is the image's pixels (docs/radiance.md §6)
+  if (pixel_space()) return to_host(image);  // Chroma1-Radiance: x0 is the image's pixels (docs/radiance.md §6)
   if (!models_->vae_encoder)
     throw Error("--vae " + config_.files.vae + ": holds no encoder (encoder.* tensors): img2img needs the full VAE");
   progress.phase(Progress::Phase::ImageEncoding);
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
   const ops::profile::Section ops_section("image encoding");
-  Tensor latent = models_->vae_encoder->encode(image);
+  Tensor latent = models_->vae_encoder->encode(ops::to_backend(image));
   io::release_pages(models_->vae_weights, "");
   release_free_heap();
   require_finite(latent, "VAE encoding");
-  return latent;
+  return to_host(std::move(latent));
 }
 
 namespace {
@@ -617,10 +620,12 @@ std::vector<uint8_t> to_rgb8(const Tensor& image) {
   if (image.rank() != 4 || image.dim(0) != 1 || image.dim(1) != 3)
     throw Error("to_rgb8: expected an image [1, 3, H, W], got " + shape_str(image.shape));
   const int64_t H = image.dim(2), W = image.dim(3), plane = H * W;
+  Tensor copy;
+  const float* values = host_readable(image, copy).ptr();
   std::vector<uint8_t> rgb(size_t(plane * 3));
   for (int64_t c = 0; c < 3; ++c)
     for (int64_t i = 0; i < plane; ++i) {
-      float x = image.data[size_t(c * plane + i)];
+      float x = values[c * plane + i];
       x = std::isnan(x) ? 0.0f : std::fmin(1.0f, std::fmax(-1.0f, x));
       rgb[size_t(i * 3 + c)] = uint8_t(127.5f * (x + 1.0f));  // float32 like the reference; truncation
     }

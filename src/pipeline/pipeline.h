@@ -166,7 +166,8 @@ class Pipeline {
   GenerationResult generate(const GenerationRequest& request, const RunHooks& hooks = {});
 
   // The phases, for callers that reuse or replace one of them. Each binds the pipeline's run
-  // context (run_context.h) with the hooks' observers.
+  // context (run_context.h) with the hooks' observers, moves its tensor arguments into the run's
+  // backend and returns host tensors.
   // Emphasis such as "(word:1.2)" is read with `weighting` (text/prompt_weights.h); `padding` is how
   // T5 treats the prompts' padding (t5.h Padding).
   TextConditioning encode_text(const std::string& prompt, const std::optional<std::string>& negative_prompt,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "backend/ops.h"
 #include "tensor/error.h"
 
 namespace chroma::sampling {
@@ -19,10 +20,11 @@ namespace {
 // a·x + b·y elementwise, in float32 (the arithmetic of the samplers below).
 Tensor combine(float a, const Tensor& x, float b, const Tensor& y) {
   if (x.shape != y.shape) throw Error("sampler: shapes " + shape_str(x.shape) + " and " + shape_str(y.shape) + " differ");
-  Tensor out(x.shape);
-  for (int64_t i = 0; i < x.numel(); ++i) out.data[size_t(i)] = a * x.data[size_t(i)] + b * y.data[size_t(i)];
-  return out;
+  return ops::axpby(a, x, b, y);
 }
+
+// Noise of `shape` (drawn on the host) where the sampler's tensors are.
+Tensor draw(const NoiseFn& noise, const Shape& shape) { return ops::to_backend(noise(shape)); }
 
 // D = x − t·v: the x0 prediction.
 Tensor denoised(const Tensor& x, const Tensor& v, float t) { return combine(1.0f, x, -t, v); }
@@ -36,7 +38,7 @@ Tensor renoise(const Tensor& x_down, double down, double t_next, const NoiseFn& 
   const double alpha_next = 1.0 - t_next, alpha_down = 1.0 - down;
   const double c = std::sqrt(
       std::max(0.0, t_next * t_next - down * down * alpha_next * alpha_next / (alpha_down * alpha_down)));
-  return combine(float(alpha_next / alpha_down), x_down, float(c), noise(x_down.shape));
+  return combine(float(alpha_next / alpha_down), x_down, float(c), draw(noise, x_down.shape));
 }
 
 }  // namespace
@@ -48,10 +50,8 @@ Tensor HeunSampler::step(const Tensor& x, float t, float t_next, int step, const
   const Tensor euler = combine(1.0f, x, dt, d1);
   if (t_next == 0.0f) return round_state(euler, precision_);
   const Tensor d2 = velocity(round_state(euler, precision_), round_state(t_next, precision_), step);
-  Tensor out(x.shape);
-  for (int64_t i = 0; i < x.numel(); ++i)
-    out.data[size_t(i)] = x.data[size_t(i)] + dt * (0.5f * (d1.data[size_t(i)] + d2.data[size_t(i)]));
-  return round_state(out, precision_);
+  // x + dt·(½(d1 + d2)): ½d1 + ½d2 is that half sum exactly (halving is exact in binary floats).
+  return round_state(combine(1.0f, x, dt, combine(0.5f, d1, 0.5f, d2)), precision_);
 }
 
 Tensor DpmPP2MSampler::step(const Tensor& x, float t, float t_next, int step, const VelocityFn& velocity,
@@ -167,8 +167,8 @@ Tensor DpmPPSdeSampler::step(const Tensor& x, float t_in, float t_next, int step
   if (eta_ > 0.0f) {
     // Brownian increments over t: W(t_1) − W(t) and W(t_next) − W(t), each divided by √|Δt|.
     const double a = s - t_1, b = t_1 - sn;
-    noise_1 = noise_(x.shape);
-    noise_2 = combine(float(std::sqrt(a / (a + b))), noise_1, float(std::sqrt(b / (a + b))), noise_(x.shape));
+    noise_1 = draw(noise_, x.shape);
+    noise_2 = combine(float(std::sqrt(a / (a + b))), noise_1, float(std::sqrt(b / (a + b))), draw(noise_, x.shape));
   }
   const Tensor x_1 = solver_step(lambda_1, alpha_1, d, eta_ > 0.0f ? &noise_1 : nullptr);
   const auto t_1f = float(t_1);
@@ -176,55 +176,21 @@ Tensor DpmPPSdeSampler::step(const Tensor& x, float t_in, float t_next, int step
   return round_state(solver_step(lambda_t, alpha_t, d_1, eta_ > 0.0f ? &noise_2 : nullptr), precision_);
 }
 
-namespace {
-struct NamedSampler {
-  const char* name;
-  bool ancestral;
-  std::unique_ptr<Sampler> (*make)(SamplerPrecision, NoiseFn);
-};
-template <typename S>
-std::unique_ptr<Sampler> make_ode(SamplerPrecision p, NoiseFn) {
-  return std::make_unique<S>(p);
-}
-template <typename S>
-std::unique_ptr<Sampler> make_noisy(SamplerPrecision p, NoiseFn noise) {
-  return std::make_unique<S>(p, std::move(noise));
-}
-const NamedSampler kSamplers[] = {
-    {"euler", false, make_ode<EulerSampler>},
-    {"heun", false, make_ode<HeunSampler>},
-    {"dpm++2m", false, make_ode<DpmPP2MSampler>},
-    {"res_multistep", false, make_ode<ResMultistepSampler>},
-    {"gradient_estimation", false, make_ode<GradientEstimationSampler>},
-    {"euler_a", true, make_noisy<EulerAncestralSampler>},
-    {"dpm++2s_a", true, make_noisy<DpmPP2SAncestralSampler>},
-    {"dpm++sde", true, make_noisy<DpmPPSdeSampler>},
-};
-const NamedSampler* find_sampler(const std::string& name) {
-  for (const NamedSampler& s : kSamplers)
-    if (name == s.name) return &s;
-  return nullptr;
-}
-}  // namespace
-
 std::unique_ptr<Sampler> make_sampler(const std::string& name, SamplerPrecision precision, NoiseFn noise) {
-  const NamedSampler* s = find_sampler(name);
+  const SamplerInfo* s = find_sampler(name);
   if (!s) throw Error("unknown sampler '" + name + "' (known: " + sampler_names() + ")");
   if (s->ancestral && !noise) throw Error("sampler " + name + " needs a noise source");
-  return s->make(precision, std::move(noise));
-}
-
-bool is_sampler_name(const std::string& name) { return find_sampler(name) != nullptr; }
-
-bool is_ancestral(const std::string& name) {
-  const NamedSampler* s = find_sampler(name);
-  return s && s->ancestral;
-}
-
-std::string sampler_names() {
-  std::string names;
-  for (const NamedSampler& s : kSamplers) names += (names.empty() ? "" : ", ") + std::string(s.name);
-  return names;
+  switch (s->kind) {
+    case SamplerKind::Euler: return std::make_unique<EulerSampler>(precision);
+    case SamplerKind::Heun: return std::make_unique<HeunSampler>(precision);
+    case SamplerKind::DpmPP2M: return std::make_unique<DpmPP2MSampler>(precision);
+    case SamplerKind::ResMultistep: return std::make_unique<ResMultistepSampler>(precision);
+    case SamplerKind::GradientEstimation: return std::make_unique<GradientEstimationSampler>(precision);
+    case SamplerKind::EulerAncestral: return std::make_unique<EulerAncestralSampler>(precision, std::move(noise));
+    case SamplerKind::DpmPP2SAncestral: return std::make_unique<DpmPP2SAncestralSampler>(precision, std::move(noise));
+    case SamplerKind::DpmPPSde: return std::make_unique<DpmPPSdeSampler>(precision, std::move(noise));
+  }
+  throw Error("sampler " + name + " has no implementation");
 }
 
 Tensor denoise(const Sampler& sampler, const Tensor& x0, std::span<const float> schedule, const VelocityFn& velocity,

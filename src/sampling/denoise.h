@@ -167,8 +167,18 @@ class DpmPPSdeSampler final : public NoisySampler {
 // The samplers by name; throws chroma::Error for an unknown name, or an ancestral sampler without
 // a noise source.
 std::unique_ptr<Sampler> make_sampler(const std::string& name, SamplerPrecision precision, NoiseFn noise = {});
+
+// The sampler names (sampler_names.cpp: the one table, without the samplers' arithmetic, so request
+// parsing links without a backend).
+enum class SamplerKind { Euler, Heun, DpmPP2M, ResMultistep, GradientEstimation, EulerAncestral, DpmPP2SAncestral, DpmPPSde };
+struct SamplerInfo {
+  const char* name;
+  SamplerKind kind;
+  bool ancestral;  // takes noise at every step
+};
+const SamplerInfo* find_sampler(const std::string& name);  // null for an unknown name
 bool is_sampler_name(const std::string& name);
-bool is_ancestral(const std::string& name);  // takes noise at every step
+bool is_ancestral(const std::string& name);
 std::string sampler_names();  // "euler, heun, …"
 
 // Integrates from schedule.front() to schedule.back() (schedule.size() − 1 steps, times

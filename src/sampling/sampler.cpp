@@ -7,9 +7,11 @@
 
 #include <string>
 
+#include "backend/ops.h"
 #include "tensor/error.h"
 
-// (Compiled with -ffp-contract=off, see CMakeLists.txt: each float op rounds where PyTorch rounds.)
+// (The ops' arithmetic is compiled with -ffp-contract=off, see CMakeLists.txt: each float op rounds
+// where PyTorch rounds; a·x + b·y with a = 1 or b = −1 is exactly x + b·y or a·x − y.)
 
 namespace chroma::sampling {
 namespace {
@@ -25,7 +27,7 @@ void check_same_shape(const char* fn, const char* a_name, const Tensor& a, const
 Tensor round_state(const Tensor& x, SamplerPrecision precision) {
   if (precision == SamplerPrecision::F32) return x;
   Tensor out = x;
-  for (float& v : out.data) v = round_bf16(v);
+  ops::round_bf16(out);
   return out;
 }
 
@@ -41,21 +43,17 @@ bool uses_cfg(int step, int skip_cfg_steps, float cfg) {
 
 Tensor cfg_combine(const Tensor& v_pos, const Tensor& v_neg, float cfg, SamplerPrecision precision) {
   check_same_shape("cfg_combine", "v_pos", v_pos, "v_neg", v_neg);
-  Tensor out(v_pos.shape);
-  if (precision == SamplerPrecision::F32) {
-    for (size_t i = 0; i < out.data.size(); ++i)
-      out.data[i] = v_neg.data[i] + (v_pos.data[i] - v_neg.data[i]) * cfg;
-    return out;
-  }
+  if (precision == SamplerPrecision::F32)  // v_neg + (v_pos − v_neg)·cfg
+    return ops::axpby(1.0f, v_neg, cfg, ops::axpby(1.0f, v_pos, -1.0f, v_neg));
   // bf16 tensors: each op computes in float32 and rounds its result to bf16; the Python scalar cfg
   // becomes bf16 first (exact for 4.0 or 3.5, not for e.g. 5.2).
-  const float cfg_b = round_bf16(cfg);
-  for (size_t i = 0; i < out.data.size(); ++i) {
-    const float pos = round_bf16(v_pos.data[i]), neg = round_bf16(v_neg.data[i]);
-    const float diff = round_bf16(pos - neg);
-    const float scaled = round_bf16(diff * cfg_b);
-    out.data[i] = round_bf16(neg + scaled);
-  }
+  const Tensor pos = round_state(v_pos, precision), neg = round_state(v_neg, precision);
+  Tensor scaled = ops::axpby(1.0f, pos, -1.0f, neg);  // diff
+  ops::round_bf16(scaled);
+  ops::affine(scaled, round_bf16(cfg), 0.0f);  // diff · cfg
+  ops::round_bf16(scaled);
+  Tensor out = ops::axpby(1.0f, neg, 1.0f, scaled);
+  ops::round_bf16(out);
   return out;
 }
 
@@ -64,27 +62,20 @@ Tensor euler_step(const Tensor& latent, const Tensor& v, float t, float t_next, 
   // flow subtracts the Python floats of the float32 schedule in float64; rounding that difference
   // to float32 gives the float32 difference (both operands are float32, so it is exact in float64).
   const float dt = t_next - t;
-  Tensor out(latent.shape);
-  if (precision == SamplerPrecision::F32) {
-    for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = latent.data[i] + dt * v.data[i];
-    return out;
-  }
+  if (precision == SamplerPrecision::F32) return ops::axpby(1.0f, latent, dt, v);
   // bf16: the scalar dt is converted to bf16, dt·v is rounded, then the sum is rounded. Verified on
   // case-e-txt2img-bf16latent: dt from bf16-rounded t's, or an unrounded product, do not match.
-  const float dt_b = round_bf16(dt);
-  for (size_t i = 0; i < out.data.size(); ++i) {
-    const float step = round_bf16(dt_b * round_bf16(v.data[i]));
-    out.data[i] = round_bf16(round_bf16(latent.data[i]) + step);
-  }
+  Tensor step = round_state(v, precision);
+  ops::affine(step, round_bf16(dt), 0.0f);
+  ops::round_bf16(step);
+  Tensor out = ops::axpby(1.0f, round_state(latent, precision), 1.0f, step);
+  ops::round_bf16(out);
   return out;
 }
 
 Tensor flow_noised(const Tensor& x0, const Tensor& noise, float t, SamplerPrecision precision) {
   check_same_shape("flow_noised", "x0", x0, "noise", noise);
-  Tensor out(x0.shape);
-  const float keep = 1.0f - t;
-  for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = keep * x0.data[i] + t * noise.data[i];
-  return round_state(out, precision);
+  return round_state(ops::axpby(1.0f - t, x0, t, noise), precision);
 }
 
 }  // namespace chroma::sampling

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "tensor/quant.h"
 
@@ -132,9 +133,92 @@ float f8e4m3_to_f32(uint8_t x) {
   return (x & 0x80) ? -v : v;
 }
 
-Tensor::Tensor(Shape s, std::vector<float> values) : shape(std::move(s)), data(std::move(values)) {
-  if (int64_t(data.size()) != shape_numel(shape))
-    throw Error("tensor: " + std::to_string(data.size()) + " values do not fill shape " + shape_str(shape));
+namespace {
+
+class HostMemory final : public Memory {
+ public:
+  const char* name() const override { return "host"; }
+  bool host_accessible() const override { return true; }
+  void* allocate(size_t bytes) override {
+    constexpr size_t kAlign = 64;  // a cache line: whole AVX-512 vectors
+    void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+    if (!p) throw Error("out of memory: " + std::to_string(bytes >> 20) + " MiB of host memory for a tensor");
+    std::memset(p, 0, bytes);
+    return p;
+  }
+  void release(void* p) noexcept override { std::free(p); }
+  void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_from_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+};
+
+size_t float_bytes(const Shape& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape)
+    if (d < 0 || !checked_mul(n, uint64_t(d), &n)) throw Error("tensor: impossible shape " + shape_str(shape));
+  uint64_t bytes;
+  if (!checked_mul(n, sizeof(float), &bytes) || bytes > SIZE_MAX) throw Error("tensor: shape " + shape_str(shape) + " is too large");
+  return size_t(bytes);
+}
+
+}  // namespace
+
+Memory& host_memory() {
+  static HostMemory host;
+  return host;
+}
+
+Storage::Storage(Memory& memory, size_t bytes) : memory_(&memory), bytes_(bytes), on_host_(memory.host_accessible()) {
+  if (bytes) ptr_ = memory.allocate(bytes);
+}
+Storage::Storage(const Storage& other) : Storage(*other.memory_, other.bytes_) {
+  if (bytes_) memory_->copy(ptr_, other.ptr_, bytes_);
+}
+Storage& Storage::operator=(const Storage& other) {
+  if (this != &other) *this = Storage(other);
+  return *this;
+}
+Storage::Storage(Storage&& other) noexcept
+    : memory_(other.memory_), ptr_(other.ptr_), bytes_(other.bytes_), on_host_(other.on_host_) {
+  other.ptr_ = nullptr;
+  other.bytes_ = 0;
+}
+Storage& Storage::operator=(Storage&& other) noexcept {
+  if (this != &other) {
+    if (ptr_) memory_->release(ptr_);
+    memory_ = other.memory_;
+    ptr_ = other.ptr_;
+    bytes_ = other.bytes_;
+    on_host_ = other.on_host_;
+    other.ptr_ = nullptr;
+    other.bytes_ = 0;
+  }
+  return *this;
+}
+Storage::~Storage() {
+  if (ptr_) memory_->release(ptr_);
+}
+
+Tensor::Tensor(Shape s) : Tensor(std::move(s), host_memory()) {}
+
+Tensor::Tensor(Shape s, Memory& memory) : shape(std::move(s)), storage_(memory, float_bytes(shape)) {}
+
+Tensor::Tensor(Shape s, std::vector<float> values) : shape(std::move(s)) {
+  if (int64_t(values.size()) != shape_numel(shape))
+    throw Error("tensor: " + std::to_string(values.size()) + " values do not fill shape " + shape_str(shape));
+  storage_ = Storage(host_memory(), values.size() * sizeof(float));
+  if (!values.empty()) std::memcpy(storage_.get(), values.data(), values.size() * sizeof(float));
+}
+
+void Tensor::not_on_host() const {
+  throw Error("tensor " + shape_str(shape) + " is in " + storage_.memory().name() +
+              " memory: the host reads it only after to_host()");
+}
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel()));
+  if (!v.empty()) memory().copy_to_host(v.data(), raw(), v.size() * sizeof(float));
+  return v;
 }
 
 Tensor Tensor::reshaped(Shape s) const {
@@ -150,10 +234,44 @@ void Tensor::reshape(Shape s) {
 }
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
-  int64_t row = shape.empty() ? 1 : numel() / shape[0];
+  const int64_t row = shape.empty() || shape[0] == 0 ? 1 : numel() / shape[0];
+  if (shape.empty() || begin < 0 || end < begin || end > shape[0])
+    throw Error("tensor rows [" + std::to_string(begin) + ", " + std::to_string(end) + ") out of range for " +
+                shape_str(shape));
   Shape s = shape;
   s[0] = end - begin;
-  return Tensor(s, std::vector<float>(data.begin() + begin * row, data.begin() + end * row));
+  Tensor t(s, memory());
+  if (t.numel()) memory().copy(t.raw(), static_cast<const float*>(raw()) + begin * row, size_t(t.numel()) * sizeof(float));
+  return t;
+}
+
+void Tensor::copy_rows_from(const Tensor& src, int64_t src_row, int64_t dst_row, int64_t n) {
+  if (rank() != 2 || src.rank() != 2 || src.dim(1) != dim(1) || &src.memory() != &memory() || n < 0 || src_row < 0 ||
+      dst_row < 0 || src_row + n > src.dim(0) || dst_row + n > dim(0))
+    throw Error("copy_rows_from: rows [" + std::to_string(src_row) + ", +" + std::to_string(n) + ") of " +
+                shape_str(src.shape) + " do not fit at row " + std::to_string(dst_row) + " of " + shape_str(shape));
+  const int64_t W = dim(1);
+  if (n) memory().copy(static_cast<float*>(raw()) + dst_row * W, static_cast<const float*>(src.raw()) + src_row * W,
+                       size_t(n * W) * sizeof(float));
+}
+
+Tensor to_memory(Tensor t, Memory& memory) {
+  if (&t.memory() == &memory) return t;
+  Tensor out(t.shape, memory);
+  const size_t bytes = size_t(t.numel()) * sizeof(float);
+  if (!bytes) return out;
+  if (memory.host_accessible()) t.memory().copy_to_host(out.raw(), t.raw(), bytes);
+  else if (t.on_host()) memory.copy_from_host(out.raw(), t.raw(), bytes);
+  else memory.copy_from_host(out.raw(), t.to_vector().data(), bytes);  // device to device through the host
+  return out;
+}
+
+Tensor to_host(Tensor t) { return to_memory(std::move(t), host_memory()); }
+
+const Tensor& host_readable(const Tensor& t, Tensor& holder) {
+  if (t.on_host()) return t;
+  holder = to_host(t);
+  return holder;
 }
 
 Tensor TensorView::to_f32() const {
@@ -162,8 +280,8 @@ Tensor TensorView::to_f32() const {
     size_t at = 0;
     for (const TensorView& p : *parts) {
       const Tensor pt = p.to_f32();
-      std::copy(pt.data.begin(), pt.data.end(), t.data.begin() + ptrdiff_t(at));
-      at += pt.data.size();
+      std::copy_n(pt.ptr(), pt.numel(), t.ptr() + at);
+      at += size_t(pt.numel());
     }
     return t;
   }
@@ -236,7 +354,7 @@ TensorView view_of(const Tensor& t, const std::string& name) {
   v.dtype = DType::F32;
   v.shape = t.shape;
   v.data = t.ptr();
-  v.nbytes = t.data.size() * 4;
+  v.nbytes = size_t(t.numel()) * 4;
   return v;
 }
 

@@ -1,5 +1,5 @@
 // Tensors: the engine's two data types.
-//   Tensor      owned float32 activations, row-major, shapes in PyTorch order.
+//   Tensor      owned float32 activations, row-major, shapes in PyTorch order, in host or device memory.
 //   TensorView  a borrowed, typed view of stored data (e.g. an mmapped weight in its stored dtype).
 // Weights stay in their stored dtype; kernels widen them tile by tile (see backend/ops.h).
 #pragma once
@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,25 +60,98 @@ inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 float f16_to_f32(uint16_t h);
 float f8e4m3_to_f32(uint8_t v);
 
+// Where a tensor's bytes live: the host's memory, or a compute device's. A backend hands out its own
+// (Backend::memory()); the host's is host_memory(). Tensors copy and move through it, so this layer
+// needs no backend to allocate, copy or transfer.
+class Memory {
+ public:
+  virtual ~Memory() = default;
+  virtual const char* name() const = 0;        // "host", "cuda:0": for error messages
+  virtual bool host_accessible() const = 0;    // the CPU may read and write its pointers directly
+  virtual void* allocate(size_t bytes) = 0;    // zero-filled; throws chroma::Error when it cannot
+  virtual void release(void* p) noexcept = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;             // both in this memory
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
+};
+// The process's host memory: 64-byte aligned blocks from malloc (so pipeline/heap.h's policy applies).
+Memory& host_memory();
+
+// Owned bytes in one Memory. Copying copies the bytes within that memory.
+class Storage {
+ public:
+  Storage() = default;
+  Storage(Memory& memory, size_t bytes);  // zero-filled
+  Storage(const Storage& other);
+  Storage& operator=(const Storage& other);
+  Storage(Storage&& other) noexcept;
+  Storage& operator=(Storage&& other) noexcept;
+  ~Storage();
+
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  Memory& memory() const { return *memory_; }
+  bool on_host() const { return on_host_; }
+
+ private:
+  Memory* memory_ = &host_memory();
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  bool on_host_ = true;  // memory_->host_accessible(), kept so that host access costs one test
+};
+
+// Float32 activations, row-major, in the memory of the backend that made them (host by default).
+// Model and sampler code works on them through ops (backend/ops.h) and never reads their values;
+// host code (inputs, outputs, tests) reads them with values()/ptr() after to_host().
 struct Tensor {
   Shape shape;
-  std::vector<float> data;
 
   Tensor() = default;
-  explicit Tensor(Shape s) : shape(std::move(s)), data(size_t(shape_numel(shape)), 0.0f) {}
-  Tensor(Shape s, std::vector<float> values);
+  explicit Tensor(Shape s);                  // zeros on the host
+  Tensor(Shape s, Memory& memory);           // zeros in `memory`
+  Tensor(Shape s, std::vector<float> values);  // on the host
 
-  int64_t numel() const { return int64_t(data.size()); }
+  int64_t numel() const { return int64_t(storage_.bytes() / sizeof(float)); }
   int rank() const { return int(shape.size()); }
   int64_t dim(int i) const { return shape[size_t(i < 0 ? i + rank() : i)]; }
-  float* ptr() { return data.data(); }
-  const float* ptr() const { return data.data(); }
+  Memory& memory() const { return storage_.memory(); }
+  bool on_host() const { return storage_.on_host(); }
+
+  // The values, on the host only: throws chroma::Error naming the memory otherwise (use to_host).
+  float* ptr() { return host_data(); }
+  const float* ptr() const { return host_data(); }
+  std::span<float> values() { return {host_data(), size_t(numel())}; }
+  std::span<const float> values() const { return {host_data(), size_t(numel())}; }
+  // A host copy of the values, from any memory.
+  std::vector<float> to_vector() const;
+  // Device-neutral access for backends: the raw bytes in memory().
+  void* raw() { return storage_.get(); }
+  const void* raw() const { return storage_.get(); }
+
   // Same data, new shape (element count must match).
   Tensor reshaped(Shape s) const;
   void reshape(Shape s);
-  // Rows [begin, end) of the first dimension (copy).
+  // Rows [begin, end) of the first dimension (a copy, in the same memory).
   Tensor rows(int64_t begin, int64_t end) const;
+  // Rows [src_row, src_row + n) of `src` written over rows [dst_row, dst_row + n) of this tensor;
+  // both 2-D of one width, in one memory.
+  void copy_rows_from(const Tensor& src, int64_t src_row, int64_t dst_row, int64_t n);
+
+ private:
+  float* host_data() const {
+    if (!storage_.on_host()) not_on_host();
+    return static_cast<float*>(storage_.get());
+  }
+  [[noreturn]] void not_on_host() const;
+  Storage storage_;
 };
+
+// The tensor in `memory` (moved when it is there already, else copied across).
+Tensor to_memory(Tensor t, Memory& memory);
+// The tensor on the host: to_memory(t, host_memory()).
+Tensor to_host(Tensor t);
+// `t` itself when it is on the host, else a host copy kept in `holder`: reading without a copy on the CPU.
+const Tensor& host_readable(const Tensor& t, Tensor& holder);
 
 struct TensorView {
   std::string name;   // name in its file, for error messages

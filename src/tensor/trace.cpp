@@ -12,7 +12,9 @@ void set_tracer(Tracer* tracer) { t_tracer = tracer; }
 bool tracing() { return t_tracer != nullptr; }
 
 void trace(const std::string& name, const Tensor& value) {
-  if (t_tracer) t_tracer->record(t_prefix + name, value);
+  if (!t_tracer) return;
+  Tensor copy;  // tracers read values: a device tensor comes over
+  t_tracer->record(t_prefix + name, host_readable(value, copy));
 }
 
 TracePrefix::TracePrefix(const std::string& prefix) : saved_(t_prefix) { t_prefix = saved_ + prefix; }

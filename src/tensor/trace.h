@@ -12,7 +12,7 @@ namespace chroma {
 class Tracer {
  public:
   virtual ~Tracer() = default;
-  virtual void record(const std::string& name, const Tensor& value) = 0;
+  virtual void record(const std::string& name, const Tensor& value) = 0;  // value is on the host
 };
 
 // Install (or with nullptr remove) the calling thread's tracer. Not owned. The tracer and the

@@ -127,13 +127,13 @@ void apply_prompt_weights(Tensor& z, const Tensor& z_empty, const std::vector<fl
   }
   // sdcpp: scale, then restore the mean of all features.
   double before = 0, after = 0;
-  for (float v : z.data) before += v;
+  for (float v : z.values()) before += v;
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < C; ++c) z.data[size_t(j * C + c)] *= weights[size_t(j)];
-  for (float v : z.data) after += v;
+    for (int64_t c = 0; c < C; ++c) z.values()[size_t(j * C + c)] *= weights[size_t(j)];
+  for (float v : z.values()) after += v;
   if (after != 0) {
     const float k = float(before / after);
-    for (float& v : z.data) v *= k;
+    for (float& v : z.values()) v *= k;
   }
 }
 

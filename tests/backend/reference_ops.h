@@ -17,7 +17,7 @@ inline Tensor random_tensor(Shape shape, uint32_t seed, float lo = -1.0f, float 
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(lo, hi);
   Tensor t(std::move(shape));
-  for (float& v : t.data) v = u(rng);
+  for (float& v : t.values()) v = u(rng);
   return t;
 }
 
@@ -62,7 +62,7 @@ inline StoredWeight random_weight(DType dtype, Shape shape, uint32_t seed, const
       }
       default: break;
     }
-    s.values.data[size_t(i)] = v;
+    s.values.values()[size_t(i)] = v;
   }
   s.view.name = name;
   s.view.file = "test.safetensors";
@@ -82,9 +82,9 @@ inline Tensor ref_linear(const Tensor& x, const Tensor& w, const Tensor* b) {
   Tensor y(s);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
-      double acc = b ? b->data[size_t(n)] : 0.0;
-      for (int64_t k = 0; k < K; ++k) acc += double(x.data[size_t(m * K + k)]) * w.data[size_t(n * K + k)];
-      y.data[size_t(m * N + n)] = float(acc);
+      double acc = b ? b->ptr()[n] : 0.0;
+      for (int64_t k = 0; k < K; ++k) acc += double(x.values()[size_t(m * K + k)]) * w.values()[size_t(n * K + k)];
+      y.values()[size_t(m * N + n)] = float(acc);
     }
   return y;
 }
@@ -94,11 +94,11 @@ inline Tensor ref_layer_norm(const Tensor& x, double eps) {
   Tensor y(x.shape);
   for (int64_t r = 0; r < R; ++r) {
     double mean = 0, var = 0;
-    for (int64_t c = 0; c < C; ++c) mean += x.data[size_t(r * C + c)];
+    for (int64_t c = 0; c < C; ++c) mean += x.values()[size_t(r * C + c)];
     mean /= double(C);
-    for (int64_t c = 0; c < C; ++c) var += std::pow(x.data[size_t(r * C + c)] - mean, 2);
+    for (int64_t c = 0; c < C; ++c) var += std::pow(x.values()[size_t(r * C + c)] - mean, 2);
     var /= double(C);
-    for (int64_t c = 0; c < C; ++c) y.data[size_t(r * C + c)] = float((x.data[size_t(r * C + c)] - mean) / std::sqrt(var + eps));
+    for (int64_t c = 0; c < C; ++c) y.values()[size_t(r * C + c)] = float((x.values()[size_t(r * C + c)] - mean) / std::sqrt(var + eps));
   }
   return y;
 }
@@ -108,10 +108,10 @@ inline Tensor ref_rms_norm(const Tensor& x, const Tensor& scale, double eps) {
   Tensor y(x.shape);
   for (int64_t r = 0; r < R; ++r) {
     double ms = 0;
-    for (int64_t c = 0; c < C; ++c) ms += double(x.data[size_t(r * C + c)]) * x.data[size_t(r * C + c)];
+    for (int64_t c = 0; c < C; ++c) ms += double(x.values()[size_t(r * C + c)]) * x.values()[size_t(r * C + c)];
     ms /= double(C);
     for (int64_t c = 0; c < C; ++c)
-      y.data[size_t(r * C + c)] = float(x.data[size_t(r * C + c)] / std::sqrt(ms + eps) * scale.data[size_t(c)]);
+      y.values()[size_t(r * C + c)] = float(x.values()[size_t(r * C + c)] / std::sqrt(ms + eps) * scale.values()[size_t(c)]);
   }
   return y;
 }
@@ -121,16 +121,16 @@ inline Tensor ref_group_norm(const Tensor& x, int G, const Tensor* w, const Tens
   Tensor y(x.shape);
   for (int64_t g = 0; g < G; ++g) {
     double mean = 0, var = 0;
-    for (int64_t i = 0; i < n; ++i) mean += x.data[size_t(g * n + i)];
+    for (int64_t i = 0; i < n; ++i) mean += x.values()[size_t(g * n + i)];
     mean /= double(n);
-    for (int64_t i = 0; i < n; ++i) var += std::pow(x.data[size_t(g * n + i)] - mean, 2);
+    for (int64_t i = 0; i < n; ++i) var += std::pow(x.values()[size_t(g * n + i)] - mean, 2);
     var /= double(n);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t c = (g * n + i) / HW;
-      double v = (x.data[size_t(g * n + i)] - mean) / std::sqrt(var + eps);
-      if (w) v *= w->data[size_t(c)];
-      if (b) v += b->data[size_t(c)];
-      y.data[size_t(g * n + i)] = float(v);
+      double v = (x.values()[size_t(g * n + i)] - mean) / std::sqrt(var + eps);
+      if (w) v *= w->ptr()[c];
+      if (b) v += b->ptr()[c];
+      y.values()[size_t(g * n + i)] = float(v);
     }
   }
   return y;
@@ -156,17 +156,17 @@ inline Tensor ref_attention(const Tensor& q, const Tensor& k, const Tensor& v, i
       double mx = -INFINITY, sum = 0;
       for (int64_t j = 0; j < n; ++j) {
         double s = 0;
-        for (int64_t d = 0; d < D; ++d) s += double(q.data[size_t(i * C + h * D + d)]) * k.data[size_t((b0 + j) * C + h * D + d)];
+        for (int64_t d = 0; d < D; ++d) s += double(q.values()[size_t(i * C + h * D + d)]) * k.values()[size_t((b0 + j) * C + h * D + d)];
         s *= scale;
-        if (bias) s += bias->data[size_t((h * L + i) * L + j)];
+        if (bias) s += bias->ptr()[(h * L + i) * L + j];
         p[size_t(j)] = s;
         mx = std::max(mx, s);
       }
       for (double& e : p) sum += (e = std::exp(e - mx));
       for (int64_t d = 0; d < D; ++d) {
         double acc = 0;
-        for (int64_t j = 0; j < n; ++j) acc += p[size_t(j)] * v.data[size_t((b0 + j) * C + h * D + d)];
-        out.data[size_t(i * C + h * D + d)] = float(acc / sum);
+        for (int64_t j = 0; j < n; ++j) acc += p[size_t(j)] * v.values()[size_t((b0 + j) * C + h * D + d)];
+        out.values()[size_t(i * C + h * D + d)] = float(acc / sum);
       }
     }
   return out;
@@ -179,15 +179,15 @@ inline Tensor ref_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int 
   for (int64_t o = 0; o < O; ++o)
     for (int64_t oh = 0; oh < Ho; ++oh)
       for (int64_t ow = 0; ow < Wo; ++ow) {
-        double acc = b ? b->data[size_t(o)] : 0.0;
+        double acc = b ? b->ptr()[o] : 0.0;
         for (int64_t c = 0; c < C; ++c)
           for (int64_t i = 0; i < KH; ++i)
             for (int64_t j = 0; j < KW; ++j) {
               const int64_t ih = oh * stride - pad.top + i, iw = ow * stride - pad.left + j;
               if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-              acc += double(x.data[size_t((c * H + ih) * W + iw)]) * w.data[size_t(((o * C + c) * KH + i) * KW + j)];
+              acc += double(x.values()[size_t((c * H + ih) * W + iw)]) * w.values()[size_t(((o * C + c) * KH + i) * KW + j)];
             }
-        y.data[size_t((o * Ho + oh) * Wo + ow)] = float(acc);
+        y.values()[size_t((o * Ho + oh) * Wo + ow)] = float(acc);
       }
   return y;
 }

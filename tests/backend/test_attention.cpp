@@ -55,7 +55,7 @@ TEST(Attention, PackedSequencesUseTopLeftOfBias) {
     Tensor block({H, n, n});  // bias[:, :n, :n]
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < n; ++j) block.data[size_t((h * n + i) * n + j)] = bias.data[size_t((h * Lb + i) * Lb + j)];
+        for (int64_t j = 0; j < n; ++j) block.values()[size_t((h * n + i) * n + j)] = bias.values()[size_t((h * Lb + i) * Lb + j)];
     const std::vector<int64_t> one = {n};
     const Tensor qs = q.rows(begin, begin + n), ks = k.rows(begin, begin + n), vs = v.rows(begin, begin + n);
     const std::string name = "attention sequence of " + std::to_string(n);
@@ -74,13 +74,13 @@ TEST(Attention, SequencesDoNotAttendAcrossEachOther) {
   const int64_t D = 8, L = 100;
   const Tensor q = random_tensor({L, H * D}, 1), k = random_tensor({L, H * D}, 2), v = random_tensor({L, H * D}, 3);
   Tensor k2 = k, v2 = v;
-  for (int64_t i = 40 * H * D; i < 90 * H * D; ++i) k2.data[size_t(i)] += 1.0f, v2.data[size_t(i)] -= 3.0f;
+  for (int64_t i = 40 * H * D; i < 90 * H * D; ++i) k2.values()[size_t(i)] += 1.0f, v2.values()[size_t(i)] -= 3.0f;
   const Tensor a = ops::attention(q, k, v, H, lens, 0.3f);
   const Tensor b = ops::attention(q, k2, v2, H, lens, 0.3f);
   for (int64_t i = 0; i < L * H * D; ++i) {
     const bool middle = i >= 40 * H * D && i < 90 * H * D;
     if (!middle) {
-      ASSERT_EQ(a.data[size_t(i)], b.data[size_t(i)]) << "flat index " << i;
+      ASSERT_EQ(a.values()[size_t(i)], b.values()[size_t(i)]) << "flat index " << i;
     }
   }
 }
@@ -98,8 +98,8 @@ TEST(Attention, LongSingleHead) {
   Tensor got_rows({int64_t(rows.size()), D}), ref_rows({int64_t(rows.size()), D});
   for (size_t r = 0; r < rows.size(); ++r)
     for (int64_t d = 0; d < D; ++d) {
-      got_rows.data[r * D + size_t(d)] = got.data[size_t(rows[r] * D + d)];
-      ref_rows.data[r * D + size_t(d)] = ref.data[size_t(rows[r] * D + d)];
+      got_rows.values()[r * D + size_t(d)] = got.values()[size_t(rows[r] * D + d)];
+      ref_rows.values()[r * D + size_t(d)] = ref.values()[size_t(rows[r] * D + d)];
     }
   expect_close("attention L3000 D64", got_rows, ref_rows, kSumTol);
 }

@@ -45,19 +45,19 @@ TEST(Linear, KeepsLeadingDims) {
 }
 
 TEST(Linear, OneThreadMatchesReference) {
-  set_num_threads(1);
-  EXPECT_EQ(num_threads(), 1);
+  active_backend().set_threads(1);
+  EXPECT_EQ(active_backend().threads(), 1);
   check_linear(DType::BF16, 33, 127, 65, true, 9);
-  set_num_threads(0);
-  EXPECT_GE(num_threads(), 1);
+  active_backend().set_threads(0);
+  EXPECT_GE(active_backend().threads(), 1);
 }
 
 // More threads than cores: many concurrent single-threaded sgemm calls must not interfere.
 TEST(Linear, ManyThreadsMatchReference) {
-  set_num_threads(7);
-  EXPECT_EQ(num_threads(), 7);
+  active_backend().set_threads(7);
+  EXPECT_EQ(active_backend().threads(), 7);
   for (DType dtype : kWeightDtypes) check_linear(dtype, 65, 127, 200, true, 11);
-  set_num_threads(0);
+  active_backend().set_threads(0);
 }
 
 // linear_concat(a, b) is linear of [a | b]: against the double reference of the concatenation, and
@@ -120,7 +120,7 @@ TEST(Linear, ExtraProductsAccumulateIntoTheOutput) {
         TensorView v2_scaled = v2.view;
         v2_scaled.scale = 0.5f;
         Tensor v2_values = v2.values;
-        for (float& e : v2_values.data) e *= 0.5f;
+        for (float& e : v2_values.values()) e *= 0.5f;
         const ops::ExtraProduct extra[] = {{&u1, v1.view}, {&u2, v2_scaled}};
         const Tensor want = ref_linear(ops::concat_cols(ops::concat_cols(x, u1), u2),
                                        ops::concat_cols(ops::concat_cols(w.values, v1.values), v2_values), &b.values);
@@ -130,7 +130,7 @@ TEST(Linear, ExtraProductsAccumulateIntoTheOutput) {
         // linear_concat: x split as [x[:, :40] | x[:, 40:]].
         Tensor a({M, 40}), c({M, K - 40});
         for (int64_t m = 0; m < M; ++m)
-          for (int64_t k = 0; k < K; ++k) (k < 40 ? a.data[size_t(m * 40 + k)] : c.data[size_t(m * (K - 40) + k - 40)]) = x.data[size_t(m * K + k)];
+          for (int64_t k = 0; k < K; ++k) (k < 40 ? a.values()[size_t(m * 40 + k)] : c.values()[size_t(m * (K - 40) + k - 40)]) = x.values()[size_t(m * K + k)];
         expect_close(name + " (concat)", ops::linear_concat(a, c, w.view, b.view, extra), want, kSumTol);
       }
   const Tensor x = random_tensor({5, 8}, 1), u = random_tensor({4, 2}, 2);

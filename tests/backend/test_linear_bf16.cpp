@@ -19,7 +19,7 @@ struct Bf16Compute {
 };
 
 Tensor rounded_to_bf16(Tensor t) {
-  for (float& v : t.data) v = round_bf16(v);
+  for (float& v : t.values()) v = round_bf16(v);
   return t;
 }
 
@@ -41,21 +41,21 @@ TEST(LinearBf16, RoundsTheInputsAndSumsInFloat32) {
 // weights of 1 sum to exactly 64 in bf16 compute and to 64.0625 in float32.
 TEST(LinearBf16, InputsBetweenBf16ValuesRoundToNearest) {
   Tensor x({1, 64});
-  for (float& v : x.data) v = 1.0f + 0x1p-10f;
+  for (float& v : x.values()) v = 1.0f + 0x1p-10f;
   const StoredWeight w = random_weight(DType::BF16, {2, 64}, 1);
   StoredWeight ones = w;
   std::vector<uint16_t> one_bits(128, f32_to_bf16(1.0f));
   ones.view.data = one_bits.data();
-  EXPECT_EQ(ops::linear(x, ones.view).data[0], 64.0625f) << "float32 compute";
+  EXPECT_EQ(ops::linear(x, ones.view).values()[0], 64.0625f) << "float32 compute";
   const Bf16Compute bf16;
   const Tensor y = ops::linear(x, ones.view);
-  EXPECT_EQ(y.data[0], 64.0f);
-  EXPECT_EQ(y.data[1], 64.0f);
+  EXPECT_EQ(y.values()[0], 64.0f);
+  EXPECT_EQ(y.values()[1], 64.0f);
   // Halfway between two bf16 values rounds to the even one: 1 + 2⁻⁸ → 1, 1 + 3·2⁻⁸ → 1 + 2⁻⁶.
-  for (float& v : x.data) v = 1.0f + 0x1p-8f;
-  EXPECT_EQ(ops::linear(x, ones.view).data[0], 64.0f);
-  for (float& v : x.data) v = 1.0f + 3 * 0x1p-8f;
-  EXPECT_EQ(ops::linear(x, ones.view).data[0], 64.0f * (1.0f + 0x1p-6f));
+  for (float& v : x.values()) v = 1.0f + 0x1p-8f;
+  EXPECT_EQ(ops::linear(x, ones.view).values()[0], 64.0f);
+  for (float& v : x.values()) v = 1.0f + 3 * 0x1p-8f;
+  EXPECT_EQ(ops::linear(x, ones.view).values()[0], 64.0f * (1.0f + 0x1p-6f));
 }
 
 // linear_concat rounds both halves; extra products (LoRA) stay float32 and add to the output.
@@ -82,7 +82,7 @@ TEST(LinearBf16, OtherWeightTypesAreUnchanged) {
     const StoredWeight w = random_weight(t, {40, 96}, 12);
     const Tensor f32 = ops::linear(x, w.view);
     const Bf16Compute bf16;
-    EXPECT_EQ(ops::linear(x, w.view).data, f32.data) << dtype_name(t);
+    EXPECT_EQ(ops::linear(x, w.view).to_vector(), f32.to_vector()) << dtype_name(t);
   }
 }
 

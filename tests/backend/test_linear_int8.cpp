@@ -70,11 +70,11 @@ QuantX quantize_x(const Tensor& x) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < K / 32; ++b) {
       float amax = 0;
-      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x.data[size_t(m * K + 32 * b + i)]));
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x.values()[size_t(m * K + 32 * b + i)]));
       const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
       r.d[size_t(m * (K / 32) + b)] = d;
       for (int i = 0; i < 32; ++i)
-        r.q[size_t(m * K + 32 * b + i)] = int(std::nearbyint(x.data[size_t(m * K + 32 * b + i)] * id));
+        r.q[size_t(m * K + 32 * b + i)] = int(std::nearbyint(x.values()[size_t(m * K + 32 * b + i)] * id));
     }
   return r;
 }
@@ -87,7 +87,7 @@ void reference(const Tensor& x, const QuantWeight& w, const Tensor* bias, Tensor
   magnitude = Tensor({M, N});
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
-      double acc = bias ? bias->data[size_t(n)] : 0.0, mag = bias ? std::fabs(bias->data[size_t(n)]) : 0.0;
+      double acc = bias ? bias->ptr()[n] : 0.0, mag = bias ? std::fabs(bias->ptr()[n]) : 0.0;
       for (int64_t k = 0; k < K; ++k) {
         const double xk = double(qx.d[size_t(m * (K / 32) + k / 32)]) * qx.q[size_t(m * K + k)];
         const size_t s = size_t(n * (K / w.sub) + k / w.sub);
@@ -95,8 +95,8 @@ void reference(const Tensor& x, const QuantWeight& w, const Tensor* bias, Tensor
         acc += term;
         mag += std::fabs(xk * double(w.scale[s]) * w.q[size_t(n * K + k)]) + std::fabs(xk * w.offset[s]);
       }
-      y.data[size_t(m * N + n)] = float(acc);
-      magnitude.data[size_t(m * N + n)] = float(mag);
+      y.values()[size_t(m * N + n)] = float(acc);
+      magnitude.values()[size_t(m * N + n)] = float(mag);
     }
 }
 
@@ -106,10 +106,10 @@ void expect_within_rounding(const std::string& name, const Tensor& got, const Te
   ASSERT_EQ(got.shape, want.shape) << name;
   const double unit = std::ldexp(1.0, -24) * double(terms + 4) * 3;
   int bad = 0;
-  for (size_t i = 0; i < got.data.size() && bad < 5; ++i) {
-    const double tol = unit * magnitude.data[i] + 1e-30;
-    if (!(std::fabs(double(got.data[i]) - want.data[i]) <= tol)) {
-      ADD_FAILURE() << name << " [" << i << "]: " << got.data[i] << " vs " << want.data[i] << " (tolerance " << tol
+  for (size_t i = 0; i < got.values().size() && bad < 5; ++i) {
+    const double tol = unit * magnitude.values()[i] + 1e-30;
+    if (!(std::fabs(double(got.values()[i]) - want.values()[i]) <= tol)) {
+      ADD_FAILURE() << name << " [" << i << "]: " << got.values()[i] << " vs " << want.values()[i] << " (tolerance " << tol
                     << ")";
       ++bad;
     }
@@ -173,7 +173,7 @@ TEST(LinearInt8, DiffersFromFloat32ByTheInputRoundingOnly) {
       for (int64_t n = 0; n < N; ++n) {
         double bound = 0;
         for (int64_t k = 0; k < K; ++k) bound += std::fabs(wv[size_t(n * K + k)]) * qx.d[size_t(m * (K / 32) + k / 32)] / 2;
-        const double diff = std::fabs(double(y.data[size_t(m * N + n)]) - f32.data[size_t(m * N + n)]);
+        const double diff = std::fabs(double(y.values()[size_t(m * N + n)]) - f32.values()[size_t(m * N + n)]);
         ASSERT_LE(diff, bound * 1.001 + 1e-4) << dtype_name(t) << " m" << m << " n" << n;
         worst = std::max(worst, diff / bound);
         typical += diff;
@@ -197,9 +197,9 @@ TEST(LinearInt8, ConcatAndExtraProducts) {
   reference(joined, w, &b.values, want, magnitude);
   expect_within_rounding("int8 linear_concat", ops::linear_concat(a, c, w.view, b.view), want, magnitude, 4);
   const Tensor uv = ref_linear(u, v.values, nullptr);
-  for (size_t i = 0; i < want.data.size(); ++i) {
-    want.data[i] += uv.data[i];
-    magnitude.data[i] += std::fabs(uv.data[i]) + 1e-3f;
+  for (size_t i = 0; i < want.values().size(); ++i) {
+    want.values()[i] += uv.values()[i];
+    magnitude.values()[i] += std::fabs(uv.values()[i]) + 1e-3f;
   }
   const ops::ExtraProduct extra[] = {{&u, v.view}};
   expect_within_rounding("int8 linear_concat + extra", ops::linear_concat(a, c, w.view, b.view, extra), want,
@@ -227,7 +227,7 @@ TEST(LinearInt8, ExtremeCodesAreExact) {
   // ±127/128: d = 2⁻⁷ and codes ±127 exactly, so every product and sum is exact in float32.
   const float h = 127.0f / 128.0f;
   Tensor x({2, K});
-  for (int64_t k = 0; k < K; ++k) x.data[size_t(k)] = -h, x.data[size_t(K + k)] = k % 2 ? h : -h;
+  for (int64_t k = 0; k < K; ++k) x.values()[size_t(k)] = -h, x.values()[size_t(K + k)] = k % 2 ? h : -h;
   const Tensor y = ops::linear(x, w);
   for (int64_t n = 0; n < N; ++n) {
     double want0 = 0, want1 = 0;
@@ -236,8 +236,8 @@ TEST(LinearInt8, ExtremeCodesAreExact) {
       want0 += -double(h) * code;
       want1 += (k % 2 ? double(h) : -double(h)) * code;
     }
-    EXPECT_EQ(y.data[size_t(n)], float(want0)) << "n" << n;
-    EXPECT_EQ(y.data[size_t(N + n)], float(want1)) << "n" << n;
+    EXPECT_EQ(y.values()[size_t(n)], float(want0)) << "n" << n;
+    EXPECT_EQ(y.values()[size_t(N + n)], float(want1)) << "n" << n;
   }
 }
 
@@ -247,13 +247,13 @@ TEST(LinearInt8, NonFiniteAndZeroInputs) {
   const Int8Compute int8;
   const QuantWeight w = quant_weight(DType::Q8_0, 20, 64, 9);
   Tensor x({3, 64});
-  x.data[5] = INFINITY;
-  x.data[64 + 40] = NAN;
+  x.values()[5] = INFINITY;
+  x.values()[64 + 40] = NAN;
   const Tensor y = ops::linear(x, w.view);
   for (int64_t n = 0; n < 20; ++n) {
-    EXPECT_TRUE(std::isnan(y.data[size_t(n)])) << n;
-    EXPECT_TRUE(std::isnan(y.data[size_t(20 + n)])) << n;
-    EXPECT_EQ(y.data[size_t(40 + n)], 0.0f) << n;
+    EXPECT_TRUE(std::isnan(y.values()[size_t(n)])) << n;
+    EXPECT_TRUE(std::isnan(y.values()[size_t(20 + n)])) << n;
+    EXPECT_EQ(y.values()[size_t(40 + n)], 0.0f) << n;
   }
 }
 
@@ -265,7 +265,7 @@ TEST(LinearInt8, OtherWeightTypesAreUnchanged) {
     const Tensor f32 = ops::linear(x, w.view);
     const std::unique_ptr<Backend> backend = make_cpu_backend(Compute::Auto);
     const BackendScope scope(*backend, 0);
-    EXPECT_EQ(ops::linear(x, w.view).data, f32.data) << dtype_name(t);
+    EXPECT_EQ(ops::linear(x, w.view).to_vector(), f32.to_vector()) << dtype_name(t);
   }
 }
 
@@ -286,10 +286,10 @@ TEST(LinearInt8, AutoQuantizesForBlockTypes) {
     by_auto = ops::linear(x, w.view);
   }
   if (std::string(cpu::int8_kernel_name()) == "avx512-vnni") {  // auto takes int8 where it is faster
-    EXPECT_EQ(by_auto.data, by_int8.data);
-    EXPECT_NE(by_auto.data, f32.data);
+    EXPECT_EQ(by_auto.to_vector(), by_int8.to_vector());
+    EXPECT_NE(by_auto.to_vector(), f32.to_vector());
   } else {  // the AVX2 kernel (or CHROMA_INT8_KERNEL=avx2): auto stays float32
-    EXPECT_EQ(by_auto.data, f32.data);
+    EXPECT_EQ(by_auto.to_vector(), f32.to_vector());
   }
 }
 

@@ -44,7 +44,7 @@ Tensor ref_layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tenso
   const int64_t C = x.dim(-1);
   for (int64_t i = 0; i < y.numel(); ++i) {
     const size_t c = size_t(i % C);
-    y.data[size_t(i)] = float((1.0 + scale.data[c]) * y.data[size_t(i)] + shift.data[c]);
+    y.values()[size_t(i)] = float((1.0 + scale.values()[c]) * y.values()[size_t(i)] + shift.values()[c]);
   }
   return y;
 }
@@ -85,8 +85,8 @@ Tensor random_rope_table(int64_t L, int64_t D, uint32_t seed) {
   const Tensor theta = random_tensor({L, D / 2}, seed, -3, 3);
   Tensor table({L, D / 2, 2});
   for (int64_t i = 0; i < L * D / 2; ++i) {
-    table.data[size_t(2 * i)] = std::cos(theta.data[size_t(i)]);
-    table.data[size_t(2 * i + 1)] = std::sin(theta.data[size_t(i)]);
+    table.values()[size_t(2 * i)] = std::cos(theta.values()[size_t(i)]);
+    table.values()[size_t(2 * i + 1)] = std::sin(theta.values()[size_t(i)]);
   }
   return table;
 }
@@ -102,11 +102,11 @@ Tensor ref_rms_norm_rope(const Tensor& x, const Tensor& scale, double eps, int H
       for (int64_t i = 0; i < D; ++i) ms += double(xh[i]) * xh[i];
       const double inv = 1.0 / std::sqrt(ms / double(D) + eps);
       for (int64_t p = 0; p < D / 2; ++p) {
-        const double x0 = xh[2 * p] * inv * scale.data[size_t(2 * p)];
-        const double x1 = xh[2 * p + 1] * inv * scale.data[size_t(2 * p + 1)];
-        const double c = table.data[size_t((l * D / 2 + p) * 2)], s = table.data[size_t((l * D / 2 + p) * 2 + 1)];
-        y.data[size_t((l * H + h) * D + 2 * p)] = float(c * x0 - s * x1);
-        y.data[size_t((l * H + h) * D + 2 * p + 1)] = float(s * x0 + c * x1);
+        const double x0 = xh[2 * p] * inv * scale.values()[size_t(2 * p)];
+        const double x1 = xh[2 * p + 1] * inv * scale.values()[size_t(2 * p + 1)];
+        const double c = table.values()[size_t((l * D / 2 + p) * 2)], s = table.values()[size_t((l * D / 2 + p) * 2 + 1)];
+        y.values()[size_t((l * H + h) * D + 2 * p)] = float(c * x0 - s * x1);
+        y.values()[size_t((l * H + h) * D + 2 * p + 1)] = float(s * x0 + c * x1);
       }
     }
   return y;
@@ -184,7 +184,7 @@ TEST(GroupNorm, LargeGroupStaysAccurate) {
 // silu(GroupNorm(x)) in double, as the fused op's reference.
 Tensor ref_group_norm_silu(const Tensor& x, int G, const Tensor* w, const Tensor* b, double eps) {
   Tensor y = ref_group_norm(x, G, w, b, eps);
-  for (float& v : y.data) v = float(double(v) / (1.0 + std::exp(-double(v))));
+  for (float& v : y.values()) v = float(double(v) / (1.0 + std::exp(-double(v))));
   return y;
 }
 
@@ -219,7 +219,7 @@ TEST(GroupNormSilu, InPlaceOnRvalue) {
   const Tensor want = ref_group_norm_silu(x0, 4, &w.values, &b.values, 1e-6);
   Tensor x = x0;
   const Tensor copy = ops::group_norm_silu(x, 4, w.view, b.view, 1e-6f);
-  EXPECT_EQ(x.data, x0.data);
+  EXPECT_EQ(x.to_vector(), x0.to_vector());
   const float* buffer = x.ptr();
   const Tensor y = ops::group_norm_silu(std::move(x), 4, w.view, b.view, 1e-6f);
   EXPECT_EQ(y.ptr(), buffer);

@@ -578,7 +578,7 @@ TEST_F(CliGenerate, TinyRunWritesPngAndLatent) {
   const TensorView& v = f->tensors().begin()->second;
   EXPECT_EQ(v.dtype, DType::F32);
   EXPECT_EQ(shape_str(v.shape), "[1, 16, 8, 8]");
-  for (float x : v.to_f32().data) ASSERT_TRUE(std::isfinite(x)) << "non-finite latent value";
+  for (float x : v.to_f32().values()) ASSERT_TRUE(std::isfinite(x)) << "non-finite latent value";
   expect_no_temp_files(dir_);
 }
 
@@ -635,7 +635,7 @@ TEST_F(CliReference, NoShiftRunsTheLinearReferenceSchedule) {
   const Outcome r = generate(flags);
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const Tensor ts = io::SafetensorsFile::open(dump + "/dump.safetensors")->get("output.timesteps").to_f32();
-  EXPECT_EQ(ts.data, ref->get("output.schedule.s28_n4096_noshift").to_f32().data);
+  EXPECT_EQ(ts.to_vector(), ref->get("output.schedule.s28_n4096_noshift").to_f32().to_vector());
 }
 
 // ---------------------------------------------------------------------------------------------------

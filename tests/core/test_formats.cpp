@@ -85,7 +85,7 @@ void expect_same_tensors(const WeightStore& got, const SafetensorsFile& want) {
     ASSERT_NE(g, nullptr) << name;
     EXPECT_EQ(g->dtype, w.dtype) << name;
     ASSERT_EQ(shape_str(g->shape), shape_str(w.shape)) << name;
-    EXPECT_EQ(g->to_f32().data, w.to_f32().data) << name;
+    EXPECT_EQ(g->to_f32().to_vector(), w.to_f32().to_vector()) << name;
   }
 }
 
@@ -118,7 +118,7 @@ TEST(Formats, DiffusersLayoutReadsAsTheOriginal) {
   const TensorView across = qkv.rows(C / 2, 2 * C + 3);
   ASSERT_TRUE(across.parts);
   EXPECT_EQ(across.parts->size(), 3u);
-  EXPECT_EQ(across.to_f32().data, mini.dit->get("double_blocks.1.img_attn.qkv.weight").rows(C / 2, 2 * C + 3).to_f32().data);
+  EXPECT_EQ(across.to_f32().to_vector(), mini.dit->get("double_blocks.1.img_attn.qkv.weight").rows(C / 2, 2 * C + 3).to_f32().to_vector());
 }
 
 TEST(Formats, Fp8ScaledReadsAsDequantisedWeights) {
@@ -147,13 +147,13 @@ TEST(Formats, Fp8ScaledReadsAsDequantisedWeights) {
                           name.find("relative_attention_bias") == std::string::npos;
       EXPECT_EQ(v.dtype == DType::F8_E4M3, linear) << name;
       if (v.dtype != DType::F8_E4M3) {
-        EXPECT_EQ(got.data, want.data) << name << " (not quantised: unchanged)";
+        EXPECT_EQ(got.to_vector(), want.to_vector()) << name << " (not quantised: unchanged)";
         continue;
       }
       EXPECT_NE(v.scale, 1.0f) << name;
-      for (size_t i = 0; i < want.data.size(); ++i) {
-        const double bound = std::max(std::fabs(double(want.data[i])) * 0x1p-4, double(v.scale) * 0x1p-10) * (1 + 1e-6);
-        ASSERT_LE(std::fabs(double(got.data[i]) - double(want.data[i])), bound) << name << "[" << i << "]";
+      for (size_t i = 0; i < want.values().size(); ++i) {
+        const double bound = std::max(std::fabs(double(want.values()[i])) * 0x1p-4, double(v.scale) * 0x1p-10) * (1 + 1e-6);
+        ASSERT_LE(std::fabs(double(got.values()[i]) - double(want.values()[i])), bound) << name << "[" << i << "]";
       }
       ++checked;
     }
@@ -224,7 +224,7 @@ TEST(Formats, ClearErrorsForBrokenScales) {
   write_safetensors((dir.path / "ok.safetensors").string(), {{"x.weight", &w}, {"x.scale_weight", &one}});
   const WeightStore ok = WeightStore::open((dir.path / "ok.safetensors").string());
   EXPECT_TRUE(ok.format().scaled_fp8);
-  EXPECT_EQ(ok.require("x.weight", {2, 2}).to_f32().data, (std::vector<float>{0.5f, 1, 1.5f, 2}));
+  EXPECT_EQ(ok.require("x.weight", {2, 2}).to_f32().to_vector(), (std::vector<float>{0.5f, 1, 1.5f, 2}));
   EXPECT_FALSE(ok.has("x.scale_weight"));
 }
 

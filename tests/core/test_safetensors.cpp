@@ -74,8 +74,8 @@ TEST(Safetensors, WriterRoundTripIsExact) {
   Tensor b({1}, {7});
   write_safetensors(dir.file("x.safetensors"), {{"a", &a}, {"b.c", &b}}, {{"k", "v"}});
   auto f = SafetensorsFile::open(dir.file("x.safetensors"));
-  EXPECT_EQ(f->get("a").to_f32().data, a.data);
-  EXPECT_EQ(f->get("b.c").to_f32().data, b.data);
+  EXPECT_EQ(f->get("a").to_f32().to_vector(), a.to_vector());
+  EXPECT_EQ(f->get("b.c").to_f32().to_vector(), b.to_vector());
   EXPECT_EQ(f->metadata().at("k"), "v");
   EXPECT_EQ(reinterpret_cast<uintptr_t>(f->get("a").data) % 8, 0u);
 }
@@ -162,7 +162,7 @@ TEST(WeightStore, ShardsViaIndexAndPrefixStripping) {
   for (const std::string& p : {dir.file("m.safetensors.index.json"), dir.path.string()}) {
     WeightStore s = WeightStore::open(p);
     s.strip_prefix("model.diffusion_model.");
-    EXPECT_EQ(s.require("y.weight", {3}).to_f32().data, b.data);
+    EXPECT_EQ(s.require("y.weight", {3}).to_f32().to_vector(), b.to_vector());
     EXPECT_THROW(s.require("y.weight", {4}), Error);
     EXPECT_THROW(s.require("z.weight"), Error);
   }

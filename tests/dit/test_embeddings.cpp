@@ -39,7 +39,7 @@ TEST_F(TimestepEmbeddingReference, Float32Timestep) {
   const Tensor t = case_->get("input.t").to_f32(), ref = case_->get("output.temb16").to_f32();
   ASSERT_EQ(t.numel(), 5);
   for (int64_t i = 0; i < t.numel(); ++i)
-    check("temb16 t=" + std::to_string(t.data[size_t(i)]), timestep_embedding(t.data[size_t(i)], 16).reshaped({1, 16}),
+    check("temb16 t=" + std::to_string(t.values()[size_t(i)]), timestep_embedding(t.values()[size_t(i)], 16).reshaped({1, 16}),
           ref.rows(i, i + 1), kEmbeddingTol);
 }
 
@@ -48,9 +48,9 @@ TEST_F(TimestepEmbeddingReference, Bf16Timestep) {
   const Tensor t = case_->get("input.t").to_f32(), t_bf16 = case_->get("input.t_bf16").to_f32();
   const Tensor ref = case_->get("output.temb16_bf16_t").to_f32();
   for (int64_t i = 0; i < t.numel(); ++i) {
-    check("temb16_bf16_t t=" + std::to_string(t.data[size_t(i)]),
-          timestep_embedding_bf16(t.data[size_t(i)], 16).reshaped({1, 16}), ref.rows(i, i + 1), kEmbeddingTol);
-    check("temb16_bf16_t (bf16 input)", timestep_embedding_bf16(t_bf16.data[size_t(i)], 16).reshaped({1, 16}),
+    check("temb16_bf16_t t=" + std::to_string(t.values()[size_t(i)]),
+          timestep_embedding_bf16(t.values()[size_t(i)], 16).reshaped({1, 16}), ref.rows(i, i + 1), kEmbeddingTol);
+    check("temb16_bf16_t (bf16 input)", timestep_embedding_bf16(t_bf16.values()[size_t(i)], 16).reshaped({1, 16}),
           ref.rows(i, i + 1), kEmbeddingTol);
   }
 }
@@ -63,7 +63,7 @@ TEST_F(TimestepEmbeddingReference, ModulationIndexTable) {
 // Spec §3.3: emb(0) is exactly eight 1s (cos 0) then eight 0s (sin 0), in either precision.
 TEST(TimestepEmbedding, ZeroIsExact) {
   for (const Tensor& e : {timestep_embedding(0.0f, 16), timestep_embedding_bf16(0.0f, 16)})
-    for (int k = 0; k < 16; ++k) EXPECT_EQ(e.data[size_t(k)], k < 8 ? 1.0f : 0.0f) << k;
+    for (int k = 0; k < 16; ++k) EXPECT_EQ(e.values()[size_t(k)], k < 8 ? 1.0f : 0.0f) << k;
 }
 
 // Spec §3.3 check values (float64 derivation, so agreement to float32 rounding of args ≤ 1000 rad).
@@ -74,7 +74,7 @@ TEST(TimestepEmbedding, SpecValuesAtOne) {
   // float32 args near 1000 rad: ≤ 3e-5 from rounding freq, ≤ 3e-5 from rounding the product;
   // plus 5e-7 for the 6 printed decimals.
   constexpr double kFloat32ArgsAt1000 = 1e-4;
-  for (int k = 0; k < 16; ++k) EXPECT_NEAR(e.data[size_t(k)], spec[k], kFloat32ArgsAt1000) << k;
+  for (int k = 0; k < 16; ++k) EXPECT_NEAR(e.values()[size_t(k)], spec[k], kFloat32ArgsAt1000) << k;
 }
 
 // ---- RoPE and patchify against case d ----
@@ -103,13 +103,13 @@ TEST_F(DitInputsReference, RopeTable) {
     const float* m = pe.ptr() + i * 4;  // row-major 2×2
     ASSERT_EQ(m[1], -m[2]);
     ASSERT_EQ(m[0], m[3]);
-    ref.data[size_t(2 * i)] = m[0];
-    ref.data[size_t(2 * i + 1)] = m[2];
+    ref.values()[size_t(2 * i)] = m[0];
+    ref.values()[size_t(2 * i + 1)] = m[2];
   }
   check("pe_img", table.rows(14, 78), ref, kEmbeddingTol);
   for (int64_t i = 0; i < 14 * 64; ++i) {
-    EXPECT_EQ(table.data[size_t(2 * i)], 1.0f);
-    EXPECT_EQ(table.data[size_t(2 * i + 1)], 0.0f);
+    EXPECT_EQ(table.values()[size_t(2 * i)], 1.0f);
+    EXPECT_EQ(table.values()[size_t(2 * i + 1)], 0.0f);
   }
 }
 
@@ -120,14 +120,14 @@ TEST_F(DitInputsReference, PatchifyAndInverse) {
   ref.reshape({64, 64});
   const Tensor packed = patchify(latent, 2);
   ASSERT_EQ(shape_str(packed.shape), shape_str(ref.shape));
-  EXPECT_EQ(packed.data, ref.data);
-  EXPECT_EQ(unpatchify(packed, 16, 16, 2).data, latent.data);
+  EXPECT_EQ(packed.to_vector(), ref.to_vector());
+  EXPECT_EQ(unpatchify(packed, 16, 16, 2).to_vector(), latent.to_vector());
 }
 
 // A non-square latent: every value lands in its documented slot and comes back.
 TEST(Patchify, NonSquareLayoutAndRoundTrip) {
   Tensor latent({1, 16, 4, 6});
-  for (int64_t i = 0; i < latent.numel(); ++i) latent.data[size_t(i)] = float(i);
+  for (int64_t i = 0; i < latent.numel(); ++i) latent.values()[size_t(i)] = float(i);
   const Tensor packed = patchify(latent, 2);  // [2·3, 64]
   ASSERT_EQ(shape_str(packed.shape), shape_str({6, 64}));
   // token t = i·3 + j, feature f = c·4 + dy·2 + dx ← latent[c, 2i + dy, 2j + dx]
@@ -136,9 +136,9 @@ TEST(Patchify, NonSquareLayoutAndRoundTrip) {
       for (int64_t c = 0; c < 16; ++c)
         for (int64_t dy = 0; dy < 2; ++dy)
           for (int64_t dx = 0; dx < 2; ++dx)
-            ASSERT_EQ(packed.data[size_t((i * 3 + j) * 64 + c * 4 + dy * 2 + dx)],
-                      latent.data[size_t((c * 4 + 2 * i + dy) * 6 + 2 * j + dx)]);
-  EXPECT_EQ(unpatchify(packed, 4, 6, 2).data, latent.data);
+            ASSERT_EQ(packed.values()[size_t((i * 3 + j) * 64 + c * 4 + dy * 2 + dx)],
+                      latent.values()[size_t((c * 4 + 2 * i + dy) * 6 + 2 * j + dx)]);
+  EXPECT_EQ(unpatchify(packed, 4, 6, 2).to_vector(), latent.to_vector());
   EXPECT_THROW(patchify(Tensor({1, 16, 5, 6}), 2), Error);
   EXPECT_THROW(patchify(Tensor({16, 4, 6}), 2), Error);
 }

@@ -33,9 +33,9 @@ double rms(const std::vector<float>& v) {
 }
 
 double rel_rms_error(const Tensor& got, const Tensor& ref) {
-  std::vector<float> d(ref.data.size());
-  for (size_t i = 0; i < d.size(); ++i) d[i] = got.data[i] - ref.data[i];
-  return rms(d) / rms(ref.data);
+  std::vector<float> d(ref.values().size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = got.values()[i] - ref.values()[i];
+  return rms(d) / rms(ref.to_vector());
 }
 
 class GgufForward : public ::testing::TestWithParam<const char*> {
@@ -78,7 +78,7 @@ TEST_P(GgufForward, CaseDVelocity) {
   for (int64_t m : c->get("input.txt_mask").to_i64()) n_valid += m;
   const Tensor txt = drop_leading_ones(c->get("input.txt").to_f32()).rows(0, n_valid + 1);
   const ChromaModel model(store);
-  const float t = c->get("input.timestep").to_f32().data[0];
+  const float t = c->get("input.timestep").to_f32().values()[0];
   const Tensor velocity = model.forward(c->get("input.latent").to_f32(), txt, model.modulations(t));
   const Tensor ref = c->get("output.velocity").to_f32();
   const test::Diff d = test::diff(velocity, ref);

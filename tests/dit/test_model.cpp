@@ -77,9 +77,9 @@ TEST_F(DitReference, ConfigInferredFromShapes) {
 // One forward from the reference inputs, checking every stored intermediate and the velocity.
 TEST_F(DitReference, ForwardMatchesEveryIntermediate) {
   const Tensor latent = case_->get("input.latent").to_f32();  // [1, 16, 16, 16]
-  const float t = case_->get("input.timestep").to_f32().data[0];
+  const float t = case_->get("input.timestep").to_f32().values()[0];
   ASSERT_EQ(t, 0.75f);
-  ASSERT_EQ(case_->get("input.guidance").to_f32().data[0], 0.0f);  // the model always feeds 0
+  ASSERT_EQ(case_->get("input.guidance").to_f32().values()[0], 0.0f);  // the model always feeds 0
 
   // The visible text rows: n_valid + 1 (README §3.2).
   int64_t n_valid = 0;
@@ -127,7 +127,7 @@ TEST_F(DitReference, ModulationsOfSamplerSteps) {
     const auto e = io::SafetensorsFile::open(path);
     for (int step = 0; step < 4; ++step) {
       const std::string p = "firstn0.step." + std::to_string(step) + ".";
-      const float t = e->get(p + "t").to_f32().data[0];
+      const float t = e->get(p + "t").to_f32().values()[0];
       check(run + " " + p + "mod_vectors", model_->modulations(t, precision),
             drop_leading_ones(e->get(p + "mod_vectors").to_f32()), kForwardTol);
     }
@@ -141,7 +141,7 @@ TEST_F(DitReference, SamplerStepVelocities) {
   CHROMA_REQUIRE_FILE(path);
   const auto e = io::SafetensorsFile::open(path);
   const Tensor latent = e->get("firstn0.step.0.latent_in").to_f32();
-  const Tensor mods = model_->modulations(e->get("firstn0.step.0.t").to_f32().data[0]);
+  const Tensor mods = model_->modulations(e->get("firstn0.step.0.t").to_f32().values()[0]);
   for (const std::string side : {"pos", "neg"}) {
     int64_t n_valid = 0;
     for (int64_t m : e->get("input." + side + "_mask").to_i64()) n_valid += m;
@@ -159,7 +159,7 @@ std::map<std::string, Tensor> tiny_model(const std::string& prefix = "") {
   std::map<std::string, Tensor> m;
   auto add = [&](const std::string& name, Shape shape, float base = 0.0f) {
     Tensor t(shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data[size_t(i)] = base + 0.1f * std::sin(float(i + 7 * m.size()));
+    for (int64_t i = 0; i < t.numel(); ++i) t.values()[size_t(i)] = base + 0.1f * std::sin(float(i + 7 * m.size()));
     m[prefix + name] = t;
   };
   auto linear = [&](const std::string& name, int64_t out, int64_t in) {
@@ -213,12 +213,12 @@ void expect_rejected(const std::map<std::string, Tensor>& model, const std::stri
 // A smooth latent [1, 16, 4, 6] (non-square: 2×3 patches) and 3 text rows of width 8.
 Tensor tiny_latent() {
   Tensor x({1, 16, 4, 6});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = std::cos(0.37f * float(i));
+  for (int64_t i = 0; i < x.numel(); ++i) x.values()[size_t(i)] = std::cos(0.37f * float(i));
   return x;
 }
 Tensor tiny_txt() {
   Tensor x({3, 8});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = std::sin(0.51f * float(i));
+  for (int64_t i = 0; i < x.numel(); ++i) x.values()[size_t(i)] = std::sin(0.51f * float(i));
   return x;
 }
 
@@ -232,23 +232,23 @@ TEST(DitStepCache, SkipsOnlyWhereItsRuleSays) {
   const Tensor plain = dit.forward(x, txt, mods), plain_other = dit.forward(x, txt, other);
 
   StepCache never(1e-30f);
-  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &never)[0].data, plain.data);
-  EXPECT_EQ(dit.forward_packed(x, {{txt}}, other, &never)[0].data, plain_other.data);
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &never)[0].to_vector(), plain.to_vector());
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, other, &never)[0].to_vector(), plain_other.to_vector());
   EXPECT_EQ(never.evaluations, 2);
   EXPECT_EQ(never.skipped, 0);
 
   StepCache always(1e30f);
-  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &always)[0].data, plain.data) << "the first evaluation runs every block";
-  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &always)[0].data, plain.data) << "same input: residual identity";
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &always)[0].to_vector(), plain.to_vector()) << "the first evaluation runs every block";
+  EXPECT_EQ(dit.forward_packed(x, {{txt}}, mods, &always)[0].to_vector(), plain.to_vector()) << "same input: residual identity";
   EXPECT_EQ(always.skipped, 1);
   const Tensor cached_other = dit.forward_packed(x, {{txt}}, other, &always)[0];
   EXPECT_EQ(always.skipped, 2);
-  EXPECT_NE(cached_other.data, plain_other.data) << "skipped: not the full forward";
+  EXPECT_NE(cached_other.to_vector(), plain_other.to_vector()) << "skipped: not the full forward";
   // Two sequences: another packing, so every block runs (and the result is the uncached one).
   const std::vector<Tensor> two = dit.forward_packed(x, {{txt}, {txt}}, other, &always);
   EXPECT_EQ(always.skipped, 2);
   EXPECT_EQ(always.evaluations, 4);
-  for (size_t i = 0; i < two[0].data.size(); ++i) EXPECT_NEAR(two[0].data[i], plain_other.data[i], 1e-5) << i;
+  for (size_t i = 0; i < two[0].values().size(); ++i) EXPECT_NEAR(two[0].values()[i], plain_other.values()[i], 1e-5) << i;
 }
 
 TEST(DitWeights, TinyModelLoadsAndRuns) {
@@ -266,7 +266,7 @@ TEST(DitWeights, TinyModelLoadsAndRuns) {
   EXPECT_EQ(shape_str(mods.shape), shape_str({17, 128}));
   const Tensor v = dit.forward(tiny_latent(), tiny_txt(), mods);
   ASSERT_EQ(shape_str(v.shape), shape_str({1, 16, 4, 6}));
-  for (float x : v.data) ASSERT_TRUE(std::isfinite(x));
+  for (float x : v.values()) ASSERT_TRUE(std::isfinite(x));
 }
 
 // sd.cpp-style names ("model.diffusion_model.*"), alone or beside other models' tensors, give the
@@ -277,11 +277,11 @@ TEST(DitWeights, PrefixedNamesGiveTheSameModel) {
 
   auto prefixed = tiny_model(kComfyPrefix);
   const ChromaModel a(write_and_open(prefixed, "dit_prefixed.safetensors"));
-  EXPECT_EQ(a.forward(tiny_latent(), tiny_txt(), a.modulations(0.3f)).data, expected.data);
+  EXPECT_EQ(a.forward(tiny_latent(), tiny_txt(), a.modulations(0.3f)).to_vector(), expected.to_vector());
 
   prefixed["text_encoders.t5xxl.shared.weight"] = Tensor({4, 8});
   const ChromaModel b(write_and_open(prefixed, "dit_merged.safetensors"));
-  EXPECT_EQ(b.forward(tiny_latent(), tiny_txt(), b.modulations(0.3f)).data, expected.data);
+  EXPECT_EQ(b.forward(tiny_latent(), tiny_txt(), b.modulations(0.3f)).to_vector(), expected.to_vector());
 }
 
 TEST(DitWeights, MissingTensorIsNamed) {

@@ -39,7 +39,7 @@ class PackedForward : public ::testing::Test {
     model_ = std::make_unique<ChromaModel>(io::WeightStore::open(weights));
     e_ = io::SafetensorsFile::open(cases);
     latent_ = e_->get("firstn0.step.0.latent_in").to_f32();
-    mods_ = model_->modulations(e_->get("firstn0.step.0.t").to_f32().data[0]);
+    mods_ = model_->modulations(e_->get("firstn0.step.0.t").to_f32().values()[0]);
     pos_ = visible_text("pos");
     neg_ = visible_text("neg");
   }

@@ -29,7 +29,7 @@ constexpr double kPi = std::numbers::pi;
 
 using Vec = std::vector<double>;
 
-Vec to_double(const Tensor& t) { return Vec(t.data.begin(), t.data.end()); }
+Vec to_double(const Tensor& t) { return Vec(t.values().begin(), t.values().end()); }
 Vec weights_of(const io::WeightStore& s, const std::string& name) { return to_double(s.require(name).to_f32()); }
 
 // flow NerfEmbedder.fetch_pos: [p², F²], row dy·p + dx, column fx·F + fy.
@@ -49,12 +49,12 @@ Vec ref_dct(int p, int F) {
 // A smooth image [1, 3, H, W] in about [−1, 1].
 Tensor test_image(int64_t H, int64_t W, float phase = 0.0f) {
   Tensor x({1, 3, H, W});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = 0.9f * std::sin(0.37f * float(i) + phase);
+  for (int64_t i = 0; i < x.numel(); ++i) x.values()[size_t(i)] = 0.9f * std::sin(0.37f * float(i) + phase);
   return x;
 }
 Tensor test_text(int64_t rows, int64_t width) {
   Tensor x({rows, width});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = std::sin(0.51f * float(i));
+  for (int64_t i = 0; i < x.numel(); ++i) x.values()[size_t(i)] = std::sin(0.51f * float(i));
   return x;
 }
 
@@ -166,7 +166,7 @@ Vec ref_head(const io::WeightStore& s, const Vec& tokens, const Tensor& image, c
     for (int64_t px = 0; px < p * p; ++px) {
       const int64_t y = (t / gw) * p + px / p, x = (t % gw) * p + px % p;
       Vec in(static_cast<size_t>(3 + F2));  // [pixel channels | DCT features]
-      for (int64_t ch = 0; ch < 3; ++ch) in[size_t(ch)] = image.data[size_t((ch * H + y) * W + x)];
+      for (int64_t ch = 0; ch < 3; ++ch) in[size_t(ch)] = image.values()[size_t((ch * H + y) * W + x)];
       for (int64_t f = 0; f < F2; ++f) in[size_t(3 + f)] = dct[size_t(px * F2 + f)];
       Vec v(static_cast<size_t>(h));
       for (int64_t o = 0; o < h; ++o) {
@@ -203,12 +203,12 @@ void expect_near_all(const std::string& what, const Tensor& got, const Vec& want
   ASSERT_EQ(size_t(got.numel()), want.size()) << what;
   double worst = 0, scale = 1;
   for (size_t i = 0; i < want.size(); ++i) {
-    worst = std::max(worst, std::fabs(double(got.data[i]) - want[i]));
+    worst = std::max(worst, std::fabs(double(got.values()[i]) - want[i]));
     scale = std::max(scale, std::fabs(want[i]));
   }
   std::printf("  %-34s max abs err %.3g (max |ref| %.3g)\n", what.c_str(), worst, scale);
   EXPECT_LE(worst, tol * scale) << what;
-  for (float v : got.data) ASSERT_TRUE(std::isfinite(v)) << what;
+  for (float v : got.values()) ASSERT_TRUE(std::isfinite(v)) << what;
 }
 
 constexpr double kTol = 2e-5;  // float32 against double, sums of a few hundred terms
@@ -296,7 +296,7 @@ TEST(RadianceHead, EmbedderIsALinearOnPixelsAndDct) {
       const int64_t y = t * 4 + px / 4, x = px % 4;  // unfold order: patch-major, then row-major pixels
       for (int64_t o = 0; o < 8; ++o) {
         double acc = b[size_t(o)];
-        for (int64_t ch = 0; ch < 3; ++ch) acc += w[size_t(o * 12 + ch)] * image.data[size_t((ch * 8 + y) * 4 + x)];
+        for (int64_t ch = 0; ch < 3; ++ch) acc += w[size_t(o * 12 + ch)] * image.values()[size_t((ch * 8 + y) * 4 + x)];
         for (int64_t f = 0; f < 9; ++f) acc += w[size_t(o * 12 + 3 + f)] * dct[size_t(px * 9 + f)];
         want[size_t((t * 16 + px) * 8 + o)] = acc;
       }
@@ -326,7 +326,7 @@ TEST(RadianceHead, GeneratedWeightsAreTheL2NormalisedParts) {
   expect_near_all("fc2", got.out, out, 1e-5);
   for (int64_t j = 0; j < m; ++j) {  // unit columns (dim −2)
     double n2 = 0;
-    for (int64_t k = 0; k < h; ++k) n2 += double(got.gate.data[size_t(k * m + j)]) * got.gate.data[size_t(k * m + j)];
+    for (int64_t k = 0; k < h; ++k) n2 += double(got.gate.values()[size_t(k * m + j)]) * got.gate.values()[size_t(k * m + j)];
     EXPECT_NEAR(n2, 1.0, 1e-5) << "gate column " << j;
   }
 }
@@ -338,7 +338,7 @@ TEST(RadianceHead, GluBlockMatchesExactMath) {
   const NerfBlockWeights& block = mini.model.weights().radiance.blocks[0];
   const radiance::GeneratedMlp mlp = radiance::generate_mlp(tokens, block, c);
   Tensor x({2 * 16, 8});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = std::cos(0.3f * float(i));
+  for (int64_t i = 0; i < x.numel(); ++i) x.values()[size_t(i)] = std::cos(0.3f * float(i));
   Vec want = to_double(x);
   radiance::glu_block(x, mlp, block);
   const Vec tok = to_double(tokens), scale = weights_of(mini.store, "nerf_blocks.0.norm.scale");
@@ -366,7 +366,7 @@ TEST(RadianceHead, DecodeMatchesExactMathInAnyTiling) {
     for (int64_t tile : {int64_t(1), int64_t(4), L + 3}) {
       const Tensor tiled = radiance::decode(tokens, image, mini.model.weights().radiance, c, tile);
       // per-patch math: tiling changes only the GEMMs' float32 summation blocking
-      expect_near_all("head in tiles of " + std::to_string(tile), tiled, Vec(whole.data.begin(), whole.data.end()), 1e-5);
+      expect_near_all("head in tiles of " + std::to_string(tile), tiled, Vec(whole.values().begin(), whole.values().end()), 1e-5);
     }
   }
 }
@@ -375,7 +375,7 @@ TEST(RadianceHead, VelocityFromX0) {
   const Tensor x = test_image(4, 4), x0 = test_image(4, 4, 1.0f);
   const Tensor v = radiance::velocity_from_x0(x, x0, 0.25f);
   Vec want(static_cast<size_t>(x.numel()));
-  for (size_t i = 0; i < want.size(); ++i) want[i] = (double(x.data[i]) - x0.data[i]) / 0.25;
+  for (size_t i = 0; i < want.size(); ++i) want[i] = (double(x.values()[i]) - x0.values()[i]) / 0.25;
   expect_near_all("(x_t − x0)/t", v, want, 1e-6);
   EXPECT_NE(test::error_of([&] { radiance::velocity_from_x0(x, x0, 0.0f); }).find("t > 0"), std::string::npos);
 }
@@ -407,7 +407,7 @@ TEST(RadianceModel, ForwardIsTheHeadOnTheLastBlockTokens) {
     expect_near_all("img_in", tracer.values.at("img_in"), ref_tokens_in(mini.store, image, 4, patch32, c.hidden, &L), kTol);
     Vec want = ref_head(mini.store, to_double(tokens), image, c);
     if (x0)
-      for (size_t i = 0; i < want.size(); ++i) want[i] = (double(image.data[i]) - want[i]) / double(t);
+      for (size_t i = 0; i < want.size(); ++i) want[i] = (double(image.values()[i]) - want[i]) / double(t);
     expect_near_all(std::string("forward") + (x0 ? " x0" : "") + (patch32 ? " 32x32" : ""), got, want, x0 ? 1e-4 : kTol);
   }
 }
@@ -420,9 +420,9 @@ TEST(RadianceModel, PackedForwardEqualsSeparateForwards) {
   const Tensor mods = mini.model.modulations(0.5f);
   const std::vector<Tensor> both = mini.model.forward_packed(image, {{a}, {b}}, mods, nullptr, 0.5f);
   const Tensor va = mini.model.forward(image, a, mods, 0.5f), vb = mini.model.forward(image, b, mods, 0.5f);
-  for (size_t i = 0; i < va.data.size(); ++i) {
-    EXPECT_NEAR(both[0].data[i], va.data[i], 1e-4) << i;
-    EXPECT_NEAR(both[1].data[i], vb.data[i], 1e-4) << i;
+  for (size_t i = 0; i < va.values().size(); ++i) {
+    EXPECT_NEAR(both[0].values()[i], va.values()[i], 1e-4) << i;
+    EXPECT_NEAR(both[1].values()[i], vb.values()[i], 1e-4) << i;
   }
 }
 

@@ -55,7 +55,7 @@ const char* const kTargets[] = {
 // Uniform in [−a, a) from the standard-specified mt19937 bits, so the values are the same everywhere.
 Tensor random_matrix(std::mt19937& rng, Shape shape, float a) {
   Tensor t(std::move(shape));
-  for (float& x : t.data) x = a * (float(rng() >> 8) / float(1 << 23) - 1.0f);
+  for (float& x : t.values()) x = a * (float(rng() >> 8) / float(1 << 23) - 1.0f);
   return t;
 }
 
@@ -99,7 +99,7 @@ std::string underscored(std::string s) {
 
 Tensor scaled(const Tensor& t, float s) {
   Tensor r = t;
-  for (float& x : r.data) x *= s;
+  for (float& x : r.values()) x *= s;
   return r;
 }
 
@@ -157,8 +157,8 @@ TensorMap merge(const std::map<std::string, TensorView>& base, const std::vector
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) {
         double sum = 0;
-        for (int64_t j = 0; j < kRank; ++j) sum += double(d.up.data[size_t(n * kRank + j)]) * d.down.data[size_t(j * K + k)];
-        w.data[size_t(n * K + k)] = float(double(w.data[size_t(n * K + k)]) + double(strength) * d.scale() * sum);
+        for (int64_t j = 0; j < kRank; ++j) sum += double(d.up.values()[size_t(n * kRank + j)]) * d.down.values()[size_t(j * K + k)];
+        w.values()[size_t(n * K + k)] = float(double(w.values()[size_t(n * K + k)]) + double(strength) * d.scale() * sum);
       }
   }
   return merged;
@@ -177,7 +177,7 @@ TensorMap as_fused(TensorMap merged, const std::map<std::string, TensorView>& ba
     Tensor& w = merged.at(d.target + ".weight");
     const DType type = fused_type(base.at(d.target + ".weight").dtype);
     if (type == DType::BF16) {
-      for (float& x : w.data) x = round_bf16(x);
+      for (float& x : w.values()) x = round_bf16(x);
     } else if (type != DType::F32) {
       const quant::TypeTraits* traits = quant::traits(type);
       std::vector<uint8_t> bytes(*tensor_bytes(type, w.shape));
@@ -213,16 +213,16 @@ int64_t expect_fused_weights(const ChromaModel& model, const TensorMap& merged, 
       const Tensor got = f.to_f32();
       for (int64_t i = 0; i < got.numel(); ++i) {
         const size_t at = size_t(row * K + i);
-        const double exact = m.data[at];
-        const double w = original.data[at];
+        const double exact = m.values()[at];
+        const double w = original.values()[at];
         double bound = std::ldexp(std::abs(w) + std::abs(exact - w), -20);
         if (want == DType::BF16) bound += std::ldexp(std::abs(exact), -8);
         if (want == DType::Q8_0) {
           const auto* blocks = static_cast<const quant::BlockQ8_0*>(f.data);
           bound += f16_to_f32(blocks[i / quant::kQK].d) * (0.5 + 127.0 / 2048.0);
         }
-        if (std::abs(got.data[size_t(i)] - exact) > bound) {
-          ADD_FAILURE() << d.target << " row " << row + i / K << " col " << i % K << ": fused " << got.data[size_t(i)]
+        if (std::abs(got.values()[size_t(i)] - exact) > bound) {
+          ADD_FAILURE() << d.target << " row " << row + i / K << " col " << i % K << ": fused " << got.values()[size_t(i)]
                         << ", exact merge " << exact << ", bound " << bound;
           return moved;
         }
@@ -315,7 +315,7 @@ class Lora : public ::testing::Test {
     base_ = io::SafetensorsFile::open(base_path_);
     const auto c = io::SafetensorsFile::open(cases);
     latent_ = c->get("input.latent").to_f32();
-    t_ = c->get("input.timestep").to_f32().data[0];
+    t_ = c->get("input.timestep").to_f32().values()[0];
     int64_t n_valid = 0;
     for (int64_t m : c->get("input.txt_mask").to_i64()) n_valid += m;
     txt_ = drop_leading_ones(c->get("input.txt").to_f32()).rows(0, n_valid + 1);  // the visible rows
@@ -421,8 +421,8 @@ TEST_F(Lora, EveryKeyLayoutGivesTheOriginalNamesResult) {
     const std::vector<LoraReport> report = model.set_loras(lora);
     EXPECT_EQ(report[0].applied_keys, file.key_count()) << layout_name(layout);
     const Output got = run(model);
-    EXPECT_EQ(got.mods.data, want.mods.data) << layout_name(layout);
-    EXPECT_EQ(got.velocity.data, want.velocity.data) << layout_name(layout);
+    EXPECT_EQ(got.mods.to_vector(), want.mods.to_vector()) << layout_name(layout);
+    EXPECT_EQ(got.velocity.to_vector(), want.velocity.to_vector()) << layout_name(layout);
   }
 }
 
@@ -435,8 +435,8 @@ TEST_F(Lora, ZeroStrengthAndEmptyListAreTheBaseModelExactly) {
 
   model.set_loras(zero);
   Output o = run(model);
-  EXPECT_EQ(o.mods.data, base.mods.data);
-  EXPECT_EQ(o.velocity.data, base.velocity.data);
+  EXPECT_EQ(o.mods.to_vector(), base.mods.to_vector());
+  EXPECT_EQ(o.velocity.to_vector(), base.velocity.to_vector());
 
   model.set_loras(one);
   const Output with_lora = run(model);
@@ -445,11 +445,11 @@ TEST_F(Lora, ZeroStrengthAndEmptyListAreTheBaseModelExactly) {
     model.set_loras(one, mode);
     model.set_loras({}, mode);
     o = run(model);
-    EXPECT_EQ(o.mods.data, base.mods.data);
-    EXPECT_EQ(o.velocity.data, base.velocity.data);
+    EXPECT_EQ(o.mods.to_vector(), base.mods.to_vector());
+    EXPECT_EQ(o.velocity.to_vector(), base.velocity.to_vector());
   }
   model.set_loras(one);
-  EXPECT_EQ(run(model).velocity.data, with_lora.velocity.data);
+  EXPECT_EQ(run(model).velocity.to_vector(), with_lora.velocity.to_vector());
 }
 
 // Keys naming nothing in this model are reported, the rest applied.
@@ -534,7 +534,7 @@ TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
     std::vector<double> out(size_t(m * n));
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t k = 0; k < r; ++k) out[size_t(i * n + j)] += double(a.data[size_t(i * r + k)]) * b.data[size_t(k * n + j)];
+        for (int64_t k = 0; k < r; ++k) out[size_t(i * n + j)] += double(a.values()[size_t(i * r + k)]) * b.values()[size_t(k * n + j)];
     return out;
   };
   {  // LoHa on the fused qkv, rank 3, alpha 6: scale 2.
@@ -557,7 +557,7 @@ TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
     const int64_t c = C / 4, e = K2 / 8;
     std::vector<double> d(size_t(C * K2));
     for (int64_t n = 0; n < C; ++n)
-      for (int64_t k = 0; k < K2; ++k) d[size_t(n * K2 + k)] = 2.0 * w1.data[size_t((n / c) * 8 + k / e)] * w2[size_t((n % c) * e + k % e)];
+      for (int64_t k = 0; k < K2; ++k) d[size_t(n * K2 + k)] = 2.0 * w1.values()[size_t((n / c) * 8 + k / e)] * w2[size_t((n % c) * e + k % e)];
     expected.push_back({"single_blocks.0.linear2", d});
   }
   {  // LoKr with both factors whole on an MLP: scale 1, alpha ignored.
@@ -567,7 +567,7 @@ TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
     const int64_t c = C / 16, e = M / 32;
     std::vector<double> d(size_t(C * M));
     for (int64_t n = 0; n < C; ++n)
-      for (int64_t k = 0; k < M; ++k) d[size_t(n * M + k)] = double(w1.data[size_t((n / c) * 32 + k / e)]) * w2.data[size_t((n % c) * e + k % e)];
+      for (int64_t k = 0; k < M; ++k) d[size_t(n * M + k)] = double(w1.values()[size_t((n / c) * 32 + k / e)]) * w2.values()[size_t((n % c) * e + k % e)];
     expected.push_back({"double_blocks.1.img_mlp.2", d});
   }
   const io::LoraFile lora = io::LoraFile::open(write_tensors(file, "lycoris.safetensors"));
@@ -579,11 +579,11 @@ TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
   for (const Dense& d : expected) {
     Tensor& w = merged.at(d.target + ".weight");
     ASSERT_EQ(size_t(w.numel()), d.delta.size()) << d.target;
-    for (size_t i = 0; i < d.delta.size(); ++i) w.data[i] = float(double(w.data[i]) + d.delta[i]);
+    for (size_t i = 0; i < d.delta.size(); ++i) w.values()[i] = float(double(w.values()[i]) + d.delta[i]);
   }
   rounded = merged;
   for (const Dense& d : expected)
-    for (float& x : rounded.at(d.target + ".weight").data) x = round_bf16(x);
+    for (float& x : rounded.at(d.target + ".weight").values()) x = round_bf16(x);
 
   ChromaModel model = base_model();
   const Output base = run(model);
@@ -602,9 +602,9 @@ TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
       const Tensor got = block->weight.to_f32();
       for (int64_t i = 0; i < got.numel(); ++i) {
         const size_t at = size_t(row * m.dim(1) + i);
-        const double exact = m.data[at], bound = std::ldexp(std::abs(exact), -8) +
-                                                 std::ldexp(std::abs(original.data[at]) + std::abs(d.delta[at]), -20);
-        ASSERT_LE(std::abs(got.data[size_t(i)] - exact), bound) << d.target << " at " << at;
+        const double exact = m.values()[at], bound = std::ldexp(std::abs(exact), -8) +
+                                                 std::ldexp(std::abs(original.values()[at]) + std::abs(d.delta[at]), -20);
+        ASSERT_LE(std::abs(got.values()[size_t(i)] - exact), bound) << d.target << " at " << at;
         moved += std::abs(d.delta[at]) > 2 * bound;
       }
       row += block->weight.dim(0);
@@ -618,7 +618,7 @@ TEST_F(Lora, LohaAndLokrAreMergedAsTheyDefine) {
   expect_close("lycoris mod_vectors", got.mods, want.mods, test::kEndToEndTol);
   // Back to the base model exactly.
   model.set_loras({}, LoraMode::Runtime);
-  EXPECT_EQ(run(model).velocity.data, base.velocity.data);
+  EXPECT_EQ(run(model).velocity.to_vector(), base.velocity.to_vector());
 }
 
 // ---- bad files: one chroma::Error naming the file and the tensor ------------------------------
@@ -713,7 +713,7 @@ TEST_F(Lora, BadFilesAreErrorsNamingFileAndTensor) {
 
   // After every failed set_loras the model still has the good LoRA.
   const Output after = run(model);
-  EXPECT_EQ(after.velocity.data, before.velocity.data);
+  EXPECT_EQ(after.velocity.to_vector(), before.velocity.to_vector());
 }
 
 }  // namespace

@@ -87,9 +87,9 @@ ModelFiles gguf_models(const std::string& type) {
       if (want == dtype && want != v.dtype) {
         ++converted_here;
         const Tensor a = g->to_f32(), b = v.to_f32();
-        for (size_t i = 0; i < b.data.size(); ++i) {
-          err2 += double(a.data[i] - b.data[i]) * (a.data[i] - b.data[i]);
-          ref2 += double(b.data[i]) * b.data[i];
+        for (size_t i = 0; i < b.values().size(); ++i) {
+          err2 += double(a.values()[i] - b.values()[i]) * (a.values()[i] - b.values()[i]);
+          ref2 += double(b.values()[i]) * b.values()[i];
         }
       }
     }
@@ -113,8 +113,8 @@ TEST_P(GgufLossless, ReproducesTheReference) {
   REQUIRE_CASE_E();
   auto ref = io::SafetensorsFile::open(test::reference_path("case-e-txt2img-fp32.safetensors"));
   const GeneratedImage got = test::generate_one(gguf_models(GetParam()), test::case_e_options());
-  EXPECT_EQ(got.latent.data, original_run().latent.data) << "GGUF " << GetParam() << " differs from the original files";
-  EXPECT_EQ(got.image.data, original_run().image.data) << "GGUF " << GetParam() << " differs from the original files";
+  EXPECT_EQ(got.latent.to_vector(), original_run().latent.to_vector()) << "GGUF " << GetParam() << " differs from the original files";
+  EXPECT_EQ(got.image.to_vector(), original_run().image.to_vector()) << "GGUF " << GetParam() << " differs from the original files";
   test::expect_close("output.latent", got.latent, ref->get("firstn0.output.latent").to_f32(), test::kEndToEndTol);
   test::expect_close("output.image", got.image, ref->get("firstn0.output.image").to_f32(), test::kEndToEndTol);
   // 8-bit image: as test_txt2img, equal but for pixels on a quantisation boundary (≤ 0.5 % off by one).
@@ -145,7 +145,7 @@ TEST_P(GgufLossy, StaysCloseToTheReference) {
   if (c.compute == Compute::Int8) {
     const GeneratedImage f32 =
         test::generate_one(gguf_models(c.type), test::case_e_options(), nullptr, false, Compute::F32);
-    EXPECT_NE(got.image.data, f32.image.data) << "the float32 image: the int8 products did not run";
+    EXPECT_NE(got.image.to_vector(), f32.image.to_vector()) << "the float32 image: the int8 products did not run";
   }
 }
 
@@ -186,12 +186,12 @@ TEST(GgufAuto, TextEncoderKeepsFloat32) {
     return Pipeline(config).encode_text(r.prompt, r.negative_prompt);
   };
   const TextConditioning f32 = text_of(Compute::F32), automatic = text_of(Compute::Auto), int8 = text_of(Compute::Int8);
-  EXPECT_EQ(automatic.positive.data, f32.positive.data);
-  EXPECT_EQ(automatic.negative.data, f32.negative.data);
-  EXPECT_NE(int8.positive.data, f32.positive.data) << "--compute int8 must still run T5 in int8";
+  EXPECT_EQ(automatic.positive.to_vector(), f32.positive.to_vector());
+  EXPECT_EQ(automatic.negative.to_vector(), f32.negative.to_vector());
+  EXPECT_NE(int8.positive.to_vector(), f32.positive.to_vector()) << "--compute int8 must still run T5 in int8";
   const GeneratedImage image_auto = test::generate_one(gguf_models("q8_0"), r, nullptr, false, Compute::Auto);
   const GeneratedImage image_f32 = test::generate_one(gguf_models("q8_0"), r, nullptr, false, Compute::F32);
-  EXPECT_NE(image_auto.latent.data, image_f32.latent.data) << "the DiT's int8 products did not run under auto";
+  EXPECT_NE(image_auto.latent.to_vector(), image_f32.latent.to_vector()) << "the DiT's int8 products did not run under auto";
 }
 
 }  // namespace

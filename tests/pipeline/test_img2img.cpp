@@ -77,14 +77,14 @@ TEST_F(Img2Img, EncoderMatchesTheReferenceVae) {
 TEST_F(Img2Img, StrengthZeroIsTheVaeRoundTrip) {
   const GeneratedImage got = run(request(0.0f));
   const Tensor round_trip = pipeline_->decode(pipeline_->encode_image(image_to_tensor(init_)));
-  EXPECT_EQ(got.image.data, round_trip.data);
+  EXPECT_EQ(got.image.to_vector(), round_trip.to_vector());
   EXPECT_EQ(got.rgb, to_rgb8(round_trip));
 }
 
 TEST_F(Img2Img, StrengthOneIsTextToImageWithTheSameNoise) {
   const GeneratedImage img2img = run(request(1.0f));
   const GeneratedImage txt2img = run(test::case_e_options(0));
-  EXPECT_EQ(img2img.latent.data, txt2img.latent.data);
+  EXPECT_EQ(img2img.latent.to_vector(), txt2img.latent.to_vector());
   test::expect_rgb8_close(img2img.rgb, ref_->get("firstn0.output.image_u8"));
 }
 
@@ -98,11 +98,11 @@ TEST_F(Img2Img, StartsMidScheduleFromTheNoisedImage) {
   EXPECT_FALSE(d->has("step.1.latent_in"));
   ASSERT_TRUE(d->has("step.2.latent_in"));
   const float t = request_schedule(r)[2];
-  EXPECT_EQ(t, ref_->get("firstn0.output.timesteps").to_f32().data[2]);
+  EXPECT_EQ(t, ref_->get("firstn0.output.timesteps").to_f32().values()[2]);
   const Tensor x0 = d->get("input.init_latent").to_f32(), eps = d->get("input.noise").to_f32();
   Tensor want(x0.shape);
-  for (size_t i = 0; i < want.data.size(); ++i) want.data[i] = (1.0f - t) * x0.data[i] + t * eps.data[i];
-  EXPECT_EQ(d->get("step.2.latent_in").to_f32().data, want.data) << "x_t = (1 − t)·x0 + t·ε, exactly";
+  for (size_t i = 0; i < want.values().size(); ++i) want.values()[i] = (1.0f - t) * x0.values()[i] + t * eps.values()[i];
+  EXPECT_EQ(d->get("step.2.latent_in").to_f32().to_vector(), want.to_vector()) << "x_t = (1 − t)·x0 + t·ε, exactly";
 }
 
 TEST_F(Img2Img, MaskKeepsUnmaskedPixelsExactly) {
@@ -185,9 +185,9 @@ TEST(FitImage, CoversThenCropsTheCentre) {
 TEST(MaskHelpers, LatentMaskAveragesBlocksAndPasteBackBlends) {
   Tensor m({16, 16});
   for (int64_t y = 0; y < 16; ++y)
-    for (int64_t x = 0; x < 16; ++x) m.data[size_t(y * 16 + x)] = x < 4 ? 1.0f : 0.0f;
+    for (int64_t x = 0; x < 16; ++x) m.values()[size_t(y * 16 + x)] = x < 4 ? 1.0f : 0.0f;
   const Tensor lm = latent_mask(m);
-  EXPECT_EQ(lm.data, (std::vector<float>{0.5f, 0.0f, 0.5f, 0.0f}));
+  EXPECT_EQ(lm.to_vector(), (std::vector<float>{0.5f, 0.0f, 0.5f, 0.0f}));
   Tensor half({1, 2}, {0.5f, 0.0f});
   EXPECT_EQ(paste_back({200, 200, 200, 10, 10, 10}, {100, 100, 100, 50, 50, 50}, half),
             (std::vector<uint8_t>{150, 150, 150, 50, 50, 50}));

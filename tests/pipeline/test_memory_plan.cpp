@@ -232,7 +232,7 @@ TEST(MemoryPlan, RefusesWithTheFlagThatWouldFit) {
 TEST(Residency, ReleasedPagesLeaveTheResidentSet) {
   const fs::path path = fs::path(::testing::TempDir()) / "residency.safetensors";
   Tensor big({64, 1024, 1024});  // 256 MiB of float32
-  for (size_t i = 0; i < big.data.size(); i += 1024) big.data[i] = float(i % 251);
+  for (size_t i = 0; i < big.values().size(); i += 1024) big.values()[i] = float(i % 251);
   io::write_safetensors(path.string(), {{"blocks.0.w", &big}});
   big = Tensor();  // free it before measuring
   const io::WeightStore store = io::WeightStore::open(path.string());
@@ -255,8 +255,8 @@ TEST(Residency, ReleasedPagesLeaveTheResidentSet) {
 TEST(Residency, ActivationViewsAreNotTouched) {
   Tensor t({4, 1024, 1024}, std::vector<float>(4 * 1024 * 1024, 3.0f));
   io::release_pages(view_of(t, "activation"));  // no file: must not drop (zero) anonymous pages
-  EXPECT_EQ(t.data.front(), 3.0f);
-  EXPECT_EQ(t.data[t.data.size() / 2], 3.0f);
+  EXPECT_EQ(t.values().front(), 3.0f);
+  EXPECT_EQ(t.values()[t.values().size() / 2], 3.0f);
 }
 
 // --low-memory only changes when pages are mapped, never a value: case e gives the same bits.
@@ -274,8 +274,8 @@ TEST(LowMemory, CaseEGivesTheSameLatentBitForBit) {
   const GeneratedImage normal = test::generate_one(files, o);
   const GeneratedImage low = test::generate_one(files, o, nullptr, /*low_memory=*/true);
   ASSERT_EQ(low.latent.shape, normal.latent.shape);
-  EXPECT_EQ(low.latent.data, normal.latent.data);
-  EXPECT_EQ(low.image.data, normal.image.data);
+  EXPECT_EQ(low.latent.to_vector(), normal.latent.to_vector());
+  EXPECT_EQ(low.image.to_vector(), normal.image.to_vector());
 }
 
 }  // namespace

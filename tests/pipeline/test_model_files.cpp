@@ -116,19 +116,19 @@ TEST(FormatsInTheBackend, LinearOnJoinedAndScaledViews) {
   const TensorView& joined = diffusers.require("single_blocks.0.linear1.weight");
   ASSERT_TRUE(joined.parts);
   Tensor x({3, joined.dim(1)});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = std::sin(0.37f * float(i));
+  for (int64_t i = 0; i < x.numel(); ++i) x.values()[size_t(i)] = std::sin(0.37f * float(i));
   const Tensor want = ops::linear(x, mini->get("single_blocks.0.linear1.weight"), mini->get("single_blocks.0.linear1.bias"));
   const Tensor got = ops::linear(x, joined, diffusers.require("single_blocks.0.linear1.bias"));
-  EXPECT_EQ(got.data, want.data);
+  EXPECT_EQ(got.to_vector(), want.to_vector());
 
   io::WeightStore fp8 = io::WeightStore::open((fp8_dir() / "a.safetensors").string());
   fp8.strip_prefix("model.diffusion_model.");
   const TensorView& w = fp8.require("txt_in.weight");
   ASSERT_EQ(w.dtype, DType::F8_E4M3);
   Tensor xt({2, w.dim(1)});
-  for (int64_t i = 0; i < xt.numel(); ++i) xt.data[size_t(i)] = std::cos(0.11f * float(i));
+  for (int64_t i = 0; i < xt.numel(); ++i) xt.values()[size_t(i)] = std::cos(0.11f * float(i));
   const Tensor dequantised = w.to_f32();
-  EXPECT_EQ(ops::linear(xt, w).data, ops::linear(xt, view_of(dequantised)).data);
+  EXPECT_EQ(ops::linear(xt, w).to_vector(), ops::linear(xt, view_of(dequantised)).to_vector());
 }
 
 // Lossless layout: the same bytes reach the same kernels, so the run is bit-identical to the
@@ -142,8 +142,8 @@ TEST(EndToEnd, DiffusersLayoutReproducesTheReference) {
   ASSERT_EQ(resolve_model_files(files, model_search_dirs(diffusers_dir().string())), "");
   const GeneratedImage got = test::generate_one(files, test::case_e_options());
   const GeneratedImage orig = test::generate_one(test::mini_models(), test::case_e_options());
-  EXPECT_EQ(got.latent.data, orig.latent.data) << "diffusers layout differs from the original files";
-  EXPECT_EQ(got.image.data, orig.image.data) << "diffusers layout differs from the original files";
+  EXPECT_EQ(got.latent.to_vector(), orig.latent.to_vector()) << "diffusers layout differs from the original files";
+  EXPECT_EQ(got.image.to_vector(), orig.image.to_vector()) << "diffusers layout differs from the original files";
   test::expect_close("output.latent", got.latent, ref->get("firstn0.output.latent").to_f32(), test::kEndToEndTol);
   test::expect_close("output.image", got.image, ref->get("firstn0.output.image").to_f32(), test::kEndToEndTol);
   // 8-bit image: as test_txt2img, equal but for pixels on a quantisation boundary (≤ 0.5 % off by one).

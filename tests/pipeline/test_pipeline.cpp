@@ -164,7 +164,7 @@ TEST_F(PipelineCaseE, RunsManyRequestsOnFilesOpenedOnce) {
   const GeneratedImage again = std::move(pipeline.generate(test::case_e_options(0)).images.at(0));
   expect_reference_image(a, 0);
   expect_reference_image(b, 1);
-  EXPECT_EQ(again.latent.data, a.latent.data) << "a repeated request must give the same latent bit for bit";
+  EXPECT_EQ(again.latent.to_vector(), a.latent.to_vector()) << "a repeated request must give the same latent bit for bit";
   EXPECT_EQ(again.rgb, a.rgb);
   EXPECT_EQ(a.seed, std::optional<uint64_t>(42));
   EXPECT_EQ(a.parameters.at("seed"), 42);
@@ -222,7 +222,7 @@ TEST_F(PipelineCaseE, StepsReportTheirDenoisedEstimate) {
   const GenerationResult r = pipeline.generate(test::case_e_options(0), hooks);
   EXPECT_EQ(with_estimate, 4);
   EXPECT_EQ(last.shape, r.images[0].latent.shape);
-  EXPECT_EQ(last.data, r.images[0].latent.data);
+  EXPECT_EQ(last.to_vector(), r.images[0].latent.to_vector());
   const io::Image preview = preview_image(last);
   EXPECT_EQ(preview.width, 8) << "latent resolution: 64 / 8";
 }
@@ -235,14 +235,14 @@ TEST_F(PipelineCaseE, StepCacheSkipsAsItsThresholdSays) {
   GenerationRequest r = test::case_e_options(0);
   r.cache = "fbcache:1e-30";
   const GeneratedImage never = std::move(pipeline.generate(r).images.at(0));
-  EXPECT_EQ(never.latent.data, plain.latent.data);
+  EXPECT_EQ(never.latent.to_vector(), plain.latent.to_vector());
   EXPECT_EQ(never.evaluations, 4);
   EXPECT_EQ(never.skipped_evaluations, 0);
   r.cache = "fbcache:1e30";
   const GeneratedImage always = std::move(pipeline.generate(r).images.at(0));
   EXPECT_EQ(always.evaluations, 4);
   EXPECT_EQ(always.skipped_evaluations, 3);
-  EXPECT_NE(always.latent.data, plain.latent.data);
+  EXPECT_NE(always.latent.to_vector(), plain.latent.to_vector());
   EXPECT_EQ(always.parameters.at("cache"), "fbcache:1e30");
   EXPECT_EQ(plain.evaluations, 0) << "no cache: not counted";
 }
@@ -335,7 +335,7 @@ TEST_F(PipelineCaseE, RunsOnTwoThreadsKeepTheirOwnObservers) {
   ASSERT_EQ(got->tensors().size(), want->tensors().size());
   for (const auto& [name, view] : want->tensors()) {
     ASSERT_TRUE(got->has(name)) << name;
-    EXPECT_EQ(got->get(name).to_f32().data, view.to_f32().data) << name;
+    EXPECT_EQ(got->get(name).to_f32().to_vector(), view.to_f32().to_vector()) << name;
   }
   // The same ops, call for call: nothing of the other thread's run was counted.
   for (const auto& [section, totals] : alone_profile.totals())
@@ -389,8 +389,8 @@ std::string write_mini_lora(const std::string& name) {
   const io::WeightStore dit = io::WeightStore::open(test::mini_models().dit);
   const TensorView& w = dit.require("double_blocks.0.img_attn.qkv.weight");
   Tensor a({2, w.dim(1)}), b({w.dim(0), 2});
-  for (size_t i = 0; i < a.data.size(); ++i) a.data[i] = float((i * 7919) % 13) / 13.0f - 0.5f;
-  for (size_t i = 0; i < b.data.size(); ++i) b.data[i] = float((i * 104729) % 11) / 11.0f - 0.5f;
+  for (size_t i = 0; i < a.values().size(); ++i) a.values()[i] = float((i * 7919) % 13) / 13.0f - 0.5f;
+  for (size_t i = 0; i < b.values().size(); ++i) b.values()[i] = float((i * 104729) % 11) / 11.0f - 0.5f;
   const std::string path = test::temp_path(name).string();
   io::write_safetensors(path, {{"double_blocks.0.img_attn.qkv.lora_A.weight", &a},
                                {"double_blocks.0.img_attn.qkv.lora_B.weight", &b},
@@ -412,7 +412,7 @@ TEST(PipelineLora, AppliesSwitchesAndReturnsToTheBaseWithoutReopening) {
   GenerationRequest r = test::case_e_options(0);
   r.loras = {{lora, 1.0f}};
   const GenerationResult with = pipeline.generate(r);
-  EXPECT_NE(with.images.at(0).latent.data, base.latent.data) << "the LoRA changed nothing";
+  EXPECT_NE(with.images.at(0).latent.to_vector(), base.latent.to_vector()) << "the LoRA changed nothing";
   ASSERT_EQ(with.warnings.size(), 1u) << "the unmatched text-encoder key is reported";
   EXPECT_NE(with.warnings[0].find("1 matched no layer"), std::string::npos) << with.warnings[0];
 
@@ -420,14 +420,14 @@ TEST(PipelineLora, AppliesSwitchesAndReturnsToTheBaseWithoutReopening) {
   GenerationRequest tagged = test::case_e_options(0);
   tagged.prompt = "<lora:" + std::filesystem::path(lora).stem().string() + ":1>" + tagged.prompt;
   const GenerationResult by_tag = pipeline.generate(tagged);
-  EXPECT_EQ(by_tag.images.at(0).latent.data, with.images.at(0).latent.data);
+  EXPECT_EQ(by_tag.images.at(0).latent.to_vector(), with.images.at(0).latent.to_vector());
   EXPECT_EQ(by_tag.images.at(0).parameters.at("prompt"), tagged.prompt) << "the metadata keeps the tag";
 
   // Scale 0 and no LoRA are the base model bit for bit, on the same open pipeline.
   r.loras = {{lora, 0.0f}};
-  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.data, base.latent.data);
+  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.to_vector(), base.latent.to_vector());
   const GeneratedImage back = std::move(pipeline.generate(test::case_e_options(0)).images.at(0));
-  EXPECT_EQ(back.latent.data, base.latent.data);
+  EXPECT_EQ(back.latent.to_vector(), base.latent.to_vector());
   test::expect_rgb8_close(back.rgb, ref->get("firstn0.output.image_u8"));
 
   r.loras = {{"no_such_lora", 1.0f}};
@@ -445,17 +445,17 @@ TEST(PipelineSamplers, AncestralNoiseFollowsTheSeed) {
   r.seed = 5;
   r.sampler = "euler_a";
   r.scheduler = "beta";
-  const std::vector<float> first = pipeline.generate(r).images.at(0).latent.data;
-  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.data, first);
+  const std::vector<float> first = pipeline.generate(r).images.at(0).latent.to_vector();
+  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.to_vector(), first);
   r.batch_count = 2;
   r.seed = 4;
   const GenerationResult batch = pipeline.generate(r);
-  EXPECT_EQ(batch.images.at(1).latent.data, first) << "image 2 of seed 4 is seed 5";
-  EXPECT_NE(batch.images.at(0).latent.data, first);
+  EXPECT_EQ(batch.images.at(1).latent.to_vector(), first) << "image 2 of seed 4 is seed 5";
+  EXPECT_NE(batch.images.at(0).latent.to_vector(), first);
   GenerationRequest ode = test::case_e_options(0);
   ode.seed = 5;
   ode.scheduler = "beta";
-  EXPECT_NE(pipeline.generate(ode).images.at(0).latent.data, first);
+  EXPECT_NE(pipeline.generate(ode).images.at(0).latent.to_vector(), first);
   EXPECT_EQ(batch.images.at(1).parameters.at("scheduler"), "beta");
 }
 
@@ -469,7 +469,7 @@ TEST(PipelinePromptWeights, ComfyUIRuleIsAffineInTheWeightAndLeavesOtherRows) {
   c.files = test::mini_models();
   Pipeline pipeline(c);
   const Tensor plain = pipeline.encode_text("a red fox in snow", std::nullopt).positive;
-  EXPECT_EQ(pipeline.encode_text("a (red:1) fox in snow", std::nullopt).positive.data, plain.data);
+  EXPECT_EQ(pipeline.encode_text("a (red:1) fox in snow", std::nullopt).positive.to_vector(), plain.to_vector());
   auto weighted = [&](int w) {
     return pipeline.encode_text("a (red:" + std::to_string(w) + ") fox in snow", std::nullopt).positive;
   };
@@ -480,7 +480,7 @@ TEST(PipelinePromptWeights, ComfyUIRuleIsAffineInTheWeightAndLeavesOtherRows) {
     bool moved = false;
     for (int64_t k = 0; k < C; ++k) {
       const size_t i = size_t(row * C + k);
-      const double d3 = double(z3.data[i]) - z2.data[i], d4 = double(z4.data[i]) - z2.data[i];
+      const double d3 = double(z3.values()[i]) - z2.values()[i], d4 = double(z4.values()[i]) - z2.values()[i];
       EXPECT_NEAR(d4, 2 * d3, 1e-5 * (1 + std::abs(d4))) << "row " << row << " col " << k;
       moved = moved || d3 != 0;
     }
@@ -503,17 +503,17 @@ TEST(PipelineLora, FusedSetsAreMadeFromTheBaseEachTime) {
   c.files = test::mini_models();
   c.lora_fuse = true;
   Pipeline pipeline(c);
-  const std::vector<float> base = pipeline.generate(test::case_e_options(0)).images.at(0).latent.data;
+  const std::vector<float> base = pipeline.generate(test::case_e_options(0)).images.at(0).latent.to_vector();
   GenerationRequest r = test::case_e_options(0);
   r.loras = {{lora, 1.0f}};
-  const std::vector<float> full = pipeline.generate(r).images.at(0).latent.data;
+  const std::vector<float> full = pipeline.generate(r).images.at(0).latent.to_vector();
   EXPECT_NE(full, base) << "the LoRA changed nothing";
   r.loras = {{lora, 0.5f}};
-  const std::vector<float> half = pipeline.generate(r).images.at(0).latent.data;
+  const std::vector<float> half = pipeline.generate(r).images.at(0).latent.to_vector();
   EXPECT_NE(half, full);
   r.loras = {{lora, 1.0f}};
-  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.data, full);
-  EXPECT_EQ(pipeline.generate(test::case_e_options(0)).images.at(0).latent.data, base);
+  EXPECT_EQ(pipeline.generate(r).images.at(0).latent.to_vector(), full);
+  EXPECT_EQ(pipeline.generate(test::case_e_options(0)).images.at(0).latent.to_vector(), base);
 }
 
 }  // namespace

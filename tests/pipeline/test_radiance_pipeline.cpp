@@ -51,7 +51,7 @@ class RadiancePipeline : public ::testing::Test {
 
 void expect_finite_image(const GeneratedImage& img, int width, int height) {
   ASSERT_EQ(shape_str(img.image.shape), shape_str({1, 3, height, width}));
-  for (float v : img.image.data) ASSERT_TRUE(std::isfinite(v));
+  for (float v : img.image.values()) ASSERT_TRUE(std::isfinite(v));
   EXPECT_EQ(img.rgb.size(), size_t(width) * size_t(height) * 3);
   EXPECT_EQ(img.width, width);
   EXPECT_EQ(img.height, height);
@@ -90,18 +90,18 @@ TEST_F(RadiancePipeline, TextToImageWithoutVae) {
   // The noise is PyTorch's randn of the pixel shape [1, 3, H, W] for the seed, the image is the
   // final state (no decoder), and 8-bit values are trunc(127.5·(clamp(x) + 1)).
   auto got = io::SafetensorsFile::open(dump.write());
-  EXPECT_EQ(got->get("input.noise").to_f32().data, sampling::torch_randn(7, {1, 3, 32, 48}).data);
-  EXPECT_EQ(img.image.data, img.latent.data);
+  EXPECT_EQ(got->get("input.noise").to_f32().to_vector(), sampling::torch_randn(7, {1, 3, 32, 48}).to_vector());
+  EXPECT_EQ(img.image.to_vector(), img.latent.to_vector());
   for (size_t i = 0; i < img.rgb.size(); i += 97) {
     const int64_t pixel = int64_t(i / 3), c = int64_t(i % 3);
-    const float x = std::fmin(1.0f, std::fmax(-1.0f, img.image.data[size_t(c * 32 * 48 + pixel)]));
+    const float x = std::fmin(1.0f, std::fmax(-1.0f, img.image.values()[size_t(c * 32 * 48 + pixel)]));
     EXPECT_EQ(img.rgb[i], uint8_t(127.5f * (x + 1.0f)));
   }
   // Both steps ran CFG with the negative prompt; the author's Radiance schedule (sequence length 3).
   EXPECT_TRUE(got->has("step.0.v_neg"));
   EXPECT_TRUE(got->has("step.1.v_neg"));
   const std::vector<float> ts = sampling::flow_schedule(2, 3, true);
-  EXPECT_EQ(got->get("step.1.t").to_f32().data[0], ts[1]);
+  EXPECT_EQ(got->get("step.1.t").to_f32().values()[0], ts[1]);
   EXPECT_EQ(request_schedule(r, true), ts);
 }
 

@@ -31,7 +31,7 @@ inline void expect_bitwise_equal(const std::string& name, const float* got, cons
 
 inline void expect_bitwise_equal(const std::string& name, const Tensor& got, const Tensor& ref) {
   ASSERT_EQ(shape_str(got.shape), shape_str(ref.shape)) << name;
-  expect_bitwise_equal(name, got.ptr(), ref.ptr(), got.data.size());
+  expect_bitwise_equal(name, got.ptr(), ref.ptr(), got.values().size());
 }
 
 inline void expect_bitwise_equal(const std::string& name, const std::vector<float>& got, const Tensor& ref) {

@@ -16,7 +16,7 @@ namespace {
 VelocityFn linear_field(double lambda) {
   return [lambda](const Tensor& x, float, int) {
     Tensor v = x;
-    for (float& e : v.data) e = float(lambda * double(e));
+    for (float& e : v.values()) e = float(lambda * double(e));
     return v;
   };
 }
@@ -35,8 +35,8 @@ TEST(Euler, FollowsItsRecurrenceOnALinearField) {
   const Tensor x = denoise(EulerSampler(SamplerPrecision::F32), x0, ts, linear_field(lambda));
   double factor = 1;
   for (size_t i = 0; i + 1 < ts.size(); ++i) factor *= 1 + lambda * double(ts[i + 1] - ts[i]);
-  for (size_t i = 0; i < x0.data.size(); ++i)
-    EXPECT_NEAR(x.data[i], double(x0.data[i]) * factor, 1e-6 * std::abs(double(x0.data[i]))) << i;
+  for (size_t i = 0; i < x0.values().size(); ++i)
+    EXPECT_NEAR(x.values()[i], double(x0.values()[i]) * factor, 1e-6 * std::abs(double(x0.values()[i]))) << i;
 }
 
 TEST(Euler, ConvergesAtFirstOrder) {
@@ -45,7 +45,7 @@ TEST(Euler, ConvergesAtFirstOrder) {
   auto error = [&](int steps) {
     const Tensor x = denoise(EulerSampler(SamplerPrecision::F32), Tensor({1}, {1.0f}), uniform_schedule(steps),
                              linear_field(lambda));
-    return std::abs(double(x.data[0]) - exact);
+    return std::abs(double(x.values()[0]) - exact);
   };
   const double ratio = error(64) / error(128);
   EXPECT_NEAR(ratio, 2.0, 0.05) << "e(64) = " << error(64) << ", e(128) = " << error(128);
@@ -84,10 +84,10 @@ TEST(Denoise, HookMayChangeTheStateOrStop) {
   };
   const Tensor x = denoise(EulerSampler(SamplerPrecision::F32), Tensor({1}, {0.0f}), uniform_schedule(3), counted,
                            [](int, int, Tensor& state) {
-                             state.data[0] += 1.0f;
+                             state.values()[0] += 1.0f;
                              return true;
                            });
-  EXPECT_EQ(x.data, std::vector<float>{3.0f});
+  EXPECT_EQ(x.to_vector(), std::vector<float>{3.0f});
   calls = 0;
   const Tensor stopped = denoise(EulerSampler(SamplerPrecision::F32), Tensor({1}, {0.0f}), uniform_schedule(3), counted,
                                  [](int step, int, Tensor&) { return step < 1; });

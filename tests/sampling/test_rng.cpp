@@ -42,7 +42,7 @@ class RandnReference : public ::testing::Test {
         test::expect_bitwise_equal(name + ".first256", got.ptr(), first.ptr(), 256);
         test::expect_bitwise_equal(name + ".last256", got.ptr() + got.numel() - 256, last.ptr(), 256);
         double sum = 0, sumsq = 0;
-        for (float v : got.data) {
+        for (float v : got.values()) {
           sum += double(v);
           sumsq += double(v) * double(v);
         }
@@ -66,20 +66,20 @@ TEST_F(RandnReference, KernelsDifferOnlyInTheLastBits) {
   const Tensor a = torch_randn(42, {1, 16, 64, 64}, RandnKernel::Avx2);
   const Tensor s = torch_randn(42, {1, 16, 64, 64}, RandnKernel::Scalar);
   double max_diff = 0;
-  for (size_t i = 0; i < a.data.size(); ++i) max_diff = std::max(max_diff, double(std::abs(a.data[i] - s.data[i])));
+  for (size_t i = 0; i < a.values().size(); ++i) max_diff = std::max(max_diff, double(std::abs(a.values()[i] - s.values()[i])));
   EXPECT_LE(max_diff, kKernelGap);
   EXPECT_GT(max_diff, 0.0);  // they are different kernels
 }
 
 TEST(Randn, DefaultIsAvx2Kernel) {
-  EXPECT_EQ(torch_randn(7, {1, 16, 8, 8}).data, torch_randn(7, {1, 16, 8, 8}, RandnKernel::Avx2).data);
+  EXPECT_EQ(torch_randn(7, {1, 16, 8, 8}).to_vector(), torch_randn(7, {1, 16, 8, 8}, RandnKernel::Avx2).to_vector());
 }
 
 TEST(Randn, OnlyLow32SeedBitsCount) {
   for (RandnKernel k : {RandnKernel::Avx2, RandnKernel::Scalar}) {
-    EXPECT_EQ(torch_randn((1ull << 32) + 7, {1, 16, 8, 8}, k).data, torch_randn(7, {1, 16, 8, 8}, k).data);
+    EXPECT_EQ(torch_randn((1ull << 32) + 7, {1, 16, 8, 8}, k).to_vector(), torch_randn(7, {1, 16, 8, 8}, k).to_vector());
   }
-  EXPECT_NE(torch_randn(8, {16}).data, torch_randn(7, {16}).data);
+  EXPECT_NE(torch_randn(8, {16}).to_vector(), torch_randn(7, {16}).to_vector());
 }
 
 TEST(Randn, PartialLastBlockIsRedrawn) {
@@ -88,8 +88,8 @@ TEST(Randn, PartialLastBlockIsRedrawn) {
   for (RandnKernel k : {RandnKernel::Avx2, RandnKernel::Scalar}) {
     const Tensor t20 = torch_randn(3, {4, 5}, k), t16 = torch_randn(3, {16}, k);
     EXPECT_EQ(t20.shape, (Shape{4, 5}));
-    for (int i = 0; i < 4; ++i) EXPECT_EQ(t20.data[size_t(i)], t16.data[size_t(i)]) << i;
-    for (int i = 4; i < 16; ++i) EXPECT_NE(t20.data[size_t(i)], t16.data[size_t(i)]) << i;
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(t20.values()[size_t(i)], t16.values()[size_t(i)]) << i;
+    for (int i = 4; i < 16; ++i) EXPECT_NE(t20.values()[size_t(i)], t16.values()[size_t(i)]) << i;
   }
 }
 

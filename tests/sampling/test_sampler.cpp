@@ -61,7 +61,7 @@ TEST_P(SamplerReference, EveryStepBitForBit) {
     for (int n = 0; n < kSteps; ++n) {
       const std::string step = run + "step." + std::to_string(n) + ".";
       // The timestep the model sees.
-      EXPECT_EQ(round_state(ts[size_t(n)], precision), get(step + "t").data.at(0)) << step;
+      EXPECT_EQ(round_state(ts[size_t(n)], precision), get(step + "t").to_vector().at(0)) << step;
 
       // Guidance: CFG exactly on the steps where the reference ran the negative pass.
       const Tensor v_pos = get(step + "v_pos");
@@ -105,9 +105,9 @@ TEST(Sampler, ExactArithmetic) {
   // Exactly representable operands: the results are exact in both precisions.
   const Tensor pos({4}, {1.0f, 2.0f, -3.0f, 0.5f}), neg({4}, {0.5f, 2.0f, 1.0f, -0.5f});
   for (SamplerPrecision p : {SamplerPrecision::F32, SamplerPrecision::BF16}) {
-    EXPECT_EQ(cfg_combine(pos, neg, 3.0f, p).data, (std::vector<float>{2.0f, 2.0f, -11.0f, 2.5f}));
-    EXPECT_EQ(cfg_combine(pos, neg, 1.0f, p).data, pos.data);
-    EXPECT_EQ(euler_step(pos, neg, 1.0f, 0.75f, p).data, (std::vector<float>{0.875f, 1.5f, -3.25f, 0.625f}));
+    EXPECT_EQ(cfg_combine(pos, neg, 3.0f, p).to_vector(), (std::vector<float>{2.0f, 2.0f, -11.0f, 2.5f}));
+    EXPECT_EQ(cfg_combine(pos, neg, 1.0f, p).to_vector(), pos.to_vector());
+    EXPECT_EQ(euler_step(pos, neg, 1.0f, 0.75f, p).to_vector(), (std::vector<float>{0.875f, 1.5f, -3.25f, 0.625f}));
   }
 }
 
@@ -115,12 +115,12 @@ TEST(Sampler, Bf16RoundsEveryOperation) {
   // 1 + 2⁻⁹ is not a bf16 value (spacing 2⁻⁷ near 1): the latent rounds to 1 before the add, and
   // dt·v = 0.25·2⁻⁷ = 2⁻⁹ is lost again when the sum rounds to bf16.
   const Tensor latent({1}, {1.0f + 0x1p-9f}), v({1}, {-0x1p-7f});
-  EXPECT_EQ(euler_step(latent, v, 1.0f, 0.75f, SamplerPrecision::F32).data[0], 1.0f + 0x1p-9f + 0x1p-9f);
-  EXPECT_EQ(euler_step(latent, v, 1.0f, 0.75f, SamplerPrecision::BF16).data[0], 1.0f);
+  EXPECT_EQ(euler_step(latent, v, 1.0f, 0.75f, SamplerPrecision::F32).values()[0], 1.0f + 0x1p-9f + 0x1p-9f);
+  EXPECT_EQ(euler_step(latent, v, 1.0f, 0.75f, SamplerPrecision::BF16).values()[0], 1.0f);
   // cfg 5.2 becomes bf16 5.1875 first.
   const Tensor one({1}, {1.0f}), zero({1}, {0.0f});
-  EXPECT_EQ(cfg_combine(one, zero, 5.2f, SamplerPrecision::BF16).data[0], 5.1875f);
-  EXPECT_EQ(cfg_combine(one, zero, 5.2f, SamplerPrecision::F32).data[0], 5.2f);
+  EXPECT_EQ(cfg_combine(one, zero, 5.2f, SamplerPrecision::BF16).values()[0], 5.1875f);
+  EXPECT_EQ(cfg_combine(one, zero, 5.2f, SamplerPrecision::F32).values()[0], 5.2f);
   EXPECT_EQ(round_state(0.826064348f, SamplerPrecision::BF16), 0.82421875f);  // README case e
   EXPECT_EQ(round_state(0.826064348f, SamplerPrecision::F32), 0.826064348f);
 }

@@ -22,7 +22,7 @@ VelocityFn linear_field(double lambda, int* calls = nullptr) {
   return [lambda, calls](const Tensor& x, float, int) {
     if (calls) ++*calls;
     Tensor v = x;
-    for (float& e : v.data) e = float(lambda * double(e));
+    for (float& e : v.values()) e = float(lambda * double(e));
     return v;
   };
 }
@@ -31,7 +31,7 @@ VelocityFn linear_field(double lambda, int* calls = nullptr) {
 VelocityFn point_mass_field(const Tensor& x0) {
   return [x0](const Tensor& x, float t, int) {
     Tensor v = x;
-    for (size_t i = 0; i < v.data.size(); ++i) v.data[i] = (x.data[i] - x0.data[i]) / t;
+    for (size_t i = 0; i < v.values().size(); ++i) v.values()[i] = (x.values()[i] - x0.values()[i]) / t;
     return v;
   };
 }
@@ -54,7 +54,7 @@ double linear_field_error(const std::string& name, int steps) {
   std::vector<float> ts(size_t(steps) + 1);
   for (int i = 0; i <= steps; ++i) ts[size_t(i)] = 1.0f - 0.8f * float(i) / float(steps);
   const Tensor x = denoise(*make_sampler(name, SamplerPrecision::F32), Tensor({1}, {1.0f}), ts, linear_field(lambda));
-  return std::abs(double(x.data[0]) - std::exp(-0.8 * lambda));
+  return std::abs(double(x.values()[0]) - std::exp(-0.8 * lambda));
 }
 
 // Halving the step divides the global error by 2^order.
@@ -83,7 +83,7 @@ TEST(Samplers, NoiselessDpmSolverSamplersAreSecondOrder) {
       std::vector<float> ts(size_t(steps) + 1);
       for (int i = 0; i <= steps; ++i) ts[size_t(i)] = 0.95f - 0.75f * float(i) / float(steps);
       const Tensor x = denoise(*sampler, Tensor({1}, {1.0f}), ts, linear_field(2.0));
-      return std::abs(double(x.data[0]) - std::exp(-0.75 * 2.0));
+      return std::abs(double(x.values()[0]) - std::exp(-0.75 * 2.0));
     };
     const double e16 = error(16), e32 = error(32), measured = std::log2(e16 / e32);
     std::printf("  %-9s e(16) %.3g  e(32) %.3g  order %.3f\n", sampler->name(), e16, e32, measured);
@@ -111,7 +111,7 @@ TEST(Samplers, GradientEstimationFollowsItsRecurrence) {
     want += double(ts[i + 1] - ts[i]) * v_bar;
     v_prev = v;
   }
-  EXPECT_NEAR(x.data[0], want, 1e-6);
+  EXPECT_NEAR(x.values()[0], want, 1e-6);
 }
 
 // With point-mass data every sampler reaches x0 (the field's x0 prediction is x0 at every step), and
@@ -119,7 +119,7 @@ TEST(Samplers, GradientEstimationFollowsItsRecurrence) {
 TEST(Samplers, PointMassDataIsReachedExactly) {
   const Tensor x0({1, 16, 2, 2}, std::vector<float>(64, 0.0f));
   Tensor target = x0;
-  for (size_t i = 0; i < target.data.size(); ++i) target.data[i] = 0.25f * float(int(i % 9) - 4);
+  for (size_t i = 0; i < target.values().size(); ++i) target.values()[i] = 0.25f * float(int(i % 9) - 4);
   const Tensor eps = torch_randn(3, {1, 16, 2, 2});
   const std::vector<float> ts = {1.0f, 0.9f, 0.7f, 0.45f, 0.2f, 0.0f};
   for (const char* name :
@@ -128,12 +128,12 @@ TEST(Samplers, PointMassDataIsReachedExactly) {
     const StepHook on_path = [&](int step, int, Tensor& x) {
       if (is_ancestral(name)) return true;  // stochastic path, checked below
       const float t = ts[size_t(step) + 1];
-      for (size_t i = 0; i < x.data.size(); ++i)
-        EXPECT_NEAR(x.data[i], (1 - t) * target.data[i] + t * eps.data[i], 2e-6) << name << " step " << step;
+      for (size_t i = 0; i < x.values().size(); ++i)
+        EXPECT_NEAR(x.values()[i], (1 - t) * target.values()[i] + t * eps.values()[i], 2e-6) << name << " step " << step;
       return true;
     };
     const Tensor x = denoise(*sampler, eps, ts, point_mass_field(target), on_path);
-    for (size_t i = 0; i < x.data.size(); ++i) EXPECT_NEAR(x.data[i], target.data[i], 2e-6) << name << " " << i;
+    for (size_t i = 0; i < x.values().size(); ++i) EXPECT_NEAR(x.values()[i], target.values()[i], 2e-6) << name << " " << i;
   }
 }
 
@@ -142,7 +142,7 @@ TEST(Samplers, PointMassDataIsReachedExactly) {
 TEST(Samplers, NoisySamplersKeepTheFlowMarginal) {
   const Shape shape = {1, 16, 64, 64};
   Tensor target(shape);
-  for (size_t i = 0; i < target.data.size(); ++i) target.data[i] = std::sin(0.01f * float(i));
+  for (size_t i = 0; i < target.values().size(); ++i) target.values()[i] = std::sin(0.01f * float(i));
   const std::vector<float> ts = {1.0f, 0.8f, 0.55f, 0.3f, 0.1f, 0.0f};
   for (const char* name : {"euler_a", "dpm++2s_a", "dpm++sde"}) {
   SCOPED_TRACE(name);
@@ -151,18 +151,18 @@ TEST(Samplers, NoisySamplersKeepTheFlowMarginal) {
     const double t = ts[size_t(step) + 1];
     if (t == 0) return true;
     double sum = 0, sq = 0;
-    for (size_t i = 0; i < x.data.size(); ++i) {
-      const double z = (x.data[i] - (1 - t) * target.data[i]) / t;
+    for (size_t i = 0; i < x.values().size(); ++i) {
+      const double z = (x.values()[i] - (1 - t) * target.values()[i]) / t;
       sum += z;
       sq += z * z;
     }
-    const double n = double(x.data.size()), mean = sum / n, var = sq / n - mean * mean;
+    const double n = double(x.values().size()), mean = sum / n, var = sq / n - mean * mean;
     EXPECT_NEAR(mean, 0.0, 0.02) << "step " << step;
     EXPECT_NEAR(var, 1.0, 0.03) << "step " << step;
     return true;
   };
   const Tensor x = denoise(*sampler, torch_randn(10, shape), ts, point_mass_field(target), check);
-  for (size_t i = 0; i < x.data.size(); i += 997) EXPECT_NEAR(x.data[i], target.data[i], 1e-5) << i;
+  for (size_t i = 0; i < x.values().size(); i += 997) EXPECT_NEAR(x.values()[i], target.values()[i], 1e-5) << i;
   }
 }
 
@@ -177,7 +177,7 @@ TEST(Samplers, DpmSdeNoisesAreIncrementsOfOneBrownianPath) {
   size_t drawn = 0;
   const NoiseFn noise = [&](const Shape& s) { return Tensor(s, {draws.at(drawn++)}); };
   const float t = 0.6f, t_next = 0.3f;
-  const Tensor x_t({1}, {(1 - t) * x0.data[0] + t * eps.data[0]});
+  const Tensor x_t({1}, {(1 - t) * x0.values()[0] + t * eps.values()[0]});
   StepHistory history;
   const Tensor x = DpmPPSdeSampler(SamplerPrecision::F32, noise).step(x_t, t, t_next, 0, point_mass_field(x0), history);
   EXPECT_EQ(drawn, 2u);
@@ -187,9 +187,9 @@ TEST(Samplers, DpmSdeNoisesAreIncrementsOfOneBrownianPath) {
   // k-diffusion's ancestral split of the VE sigmas s = t/(1 − t) → s_next (η = 1).
   const double s = t / (1.0 - t), sn = t_next / (1.0 - t_next);
   const double up = std::sqrt(sn * sn * (s * s - sn * sn) / (s * s)), down = std::sqrt(sn * sn - up * up);
-  const double z = eps.data[0];  // x_t = (1 − t)·(x0 + s·z)
-  const double want = (1.0 - t_next) * (x0.data[0] + down * z + up * n2);
-  EXPECT_NEAR(x.data[0], want, 1e-6);
+  const double z = eps.values()[0];  // x_t = (1 − t)·(x0 + s·z)
+  const double want = (1.0 - t_next) * (x0.values()[0] + down * z + up * n2);
+  EXPECT_NEAR(x.values()[0], want, 1e-6);
 }
 
 // η = 0 takes no noise and is Euler (up to float32 rounding); the noise comes from the generator.
@@ -199,7 +199,7 @@ TEST(Samplers, EulerAncestralWithoutNoiseIsEuler) {
   const NoiseFn no_noise = [](const Shape&) -> Tensor { throw Error("no noise expected"); };
   const Tensor a = denoise(EulerAncestralSampler(SamplerPrecision::F32, no_noise, 0.0f), x0, ts, linear_field(0.8));
   const Tensor e = denoise(EulerSampler(SamplerPrecision::F32), x0, ts, linear_field(0.8));
-  for (size_t i = 0; i < a.data.size(); ++i) EXPECT_NEAR(a.data[i], e.data[i], 1e-6) << i;
+  for (size_t i = 0; i < a.values().size(); ++i) EXPECT_NEAR(a.values()[i], e.values()[i], 1e-6) << i;
   EXPECT_THROW(make_sampler("euler_a", SamplerPrecision::F32), Error);  // no noise source
   EXPECT_TRUE(is_ancestral("euler_a"));
   EXPECT_FALSE(is_ancestral("dpm++2m"));
@@ -212,8 +212,8 @@ TEST(TorchGenerator, SuccessiveDrawsContinueTheStream) {
   const Tensor a = g.randn({32}), b = g.randn({2, 16});
   const Tensor whole = torch_randn(7, {64});
   for (size_t i = 0; i < 32; ++i) {
-    EXPECT_EQ(a.data[i], whole.data[i]) << i;
-    EXPECT_EQ(b.data[i], whole.data[32 + i]) << i;
+    EXPECT_EQ(a.values()[i], whole.values()[i]) << i;
+    EXPECT_EQ(b.values()[i], whole.values()[32 + i]) << i;
   }
 }
 

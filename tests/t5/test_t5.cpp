@@ -147,7 +147,7 @@ std::map<std::string, Tensor> tiny_model() {
   std::map<std::string, Tensor> m;
   auto add = [&](const std::string& name, Shape shape) {
     Tensor t(shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data[size_t(i)] = 0.1f * std::sin(float(i + m.size()));
+    for (int64_t i = 0; i < t.numel(); ++i) t.values()[size_t(i)] = 0.1f * std::sin(float(i + m.size()));
     m[name] = t;
   };
   add("shared.weight", {10, 8});
@@ -240,7 +240,7 @@ TEST(T5Weights, BadIdsAreRejected) {
 std::vector<std::vector<double>> plain_t5(const std::map<std::string, Tensor>& m, const std::vector<int32_t>& seq,
                                           const std::function<bool(int64_t, int64_t)>& attends) {
   const int64_t L = int64_t(seq.size()), C = 8, H = 2, D = 4, F = 16;
-  auto w = [&](const std::string& name) { return m.at(name).data; };
+  auto w = [&](const std::string& name) { return m.at(name).to_vector(); };
   auto rms = [&](const std::vector<double>& x, const std::vector<float>& g) {
     double ms = 0;
     for (double v : x) ms += v * v;
@@ -309,7 +309,7 @@ void expect_rows_near(const Tensor& got, const std::vector<std::vector<double>>&
   ASSERT_EQ(shape_str(got.shape), shape_str({rows, 8})) << what;
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t c = 0; c < 8; ++c)
-      EXPECT_NEAR(got.data[size_t(i * 8 + c)], want[size_t(i)][size_t(c)], 2e-5) << what << " row " << i << " col " << c;
+      EXPECT_NEAR(got.values()[size_t(i * 8 + c)], want[size_t(i)][size_t(c)], 2e-5) << what << " row " << i << " col " << c;
 }
 
 TEST(T5Padding, EachFrontEndsPaddingMatchesPlainT5) {
@@ -332,9 +332,9 @@ TEST(T5Padding, EachFrontEndsPaddingMatchesPlainT5) {
                    n + 1, "sdcpp");
   // The author's: valid rows attend to valid rows only, like HF's; only the padding row differs.
   const Tensor flow = encoder.encode(ids), keyed = encoder.encode(ids, Padding::KeyMasked);
-  for (int64_t i = 0; i < n * 8; ++i) EXPECT_NEAR(flow.data[size_t(i)], keyed.data[size_t(i)], 1e-6) << i;
+  for (int64_t i = 0; i < n * 8; ++i) EXPECT_NEAR(flow.values()[size_t(i)], keyed.values()[size_t(i)], 1e-6) << i;
   double pad_diff = 0;
-  for (int64_t c = 0; c < 8; ++c) pad_diff += std::abs(flow.data[size_t(n * 8 + c)] - keyed.data[size_t(n * 8 + c)]);
+  for (int64_t c = 0; c < 8; ++c) pad_diff += std::abs(flow.values()[size_t(n * 8 + c)] - keyed.values()[size_t(n * 8 + c)]);
   EXPECT_GT(pad_diff, 1e-4);  // far above the 1e-6 agreement of the valid rows
   // A batch mixing the rules gives each prompt what it gives alone.
   const std::vector<Tensor> batch =
@@ -342,7 +342,7 @@ TEST(T5Padding, EachFrontEndsPaddingMatchesPlainT5) {
   for (const auto& [got, padding] : {std::pair{batch[0], Padding::Unmasked}, {batch[1], Padding::None}, {batch[2], Padding::KeyMasked}}) {
     const Tensor alone = encoder.encode(ids, padding);
     ASSERT_EQ(got.shape, alone.shape);
-    for (size_t i = 0; i < got.data.size(); ++i) EXPECT_NEAR(got.data[i], alone.data[i], 1e-6) << i;
+    for (size_t i = 0; i < got.values().size(); ++i) EXPECT_NEAR(got.values()[i], alone.values()[i], 1e-6) << i;
   }
 }
 

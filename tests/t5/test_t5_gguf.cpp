@@ -18,9 +18,9 @@ namespace {
 
 double rel_rms_error(const Tensor& got, const Tensor& ref) {
   double e = 0, r = 0;
-  for (size_t i = 0; i < ref.data.size(); ++i) {
-    e += double(got.data[i] - ref.data[i]) * (got.data[i] - ref.data[i]);
-    r += double(ref.data[i]) * ref.data[i];
+  for (size_t i = 0; i < ref.values().size(); ++i) {
+    e += double(got.values()[i] - ref.values()[i]) * (got.values()[i] - ref.values()[i]);
+    r += double(ref.values()[i]) * ref.values()[i];
   }
   return std::sqrt(e / r);
 }

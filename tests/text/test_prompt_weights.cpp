@@ -65,10 +65,10 @@ TEST(PromptWeights, ComfyUIRuleBlendsTowardsTheEmptyPrompt) {
   Tensor z({3, 2}, {1, 2, 3, 4, 5, 6}), empty({4, 2}, {0.5f, 0.5f, 1, -1, 2, 2, 9, 9});
   const Tensor original = z;
   apply_prompt_weights(z, empty, {1.0f, 2.0f, 0.5f}, PromptWeighting::ComfyUI);
-  EXPECT_EQ(z.data, (std::vector<float>{1, 2, (3 - 1) * 2.0f + 1, (4 + 1) * 2.0f - 1, (5 - 2) * 0.5f + 2, (6 - 2) * 0.5f + 2}));
+  EXPECT_EQ(z.to_vector(), (std::vector<float>{1, 2, (3 - 1) * 2.0f + 1, (4 + 1) * 2.0f - 1, (5 - 2) * 0.5f + 2, (6 - 2) * 0.5f + 2}));
   Tensor same = original;
   apply_prompt_weights(same, empty, {1.0f, 1.0f}, PromptWeighting::ComfyUI);
-  EXPECT_EQ(same.data, original.data);
+  EXPECT_EQ(same.to_vector(), original.to_vector());
   EXPECT_THROW(apply_prompt_weights(same, Tensor({1, 2}), {1.0f, 2.0f}, PromptWeighting::ComfyUI), Error);
 }
 
@@ -77,7 +77,7 @@ TEST(PromptWeights, SdCppRuleScalesAndKeepsTheMean) {
   apply_prompt_weights(z, Tensor(), {2.0f, 1.0f, 1.0f}, PromptWeighting::SdCpp);
   // Scaled: 2, 4, 3, 4, 5, 6 (sum 24); the original sum is 21, so every value × 21/24.
   const float k = 21.0f / 24.0f;
-  EXPECT_EQ(z.data, (std::vector<float>{2 * k, 4 * k, 3 * k, 4 * k, 5 * k, 6 * k}));
+  EXPECT_EQ(z.to_vector(), (std::vector<float>{2 * k, 4 * k, 3 * k, 4 * k, 5 * k, 6 * k}));
 }
 
 // Weighted tokenization: stretches are tokenized one after the other with encode()'s rules, so

@@ -11,9 +11,9 @@ namespace {
 TEST(LatentPreview, IsTheLinearMapThenEightBits) {
   Tensor z({1, 16, 2, 3});  // zeros
   // Pixel (0, 1): channel 0 = 1, so rgb = bias + row 0 = (−0.0329 − 0.0346, −0.0718 + 0.0244, −0.0851 + 0.0681).
-  z.data[1] = 1.0f;
+  z.values()[1] = 1.0f;
   // Pixel (1, 2): every channel 100 → far above 1 in every colour (each column sums to a positive number).
-  for (int k = 0; k < 16; ++k) z.data[size_t(k * 6 + 5)] = k == 12 || k == 4 || k == 6 ? 100.0f : 0.0f;
+  for (int k = 0; k < 16; ++k) z.values()[size_t(k * 6 + 5)] = k == 12 || k == 4 || k == 6 ? 100.0f : 0.0f;
   const io::Image img = latent_preview(z);
   ASSERT_EQ(img.width, 3);
   ASSERT_EQ(img.height, 2);

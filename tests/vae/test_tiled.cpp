@@ -19,7 +19,7 @@ namespace {
 Tensor random_latent(uint32_t seed, Shape shape) {
   std::mt19937 rng(seed);
   Tensor t(std::move(shape));
-  for (float& x : t.data) x = 4.0f * (float(rng() >> 8) / float(1 << 24)) - 2.0f;
+  for (float& x : t.values()) x = 4.0f * (float(rng() >> 8) / float(1 << 24)) - 2.0f;
   return t;
 }
 
@@ -47,8 +47,8 @@ Tensor pixelwise_decode(const Tensor& z) {
     for (int64_t y = 0; y < 8 * h; ++y)
       for (int64_t x = 0; x < 8 * w; ++x) {
         float v = 0;
-        for (int64_t k = 0; k < 16; ++k) v += float((c + 1) * (k % 5) - 2) * z.data[size_t((k * h + y / 8) * w + x / 8)];
-        out.data[size_t((c * 8 * h + y) * 8 * w + x)] = v + 0.001f * float(x % 8);
+        for (int64_t k = 0; k < 16; ++k) v += float((c + 1) * (k % 5) - 2) * z.values()[size_t((k * h + y / 8) * w + x / 8)];
+        out.values()[size_t((c * 8 * h + y) * 8 * w + x)] = v + 0.001f * float(x % 8);
       }
   return out;
 }
@@ -66,7 +66,7 @@ TEST(VaeTiling, BlendIsAPartitionOfUnity) {
   EXPECT_EQ(reported, 12);
   ASSERT_EQ(tiled.shape, whole.shape);
   double worst = 0;
-  for (size_t i = 0; i < whole.data.size(); ++i) worst = std::max(worst, double(std::abs(tiled.data[i] - whole.data[i])));
+  for (size_t i = 0; i < whole.values().size(); ++i) worst = std::max(worst, double(std::abs(tiled.values()[i] - whole.values()[i])));
   EXPECT_LT(worst, 1e-5);
 }
 
@@ -77,22 +77,22 @@ TEST(VaeTiling, OneTileIsTheWholeDecodeAndRealTilesAreClose) {
   const Tensor z = random_latent(2, {1, 16, 24, 24});
   const auto decode = [&](const Tensor& t) { return decoder.decode(t); };
   const Tensor whole = decoder.decode(z);
-  EXPECT_EQ(decode_tiled(decode, z, {24, 4}).data, whole.data);
+  EXPECT_EQ(decode_tiled(decode, z, {24, 4}).to_vector(), whole.to_vector());
   // Real tiles: the decoder's convolutions and mid-block attention see only the tile, so values
   // move, most near tile borders; the blend must keep the image close (a misplaced or unweighted
   // tile is off by the image's own scale).
   const Tensor tiled = decode_tiled(decode, z, {12, 3});
   ASSERT_EQ(tiled.shape, whole.shape);
   double worst = 0, sum = 0, scale = 0;
-  for (size_t i = 0; i < whole.data.size(); ++i) {
-    const double d = std::abs(double(tiled.data[i]) - whole.data[i]);
+  for (size_t i = 0; i < whole.values().size(); ++i) {
+    const double d = std::abs(double(tiled.values()[i]) - whole.values()[i]);
     worst = std::max(worst, d);
     sum += d;
-    scale = std::max(scale, double(std::abs(whole.data[i])));
+    scale = std::max(scale, double(std::abs(whole.values()[i])));
   }
   std::printf("  tiled (12, overlap 3) vs whole, ae-mini 192²: max abs %.3g, mean abs %.3g (image max %.3g)\n", worst,
-              sum / double(whole.data.size()), scale);
-  EXPECT_LT(sum / double(whole.data.size()), 0.05 * scale);
+              sum / double(whole.values().size()), scale);
+  EXPECT_LT(sum / double(whole.values().size()), 0.05 * scale);
 }
 
 TEST(VaeTiling, CancellingBetweenTilesStopsDecoding) {

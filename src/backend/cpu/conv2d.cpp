@@ -104,7 +104,7 @@ Tensor conv2d(const Tensor& x, const TensorView& w, const TensorView& b, int str
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < O; ++o) {
       float* yo = y.ptr() + o * Ho * Wo;
-      for (int64_t i = 0; i < Ho * Wo; ++i) yo[i] += bf.data[size_t(o)];
+      for (int64_t i = 0; i < Ho * Wo; ++i) yo[i] += bf.ptr()[o];
     }
   }
   return y;

@@ -1,6 +1,8 @@
 // The CPU backend: OpenBLAS sgemm for the large products, OpenMP loops for everything else.
 #include <cblas.h>
 
+#include <algorithm>
+
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #include "io/untrusted.h"
@@ -10,7 +12,7 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  // Every sgemm runs on one OpenMP thread (see set_num_threads); OpenBLAS must not start its own pool.
+  // Every sgemm runs on one OpenMP thread (threads.cpp); OpenBLAS must not start its own pool.
   explicit CpuBackend(Compute compute) : compute_(compute) { openblas_set_num_threads(1); }
   const char* name() const override {
     switch (compute_) {
@@ -20,6 +22,13 @@ class CpuBackend final : public Backend {
       case Compute::F32: break;
     }
     return "cpu";
+  }
+  Memory& memory() override { return host_memory(); }
+  void set_threads(int n) override { cpu::set_threads(n); }
+  int threads() const override { return cpu::threads(); }
+  size_t linear_workspace_bytes(int64_t rows, int64_t widest_k) const override {
+    return size_t(std::max(1, cpu::threads())) * cpu::linear_scratch_bytes(widest_k) +
+           cpu::linear_input_bytes(rows, widest_k);
   }
   Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
                 std::span<const ops::ExtraProduct> extra) override {
@@ -66,6 +75,30 @@ class CpuBackend final : public Backend {
   Tensor downsample_nearest2x(const Tensor& x) override { return cpu::downsample_nearest2x(x); }
   Tensor batched_matmul(const Tensor& a, const Tensor& b) override { return cpu::batched_matmul(a, b); }
   void normalize_columns(Tensor& x, float eps) override { cpu::normalize_columns(x, eps); }
+
+  Tensor axpby(float a, const Tensor& x, float b, const Tensor& y) override { return cpu::axpby(a, x, b, y); }
+  void affine(Tensor& x, float a, float b) override { cpu::affine(x, a, b); }
+  void round_bf16(Tensor& x) override { cpu::round_values_bf16(x); }
+  void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask) override { cpu::mask_blend(x, y, mask); }
+  double sum_abs(const Tensor& x) override { return cpu::sum_abs(x); }
+  double sum_abs_diff(const Tensor& x, const Tensor& y) override { return cpu::sum_abs_diff(x, y); }
+  bool all_finite(const Tensor& x) override { return cpu::all_finite(x); }
+
+  Tensor gather_rows(const TensorView& table, std::span<const int64_t> ids) override {
+    return cpu::gather_rows(table, ids);
+  }
+  Tensor transpose(const Tensor& x) override { return cpu::transpose(x); }
+  Tensor concat_rows(const Tensor& a, const Tensor& b) override { return cpu::concat_rows(a, b); }
+  Tensor concat_cols(const Tensor& a, const Tensor& b) override { return cpu::concat_cols(a, b); }
+  Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end) override { return cpu::slice_cols(x, begin, end); }
+  Tensor image_to_patches(const Tensor& x, int patch) override { return cpu::image_to_patches(x, patch); }
+  Tensor patches_to_image(const Tensor& tokens, int patch, int64_t height, int64_t width) override {
+    return cpu::patches_to_image(tokens, patch, height, width);
+  }
+  Tensor image_to_patch_pixels(const Tensor& x, int patch) override { return cpu::image_to_patch_pixels(x, patch); }
+  void patch_pixels_to_image(const Tensor& rows, int64_t first_patch, int patch, Tensor& image) override {
+    cpu::patch_pixels_to_image(rows, first_patch, patch, image);
+  }
 
  private:
   Compute compute_;

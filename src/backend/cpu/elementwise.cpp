@@ -27,7 +27,7 @@ Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x.ptr() + r * C;
     float* yr = y.ptr() + r * C;
-    for (int64_t c = 0; c < C; ++c) yr[c] = (1.0f + scale.data[size_t(c)]) * xr[c] + shift.data[size_t(c)];
+    for (int64_t c = 0; c < C; ++c) yr[c] = (1.0f + scale.ptr()[c]) * xr[c] + shift.ptr()[c];
   }
   return y;
 }
@@ -41,7 +41,7 @@ void add_gated(Tensor& x, const Tensor& gate, const Tensor& y) {
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x.ptr() + r * C;
     const float* yr = y.ptr() + r * C;
-    for (int64_t c = 0; c < C; ++c) xr[c] += gate.data[size_t(c)] * yr[c];
+    for (int64_t c = 0; c < C; ++c) xr[c] += gate.ptr()[c] * yr[c];
   }
 }
 

@@ -60,6 +60,36 @@ void silu(Tensor& x);
 Tensor upsample_nearest2x(const Tensor& x);
 Tensor downsample_nearest2x(const Tensor& x);
 
+// arithmetic.cpp (ops.h): elementwise sums and products rounded as written, reductions
+Tensor axpby(float a, const Tensor& x, float b, const Tensor& y);
+void affine(Tensor& x, float a, float b);
+void round_values_bf16(Tensor& x);
+void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask);
+double sum_abs(const Tensor& x);
+double sum_abs_diff(const Tensor& x, const Tensor& y);
+bool all_finite(const Tensor& x);
+
+// layout.cpp (ops.h): data movement
+Tensor gather_rows(const TensorView& table, std::span<const int64_t> ids);
+Tensor transpose(const Tensor& x);
+Tensor concat_rows(const Tensor& a, const Tensor& b);
+Tensor concat_cols(const Tensor& a, const Tensor& b);
+Tensor slice_cols(const Tensor& x, int64_t begin, int64_t end);
+Tensor image_to_patches(const Tensor& x, int patch);
+Tensor patches_to_image(const Tensor& tokens, int patch, int64_t height, int64_t width);
+Tensor image_to_patch_pixels(const Tensor& x, int patch);
+void patch_pixels_to_image(const Tensor& rows, int64_t first_patch, int patch, Tensor& image);
+
+// threads.cpp: OpenMP worker threads of the calling thread (0 = all cores); OpenBLAS stays on one.
+void set_threads(int n);
+int threads();
+
+// linear.cpp: bytes of widened weight panel each worker thread keeps for linear layers with K input
+// columns, and of the copy of an input [rows, K] that bf16 and int8 compute keep (bf16 values, or
+// int8 codes with their block scales); both reused across calls.
+size_t linear_scratch_bytes(int64_t K);
+size_t linear_input_bytes(int64_t rows, int64_t K);
+
 // batched.cpp: one single-threaded sgemm per matrix of the batch, threads over the batch.
 Tensor batched_matmul(const Tensor& a, const Tensor& b);
 void normalize_columns(Tensor& x, float eps);  // in place

@@ -108,7 +108,7 @@ void linear_into(std::span<const Tensor* const> xs, const TensorView& w, const T
       }
       if (b)
         for (int64_t m = 0; m < mr; ++m)
-          for (int64_t n = 0; n < rows; ++n) yp[m * N + n] += bias.data[size_t(n0 + n)];
+          for (int64_t n = 0; n < rows; ++n) yp[m * N + n] += bias.ptr()[n0 + n];
     }
 }
 
@@ -140,7 +140,7 @@ void linear_in(std::span<const Tensor* const> xs, const TensorView& w, const Ten
       rounded.reserve(xs.size());
       for (const Tensor* x : xs) {
         rounded.push_back(*x);
-        for (float& v : rounded.back().data) v = round_bf16(v);
+        for (float& v : rounded.back().values()) v = round_bf16(v);
         inputs.push_back(&rounded.back());
       }
       linear_into(inputs, w, b, {}, y);
@@ -184,10 +184,8 @@ Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, cons
   return y;
 }
 
-}  // namespace chroma::cpu
-
-namespace chroma {
-size_t cpu_linear_scratch_bytes(int64_t K) { return size_t(std::max(cpu::kPanelBytes, 4 * cpu::kMinPanelRows * K)); }
+size_t linear_scratch_bytes(int64_t K) { return size_t(std::max(kPanelBytes, 4 * kMinPanelRows * K)); }
 // bf16: 2 bytes per value; int8: 1 byte per code and two floats per 32 values (1.25): the larger.
-size_t cpu_linear_input_bytes(int64_t rows, int64_t K) { return size_t(2 * rows * K); }
-}  // namespace chroma
+size_t linear_input_bytes(int64_t rows, int64_t K) { return size_t(2 * rows * K); }
+
+}  // namespace chroma::cpu

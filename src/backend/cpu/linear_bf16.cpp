@@ -80,7 +80,7 @@ void linear_bf16(std::span<const Tensor* const> xs, const TensorView& w, const T
     std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, y_mem}};
     if (b)
       args.emplace(DNNL_ARG_BIAS, memory(memory::desc({1, N}, memory::data_type::f32, memory::format_tag::ab), engine,
-                                         const_cast<float*>(bias.data.data())));
+                                         const_cast<float*>(bias.ptr())));
     mm.execute(stream, args);
     stream.wait();
   } catch (const dnnl::error& e) {

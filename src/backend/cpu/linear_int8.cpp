@@ -360,7 +360,7 @@ void linear_int8(std::span<const Tensor* const> xs, const TensorView& w, const T
       panel_product(x, K, m0, mr, packed, rows, off, yp, N);
       if (b)
         for (int64_t m = m0; m < m0 + mr; ++m)
-          for (int64_t n = 0; n < rows; ++n) yp[m * N + n] += bias.data[size_t(n0 + n)];
+          for (int64_t n = 0; n < rows; ++n) yp[m * N + n] += bias.ptr()[n0 + n];
     }
 }
 

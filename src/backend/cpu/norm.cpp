@@ -105,7 +105,7 @@ Tensor rms_norm(const Tensor& x, const TensorView& scale, float eps) {
     const float* xr = x.ptr() + r * C;
     float* yr = y.ptr() + r * C;
     const float inv = rms_inverse(xr, C, eps);
-    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * inv * s.data[size_t(c)];
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * inv * s.ptr()[c];
   }
   return y;
 }
@@ -165,7 +165,7 @@ void rms_norm_rope_rows(Tensor& x, int heads, bool normalise, const Tensor& scal
 void rope(Tensor& x, int heads, const Tensor& rope_table) {
   const int64_t D = require_rope_shapes("rope", x, heads, rope_table);
   Tensor ones({D});
-  std::fill(ones.data.begin(), ones.data.end(), 1.0f);
+  std::fill(ones.values().begin(), ones.values().end(), 1.0f);
   rms_norm_rope_rows(x, heads, false, ones, 0.0f, rope_table);
 }
 
@@ -233,8 +233,8 @@ void group_norm_into(const char* op, const Tensor& x, Tensor& y, int groups, con
     const double var = std::max(0.0, s2 / double(n) - d * d);  // biased, like PyTorch
     const double inv = 1.0 / std::sqrt(var + eps);
     for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c)
-      normalize_span(x.ptr() + c * HW, y.ptr() + c * HW, HW, mean, inv * (affine ? w.data[size_t(c)] : 1.0f),
-                     bias ? b.data[size_t(c)] : 0.0f, silu);
+      normalize_span(x.ptr() + c * HW, y.ptr() + c * HW, HW, mean, inv * (affine ? w.ptr()[c] : 1.0f),
+                     bias ? b.ptr()[c] : 0.0f, silu);
   }
 }
 

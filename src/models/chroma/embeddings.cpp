@@ -5,6 +5,8 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/ops.h"
+
 namespace chroma::dit {
 
 // chroma-spec.md §3.1 — flow `vae_flatten`: "b c (h ph) (w pw) -> b (h w) (c ph pw)"
@@ -12,35 +14,12 @@ Tensor patchify(const Tensor& latent, int patch) {
   if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(2) % patch != 0 || latent.dim(3) % patch != 0)
     throw Error("DiT input latent has shape " + shape_str(latent.shape) + ", expected [1, C, h, w] with h and w multiples of " +
                 std::to_string(patch));
-  const int64_t C = latent.dim(1), h = latent.dim(2), w = latent.dim(3);
-  const int64_t gh = h / patch, gw = w / patch, F = C * patch * patch;
-  Tensor tokens({gh * gw, F});  // [Li, Cl·p·p]
-  for (int64_t i = 0; i < gh; ++i)
-    for (int64_t j = 0; j < gw; ++j)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t dy = 0; dy < patch; ++dy)
-          for (int64_t dx = 0; dx < patch; ++dx)
-            tokens.data[size_t((i * gw + j) * F + (c * patch + dy) * patch + dx)] =
-                latent.data[size_t((c * h + patch * i + dy) * w + patch * j + dx)];
-  return tokens;
+  return ops::image_to_patches(latent, patch);  // [Li, Cl·p·p]
 }
 
 // chroma-spec.md §3.9 — flow `vae_unflatten`: "b (h w) (c ph pw) -> b c (h ph) (w pw)"
 Tensor unpatchify(const Tensor& tokens, int64_t h, int64_t w, int patch) {
-  const int64_t gh = h / patch, gw = w / patch;
-  if (tokens.rank() != 2 || tokens.dim(0) != gh * gw || tokens.dim(1) % (patch * patch) != 0)
-    throw Error("unpatchify: tokens " + shape_str(tokens.shape) + " do not fit a " + std::to_string(h) + "x" +
-                std::to_string(w) + " latent");
-  const int64_t F = tokens.dim(1), C = F / (patch * patch);
-  Tensor latent({1, C, h, w});
-  for (int64_t i = 0; i < gh; ++i)
-    for (int64_t j = 0; j < gw; ++j)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t dy = 0; dy < patch; ++dy)
-          for (int64_t dx = 0; dx < patch; ++dx)
-            latent.data[size_t((c * h + patch * i + dy) * w + patch * j + dx)] =
-                tokens.data[size_t((i * gw + j) * F + (c * patch + dy) * patch + dx)];
-  return latent;
+  return ops::patches_to_image(tokens, patch, h, w);
 }
 
 // chroma-spec.md §3.2 — flow `EmbedND` / `math.py rope`, evaluated per token.
@@ -110,8 +89,8 @@ Tensor embed_scaled_time(float scaled_t, int dim) {
   for (int k = 0; k < half; ++k) {
     const float freq = torch_expf(neg_log_period * float(k) / float(half));
     const float arg = scaled_t * freq;
-    emb.data[size_t(k)] = std::cos(arg);  // cos first, then sin
-    emb.data[size_t(half + k)] = std::sin(arg);
+    emb.values()[size_t(k)] = std::cos(arg);  // cos first, then sin
+    emb.values()[size_t(half + k)] = std::sin(arg);
   }
   return emb;
 }
@@ -124,7 +103,7 @@ Tensor timestep_embedding_bf16(float t, int dim) {
   // bf16 t times 1000 is exact in float32 (8 + 7 significant bits), then rounded once to bf16.
   const float scaled = round_bf16(1000.0f * round_bf16(t));
   Tensor emb = embed_scaled_time(scaled, dim);
-  for (float& v : emb.data) v = round_bf16(v);  // `.to(t.dtype)` in the reference
+  for (float& v : emb.values()) v = round_bf16(v);  // `.to(t.dtype)` in the reference
   return emb;
 }
 
@@ -133,7 +112,7 @@ Tensor mod_index_table(int rows, int dim) {
   for (int r = 0; r < rows; ++r) {
     // The index arrives as an integer and is scaled in float32: exact for r < 2^24 / 1000 (spec §6.1).
     const Tensor emb = embed_scaled_time(float(r) * 1000.0f, dim);
-    std::copy(emb.data.begin(), emb.data.end(), table.data.begin() + int64_t(r) * dim);
+    std::copy(emb.values().begin(), emb.values().end(), table.values().begin() + int64_t(r) * dim);
   }
   return table;
 }

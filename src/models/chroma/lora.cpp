@@ -32,9 +32,10 @@ void check_fits(const std::string& file, const io::LoraDelta& d, const TensorVie
                 std::to_string(w.dim(0)) + " to adapt " + what + " " + shape_str(w.shape));
 }
 
-// a [m, r] · b [r, n] in float32 (linear(a, bᵀ)).
+// a [m, r] · b [r, n] in float32 (linear(a, bᵀ)), on the host: merged updates become stored weights.
 Tensor matmul(const TensorView& a, const TensorView& b) {
-  return ops::linear(a.to_f32(), view_of(ops::transpose(b.to_f32())));
+  const Tensor bt = to_host(ops::transpose(ops::to_backend(b.to_f32())));
+  return to_host(ops::linear(ops::to_backend(a.to_f32()), view_of(bt)));
 }
 
 // A LoHa / LoKr update as a dense float32 matrix [N_part, K] (io/lora.h gives the formulas), times scale.
@@ -43,7 +44,9 @@ Tensor dense_update(const io::LoraDelta& d, float scale) {
   if (d.kind == io::LoraDelta::Kind::LoHa) {
     out = matmul(d.w1a, d.w1b);
     const Tensor m2 = matmul(d.w2a, d.w2b);
-    for (size_t i = 0; i < out.data.size(); ++i) out.data[i] *= m2.data[i] * scale;
+    float* o = out.ptr();
+    const float* m = m2.ptr();
+    for (int64_t i = 0; i < out.numel(); ++i) o[i] *= m[i] * scale;
     return out;
   }
   const Tensor w1 = d.w1 ? d.w1.to_f32() : matmul(d.w1a, d.w1b), w2 = d.w2 ? d.w2.to_f32() : matmul(d.w2a, d.w2b);
@@ -52,9 +55,10 @@ Tensor dense_update(const io::LoraDelta& d, float scale) {
   for (int64_t i = 0; i < a; ++i)
     for (int64_t k = 0; k < c; ++k)
       for (int64_t j = 0; j < b; ++j) {
-        const float s = w1.data[size_t(i * b + j)] * scale;
+        const float s = w1.ptr()[i * b + j] * scale;
         float* row = out.ptr() + (i * c + k) * (b * e) + j * e;
-        for (int64_t l = 0; l < e; ++l) row[l] = s * w2.data[size_t(k * e + l)];
+        const float* w2_row = w2.ptr() + k * e;
+        for (int64_t l = 0; l < e; ++l) row[l] = s * w2_row[l];
       }
   return out;
 }

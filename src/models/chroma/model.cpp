@@ -149,14 +149,13 @@ struct Packing {
 };
 
 void copy_rows(const Tensor& src, int64_t src_row, Tensor& dst, int64_t dst_row, int64_t n) {
-  const int64_t W = src.dim(1);
-  std::copy_n(src.ptr() + src_row * W, n * W, dst.ptr() + dst_row * W);
+  dst.copy_rows_from(src, src_row, dst_row, n);
 }
 
 // Stream layout → joint layout: txt [Σ Lt_s, W] and img [S·Li, W] → [txt_0; img_0; txt_1; …] [Σ L_s, W].
 Tensor join_streams(const Tensor& txt, const Tensor& img, const Packing& p) {
   const int64_t Li = p.image_tokens;
-  Tensor joint({txt.dim(0) + img.dim(0), txt.dim(1)});
+  Tensor joint = ops::zeros({txt.dim(0) + img.dim(0), txt.dim(1)});
   for (int64_t s = 0; s < p.sequences(); ++s) {
     const int64_t Lt = p.txt_lens[size_t(s)], j = p.joint_begin(s);
     copy_rows(txt, p.txt_begin(s), joint, j, Lt);
@@ -167,14 +166,14 @@ Tensor join_streams(const Tensor& txt, const Tensor& img, const Packing& p) {
 
 // Joint layout → the text rows [Σ Lt_s, W] or the image rows [S·Li, W], in stream layout.
 Tensor txt_rows(const Tensor& joint, const Packing& p) {
-  Tensor txt({p.txt_begin(p.sequences()), joint.dim(1)});
+  Tensor txt = ops::zeros({p.txt_begin(p.sequences()), joint.dim(1)});
   for (int64_t s = 0; s < p.sequences(); ++s)
     copy_rows(joint, p.joint_begin(s), txt, p.txt_begin(s), p.txt_lens[size_t(s)]);
   return txt;
 }
 Tensor img_rows(const Tensor& joint, const Packing& p) {
   const int64_t Li = p.image_tokens;
-  Tensor img({p.sequences() * Li, joint.dim(1)});
+  Tensor img = ops::zeros({p.sequences() * Li, joint.dim(1)});
   for (int64_t s = 0; s < p.sequences(); ++s)
     copy_rows(joint, p.joint_begin(s) + p.txt_lens[size_t(s)], img, s * Li, Li);
   return img;
@@ -190,11 +189,12 @@ struct RopeTables {
 RopeTables packed_rope_tables(const Packing& p, int64_t grid_h, int64_t grid_w, const ChromaConfig& c) {
   const int64_t D = c.head_dim;
   Tensor joint({p.txt_begin(p.sequences()) + p.sequences() * p.image_tokens, D});  // [Σ L_s, (D/2 2)]
-  auto out = joint.data.begin();
+  float* out = joint.ptr();  // built on the host, then moved to the backend
   for (int64_t s = 0; s < p.sequences(); ++s) {
     const Tensor t = rope_table(p.txt_lens[size_t(s)], grid_h, grid_w, c);  // [L_s, D/2, 2]
-    out = std::copy(t.data.begin(), t.data.end(), out);
+    out = std::copy_n(t.ptr(), t.numel(), out);
   }
+  joint = ops::to_backend(std::move(joint));
   Tensor txt = txt_rows(joint, p), img = img_rows(joint, p);
   joint.reshape({joint.dim(0), D / 2, 2});
   txt.reshape({txt.dim(0), D / 2, 2});
@@ -312,10 +312,11 @@ Tensor ChromaModel::modulations(float t, TimestepPrecision precision) const {
   Tensor input({c.mod_rows, c.approx_in});  // [R, 64]
   for (int r = 0; r < c.mod_rows; ++r) {
     float* row = input.ptr() + int64_t(r) * c.approx_in;
-    row = std::copy(t_emb.data.begin(), t_emb.data.end(), row);
-    row = std::copy(g_emb.data.begin(), g_emb.data.end(), row);
+    row = std::copy_n(t_emb.ptr(), t_emb.numel(), row);
+    row = std::copy_n(g_emb.ptr(), g_emb.numel(), row);
     std::copy_n(index_table_.ptr() + int64_t(r) * c.index_dim(), c.index_dim(), row);
   }
+  input = ops::to_backend(std::move(input));  // built on the host from exact integers (spec §6.1)
   trace("approx_input", input);
 
   Tensor mods = approximator(input, weights_.approximator, c);  // [R, C]
@@ -334,19 +335,11 @@ namespace {
 
 // mean|a − b| / mean|b|: how much the first block's residual moved (StepCache).
 double relative_change(const Tensor& a, const Tensor& b) {
-  double diff = 0, base = 0;
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    diff += std::abs(double(a.data[i]) - double(b.data[i]));
-    base += std::abs(double(b.data[i]));
-  }
-  return base > 0 ? diff / base : INFINITY;
+  const double base = ops::sum_abs(b);
+  return base > 0 ? ops::sum_abs_diff(a, b) / base : INFINITY;
 }
 
-Tensor difference(const Tensor& a, const Tensor& b) {
-  Tensor d(a.shape);
-  for (size_t i = 0; i < a.data.size(); ++i) d.data[i] = a.data[i] - b.data[i];
-  return d;
-}
+Tensor difference(const Tensor& a, const Tensor& b) { return ops::axpby(1.0f, a, -1.0f, b); }
 
 }  // namespace
 

@@ -61,8 +61,9 @@ Tensor embed_patch_pixels(const Tensor& pixels, const Tensor& dct, const LinearW
     throw Error("Radiance head: pixel rows " + shape_str(pixels.shape) + " are not whole patches of " +
                 std::to_string(per_patch) + " pixels");
   const int64_t n = pixels.dim(0) / per_patch;
-  Tensor positions({n * per_patch, features});  // the DCT table repeated for every patch
-  for (int64_t k = 0; k < n; ++k) std::copy(dct.data.begin(), dct.data.end(), positions.ptr() + k * dct.numel());
+  Tensor positions({n * per_patch, features});  // the DCT table (host) repeated for every patch
+  for (int64_t k = 0; k < n; ++k) std::copy_n(dct.ptr(), dct.numel(), positions.ptr() + k * dct.numel());
+  positions = ops::to_backend(std::move(positions));
   // torch.cat([pixels, dct], dim=-1) then the Linear, without building the concatenation
   return ops::linear_concat(pixels, positions, embedder.weight, embedder.bias);
 }
@@ -102,7 +103,7 @@ Tensor decode(const Tensor& tokens, const Tensor& image, const RadianceWeights& 
                                           std::to_string(H) + " image in " + std::to_string(p) + "-pixel patches");
   const Tensor pixels = ops::image_to_patch_pixels(image.reshaped({Ci, H, W}), int(p));  // [L·p², Ci] (unfold)
   const Tensor dct = dct_features(int(p), r.max_freqs);                                  // [p², F²]
-  Tensor features({int64_t(r.nerf_hidden), H, W});  // the folded head output before the conv
+  Tensor features = ops::zeros({int64_t(r.nerf_hidden), H, W});  // the folded head output before the conv
   const int64_t tile = std::max<int64_t>(1, tile_patches);
   for (int64_t first = 0; first < L; first += tile) {
     const int64_t end = std::min(L, first + tile);
@@ -122,8 +123,8 @@ Tensor velocity_from_x0(const Tensor& x_t, const Tensor& x0, float t) {
   if (!(t > 0.0f)) throw Error("Chroma1-Radiance (x0): the velocity (x_t − x0)/t needs t > 0, got t = " + std::to_string(t));
   if (x_t.shape != x0.shape)
     throw Error("velocity_from_x0: shapes differ: " + shape_str(x_t.shape) + " vs " + shape_str(x0.shape));
-  Tensor v(x_t.shape);
-  for (size_t i = 0; i < v.data.size(); ++i) v.data[i] = (x_t.data[i] - x0.data[i]) / t;
+  Tensor v = ops::axpby(1.0f, x_t, -1.0f, x0);
+  ops::affine(v, 1.0f / t, 0.0f);  // ·(1/t): within one rounding of the reference's ÷t
   return v;
 }
 

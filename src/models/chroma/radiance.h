@@ -31,6 +31,7 @@ Tensor embed_pixels(const Tensor& image, const RadianceWeights& w, const ChromaC
 
 // §4.1 NerfEmbedder: pixel rows [n·p², Ci] (ops::image_to_patch_pixels) → [n·p², h] =
 // Linear([pixels | DCT features of the pixel's position]).
+// dct: the host table of dct_features.
 Tensor embed_patch_pixels(const Tensor& pixels, const Tensor& dct, const LinearWeights& embedder);
 
 // §4.2 The MLP weights one NerfGLUBlock generates from the tokens [n, C] of n patches:

@@ -162,21 +162,19 @@ Tensor T5Encoder::encode(std::span<const int32_t> ids, Padding padding) const {
 
 // Rows of shared.weight, no scaling (spec §1.3); each padding row is <pad>'s embedding.
 Tensor T5Encoder::embed(const std::vector<Prompt>& prompts, const Packing& p) const {
-  const int64_t C = config_.d_model;
-  Tensor x({p.rows, C});
+  std::vector<int64_t> ids(size_t(p.rows), kPadId);
   auto put = [&](int64_t row, int32_t id, int64_t position) {
     if (id < 0 || id >= config_.vocab)
       throw Error("t5: token id " + std::to_string(id) + " at position " + std::to_string(position) +
                   " is outside the vocabulary of " + std::to_string(config_.vocab) + " (shared.weight rows)");
-    const Tensor e = shared_.rows(id, id + 1).to_f32();  // [1, C]
-    std::copy(e.data.begin(), e.data.end(), x.data.begin() + row * C);
+    ids[size_t(row)] = id;
   };
   for (size_t s = 0; s < prompts.size(); ++s) {
     const auto n = int64_t(prompts[s].ids.size());  // Unmasked: the ids, then <pad> up to 512
     for (int64_t i = 0; i < p.lens[s]; ++i) put(p.begin[s] + i, i < n ? prompts[s].ids[size_t(i)] : kPadId, i);
     if (p.pad_row[s] >= 0) put(p.pad_row[s], kPadId, p.lens[s]);
   }
-  return x;
+  return ops::gather_rows(shared_, ids);  // [rows, C]
 }
 
 // bias[h, q, k] = W_rel[bucket(k − q), h] for q, k < n (spec §2.4); block 0's table serves every layer.
@@ -184,13 +182,15 @@ Tensor T5Encoder::embed(const std::vector<Prompt>& prompts, const Packing& p) co
 // rows uses the top-left [n_s, n_s] block (ops::attention).
 Tensor T5Encoder::relative_position_bias(int64_t n) const {
   const int H = config_.heads;
-  Tensor bias({H, n, n});
+  Tensor bias({H, n, n});  // built on the host from the table, then moved to the backend
+  float* out = bias.ptr();
+  const float* table = relative_bias_.ptr();
   for (int64_t q = 0; q < n; ++q)
     for (int64_t k = 0; k < n; ++k) {
       const int b = relative_position_bucket(k - q, config_.buckets, config_.max_distance);
-      for (int h = 0; h < H; ++h) bias.data[size_t((h * n + q) * n + k)] = relative_bias_.data[size_t(b * H + h)];
+      for (int h = 0; h < H; ++h) out[(h * n + q) * n + k] = table[b * H + h];
     }
-  return bias;
+  return ops::to_backend(std::move(bias));
 }
 
 // flow T5Block: x += O(attention(RMSNorm(x))); x += FF(RMSNorm(x)).        x: [rows, C]
@@ -211,23 +211,27 @@ Tensor T5Encoder::self_attention(const Tensor& h, const Block& w, const Tensor& 
                               &bias);  // [N, H·D]
   if (p.rows == N) return ops::linear(out, w.o);
 
+  // The padding rows' attention is computed on the host in double precision (few rows, exact sums):
+  // q, k, v come over and the rows go back.
+  Tensor q_copy, k_copy, v_copy;
+  const Tensor &hq = host_readable(q, q_copy), &hk = host_readable(k, k_copy), &hv = host_readable(v, v_copy);
   Tensor pads({p.rows - N, HD});
   for (size_t s = 0; s < p.lens.size(); ++s) {
     if (p.pad_row[s] < 0) continue;
     const int64_t n = p.lens[s];
-    const float* vs = v.ptr() + p.begin[s] * HD;  // prompt s's valid rows
+    const float* vs = hv.ptr() + p.begin[s] * HD;  // prompt s's valid rows
     float* o = pads.ptr() + (p.pad_row[s] - N) * HD;
     if (p.padding[s] == Padding::KeyMasked) {
-      key_masked_pad_attention(q.ptr() + p.pad_row[s] * HD, k.ptr() + p.begin[s] * HD, vs, n, o);
+      key_masked_pad_attention(hq.ptr() + p.pad_row[s] * HD, hk.ptr() + p.begin[s] * HD, vs, n, o);
       continue;
     }
     for (int64_t c = 0; c < HD; ++c) {
-      double sum = double(kPaddedLength - n) * v.data[size_t(p.pad_row[s] * HD + c)];  // the padding positions
+      double sum = double(kPaddedLength - n) * hv.ptr()[p.pad_row[s] * HD + c];  // the padding positions
       for (int64_t i = 0; i < n; ++i) sum += vs[i * HD + c];                            // the valid positions
       o[c] = float(sum / kPaddedLength);
     }
   }
-  return ops::linear(ops::concat_rows(out, pads), w.o);
+  return ops::linear(ops::concat_rows(out, ops::to_backend(std::move(pads))), w.o);
 }
 
 // One query row q [H·D] at position n over the n keys/values [n, H·D] at positions 0…n−1: per head
@@ -242,7 +246,7 @@ void T5Encoder::key_masked_pad_attention(const float* q, const float* k, const f
       double dot = 0;
       for (int64_t d = 0; d < D; ++d) dot += double(q[h * D + d]) * double(k[j * HD + h * D + d]);
       const int b = relative_position_bucket(j - n, config_.buckets, config_.max_distance);
-      logits[size_t(j)] = dot + double(relative_bias_.data[size_t(b * H + h)]);
+      logits[size_t(j)] = dot + double(relative_bias_.ptr()[b * H + h]);
       top = std::max(top, logits[size_t(j)]);
     }
     double total = 0;
@@ -258,8 +262,7 @@ void T5Encoder::key_masked_pad_attention(const float* q, const float* k, const f
 // T5DenseGatedActDense: wo(gelu_tanh(wi_0(h)) ⊙ wi_1(h)).                 h: [L, C] → [L, C]
 Tensor T5Encoder::feed_forward(const Tensor& h, const Block& w) const {
   Tensor gate = ops::gelu_tanh(ops::linear(h, w.wi_0));  // [L, F]
-  const Tensor lin = ops::linear(h, w.wi_1);             // [L, F]
-  for (size_t i = 0; i < gate.data.size(); ++i) gate.data[i] *= lin.data[i];
+  ops::mul(gate, ops::linear(h, w.wi_1));                // ⊙ wi_1(h)   [L, F]
   return ops::linear(gate, w.wo);
 }
 

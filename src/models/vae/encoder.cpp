@@ -66,7 +66,8 @@ Tensor Encoder::encode(const Tensor& image) const {
   trace("encode.mean", latent);
 
   // Into sampler space (bfl AutoEncoder.encode): scale_factor · (mean − shift_factor).
-  for (float& v : latent.data) v = cfg.scale_factor * (v - cfg.shift_factor);
+  ops::affine(latent, 1.0f, -cfg.shift_factor);  // mean − shift_factor
+  ops::affine(latent, cfg.scale_factor, 0.0f);   // scale_factor · (…)
   latent.reshape({1, cfg.z_channels, h, w});
   return latent;
 }

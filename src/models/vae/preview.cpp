@@ -25,6 +25,8 @@ io::Image latent_preview(const Tensor& latent) {
   if (latent.rank() != 4 || latent.dim(0) != 1 || latent.dim(1) != 16)
     throw Error("latent preview: expected a latent [1, 16, h, w], got " + shape_str(latent.shape));
   const int64_t h = latent.dim(2), w = latent.dim(3), plane = h * w;
+  Tensor copy;  // a preview is for the host: the latent comes over
+  const float* values = host_readable(latent, copy).ptr();
   io::Image img;
   img.width = int(w);
   img.height = int(h);
@@ -32,7 +34,7 @@ io::Image latent_preview(const Tensor& latent) {
   for (int64_t i = 0; i < plane; ++i)
     for (int c = 0; c < 3; ++c) {
       float v = kBias[c];
-      for (int k = 0; k < 16; ++k) v += kFactors[k][c] * latent.data[size_t(k * plane + i)];
+      for (int k = 0; k < 16; ++k) v += kFactors[k][c] * values[k * plane + i];
       const float unit = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
       img.rgb[size_t(i) * 3 + size_t(c)] = uint8_t(std::lround(unit * 255.0f));
     }

@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <string>
 
+#include "backend/ops.h"
 #include "tensor/error.h"
 
 namespace chroma::vae {
 namespace {
 
-// latent[:, :, y0:y0+th, x0:x0+tw]
+// latent[:, :, y0:y0+th, x0:x0+tw], of a host latent
 Tensor crop(const Tensor& latent, int y0, int x0, int th, int tw) {
   const int64_t c = latent.dim(1), h = latent.dim(2), w = latent.dim(3);
   Tensor out({1, c, th, tw});
@@ -60,11 +61,15 @@ Tensor decode_tiled(const std::function<Tensor(const Tensor&)>& decode, const Te
     return image;
   }
 
+  // The tiles are cut from and blended into host tensors: the image is headed for the host, and only
+  // one tile at a time is in the backend's memory.
+  Tensor latent_copy;
+  const Tensor& host_latent = host_readable(latent, latent_copy);
   Tensor image, weight;
   int scale = 0, done = 0;
   for (size_t iy = 0; iy < ys.size(); ++iy)
     for (size_t ix = 0; ix < xs.size(); ++ix) {
-      const Tensor tile = decode(crop(latent, ys[iy], xs[ix], th, tw));
+      const Tensor tile = to_host(decode(ops::to_backend(crop(host_latent, ys[iy], xs[ix], th, tw))));
       if (scale == 0) {
         scale = int(tile.dim(2) / th);
         image = Tensor({1, tile.dim(1), int64_t(h) * scale, int64_t(w) * scale});
@@ -79,7 +84,7 @@ Tensor decode_tiled(const std::function<Tensor(const Tensor&)>& decode, const Te
       for (int p = 0; p < ph; ++p) wy[size_t(p)] = ramp_weight(p, ph, ramp, iy > 0, iy + 1 < ys.size());
       for (int p = 0; p < pw; ++p) wx[size_t(p)] = ramp_weight(p, pw, ramp, ix > 0, ix + 1 < xs.size());
       for (int y = 0; y < ph; ++y)
-        for (int x = 0; x < pw; ++x) weight.data[size_t((y0 + y) * W + x0 + x)] += wy[size_t(y)] * wx[size_t(x)];
+        for (int x = 0; x < pw; ++x) weight.ptr()[(y0 + y) * W + x0 + x] += wy[size_t(y)] * wx[size_t(x)];
       for (int64_t c = 0; c < image.dim(1); ++c)
         for (int y = 0; y < ph; ++y) {
           float* row = image.ptr() + (c * image.dim(2) + y0 + y) * W + x0;
@@ -89,8 +94,10 @@ Tensor decode_tiled(const std::function<Tensor(const Tensor&)>& decode, const Te
       if (after_tile) after_tile(++done, total);
     }
   const int64_t plane = weight.numel();
+  float* out = image.ptr();
+  const float* sum = weight.ptr();
   for (int64_t c = 0; c < image.dim(1); ++c)
-    for (int64_t i = 0; i < plane; ++i) image.data[size_t(c * plane + i)] /= weight.data[size_t(i)];
+    for (int64_t i = 0; i < plane; ++i) out[c * plane + i] /= sum[i];
   return image;
 }
 
