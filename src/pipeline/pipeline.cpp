@@ -141,7 +141,7 @@ struct Pipeline::Models {
 };
 
 Pipeline::Pipeline(PipelineConfig config)
-    : config_(std::move(config)), context_(config_.threads, config_.compute), models_(std::make_unique<Models>()) {
+    : config_(std::move(config)), context_(config_.threads, config_.compute, config_.backend), models_(std::make_unique<Models>()) {
   const ModelFiles& f = config_.files;
   const io::Residency residency = config_.low_memory ? io::Residency::ReleaseAfterUse : io::Residency::Keep;
   Models& m = *models_;

@@ -55,6 +55,8 @@ struct PipelineConfig {
   // --variant: which published Chroma the DiT is, when its file name does not say (models/chroma/variant.h);
   // absent: from the tensors (Radiance) and the file's name.
   std::optional<dit::Variant> variant;
+  // The compute backend (run_context.h); empty: the CPU backend.
+  BackendFactory backend;
 };
 
 // The variant of config's DiT: config.variant when set, else from the checkpoint (dit::detect_variant).

@@ -4,9 +4,11 @@
 
 namespace chroma::pipeline {
 
-RunContext::RunContext(int threads, Compute compute)
-    : backend_(make_cpu_backend(compute)),
-      float32_text_(compute == Compute::Auto ? make_cpu_backend(Compute::F32) : nullptr),
+RunContext::RunContext(int threads, Compute compute, const BackendFactory& make_backend)
+    : backend_(make_backend ? make_backend(compute) : make_cpu_backend(compute)),
+      float32_text_(compute != Compute::Auto ? nullptr
+                    : make_backend         ? make_backend(Compute::F32)
+                                           : make_cpu_backend(Compute::F32)),
       threads_(threads ? threads : available_cores()),
       compute_(compute) {
   check_compute_supported(compute);

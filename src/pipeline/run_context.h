@@ -5,6 +5,7 @@
 // thread count. Model code is unchanged: trace() and ops reach the bound objects through
 // thread-local scopes (tensor/trace.h, backend/backend.h, backend/op_profile.h).
 #pragma once
+#include <functional>
 #include <memory>
 
 #include "backend/backend.h"
@@ -13,12 +14,15 @@
 
 namespace chroma::pipeline {
 
+// Makes the compute backend of a run for a compute mode; empty: make_cpu_backend.
+using BackendFactory = std::function<std::unique_ptr<Backend>(Compute)>;
+
 class RunContext {
  public:
   // threads: worker threads of this context's ops (0 = all cores). More than kMaxThreadsPerCore per
   // core is refused: it only adds contention, and each thread keeps its own GEMM weight panel.
   // compute: the arithmetic of the large products (backend.h); refused where the CPU lacks it.
-  explicit RunContext(int threads = 0, Compute compute = Compute::F32);
+  explicit RunContext(int threads = 0, Compute compute = Compute::F32, const BackendFactory& make_backend = {});
   static constexpr int kMaxThreadsPerCore = 8;
 
   // Which model a phase runs. Under Compute::Auto the text encoder keeps float32 arithmetic on its

@@ -249,7 +249,8 @@ void Tensor::copy_rows_from(const Tensor& src, int64_t src_row, int64_t dst_row,
   if (rank() != 2 || src.rank() != 2 || src.dim(1) != dim(1) || &src.memory() != &memory() || n < 0 || src_row < 0 ||
       dst_row < 0 || src_row + n > src.dim(0) || dst_row + n > dim(0))
     throw Error("copy_rows_from: rows [" + std::to_string(src_row) + ", +" + std::to_string(n) + ") of " +
-                shape_str(src.shape) + " do not fit at row " + std::to_string(dst_row) + " of " + shape_str(shape));
+                shape_str(src.shape) + " in " + src.memory().name() + " memory do not fit at row " +
+                std::to_string(dst_row) + " of " + shape_str(shape) + " in " + memory().name() + " memory");
   const int64_t W = dim(1);
   if (n) memory().copy(static_cast<float*>(raw()) + dst_row * W, static_cast<const float*>(src.raw()) + src_row * W,
                        size_t(n * W) * sizeof(float));

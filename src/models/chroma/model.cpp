@@ -381,9 +381,9 @@ std::vector<Tensor> ChromaModel::forward_packed(const Tensor& latent, const std:
   }
   const RopeTables rope = packed_rope_tables(p, h / tp, w / tp, c);
   trace_sequences("img_in", img_in, Layout::Image, p, txts);
-  Tensor img({S * p.image_tokens, c.hidden});  // [S·Li, C]
+  Tensor img = ops::zeros({S * p.image_tokens, c.hidden});  // [S·Li, C]
   for (int64_t s = 0; s < S; ++s) copy_rows(img_in, 0, img, s * p.image_tokens, p.image_tokens);
-  Tensor txt_stream({p.txt_begin(S), c.context_dim});  // [Σ Lt_s, T]
+  Tensor txt_stream = ops::zeros({p.txt_begin(S), c.context_dim});  // [Σ Lt_s, T]
   for (int64_t s = 0; s < S; ++s) copy_rows(txts[size_t(s)].txt, 0, txt_stream, p.txt_begin(s), p.txt_lens[size_t(s)]);
   Tensor txt = linear(txt_stream, weights_.txt_in);  // [Σ Lt_s, C]
   trace_sequences("txt_in_visible", txt, Layout::TxtStream, p, txts);

@@ -56,7 +56,7 @@ Tensor decode_tiled(const std::function<Tensor(const Tensor&)>& decode, const Te
   const int th = std::min(h, t.tile), tw = std::min(w, t.tile);
   const int total = int(ys.size() * xs.size());
   if (total == 1) {
-    Tensor image = decode(latent);
+    Tensor image = decode(ops::to_backend(latent));
     if (after_tile) after_tile(1, 1);
     return image;
   }
