@@ -9,9 +9,9 @@
 
 #include "backend/ops.h"
 #include "emulated_device.h"
+#include "emulated_run.h"
 #include "pipeline/pipeline.h"
 #include "case_e.h"
-#include "radiance_checkpoint.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
@@ -63,23 +63,6 @@ TEST(DeviceNeutralTensor, OpsRefuseATensorFromAnotherMemory) {
   EXPECT_NE(error.find("axpby got a tensor [4] in host memory"), std::string::npos) << error;
 }
 
-// The same request on the CPU backend and on the emulated device must give the same latent and image.
-void expect_same_run(const PipelineConfig& cpu_config, const GenerationRequest& r) {
-  PipelineConfig device_config = cpu_config;
-  test::OffHostMemory device;
-  device_config.backend = [&device](Compute compute) {
-    return std::make_unique<test::EmulatedDeviceBackend>(device, compute);
-  };
-  const GeneratedImage want = std::move(Pipeline(cpu_config).generate(r).images.at(0));
-  const GeneratedImage got = std::move(Pipeline(device_config).generate(r).images.at(0));
-  EXPECT_GT(device.from_host_bytes, 0u) << "nothing ran on the emulated device";
-  EXPECT_TRUE(got.latent.on_host() && got.image.on_host()) << "the pipeline returns host tensors";
-  EXPECT_EQ(got.latent.to_vector(), want.latent.to_vector()) << "the latent must match the CPU run bit for bit";
-  EXPECT_EQ(got.rgb, want.rgb);
-  EXPECT_EQ(got.evaluations, want.evaluations);
-  EXPECT_EQ(got.skipped_evaluations, want.skipped_evaluations);
-}
-
 class DeviceNeutralRun : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -92,8 +75,8 @@ class DeviceNeutralRun : public ::testing::Test {
 };
 
 TEST_F(DeviceNeutralRun, TextToImageWithAndWithoutCfg) {
-  expect_same_run(config_, test::case_e_options(0));
-  expect_same_run(config_, test::case_e_options(1));  // the first step without the negative pass
+  test::expect_same_run(config_, test::case_e_options(0));
+  test::expect_same_run(config_, test::case_e_options(1));  // the first step without the negative pass
 }
 
 TEST_F(DeviceNeutralRun, Bf16SamplerStepCacheAndPromptWeights) {
@@ -101,7 +84,7 @@ TEST_F(DeviceNeutralRun, Bf16SamplerStepCacheAndPromptWeights) {
   r.sampler_dtype = SamplerDtype::BF16;
   r.prompt = "a (red fox:1.4) sitting in fresh snow";  // weighted: the empty prompt is encoded too
   r.cache = "fbcache:5";  // a threshold large enough that steps are skipped (the cache's reductions run)
-  expect_same_run(config_, r);
+  test::expect_same_run(config_, r);
 }
 
 TEST_F(DeviceNeutralRun, InpaintingWithAncestralSamplerTiledVaeAndKeyMaskedPadding) {
@@ -121,29 +104,7 @@ TEST_F(DeviceNeutralRun, InpaintingWithAncestralSamplerTiledVaeAndKeyMaskedPaddi
   r.sampler = "dpm++sde";  // two evaluations and fresh noise each step
   r.vae_tiling = true;
   r.text_padding = "diffusers";  // T5's padding row as a key-masked query (computed on the host)
-  expect_same_run(config_, r);
-}
-
-TEST(DeviceNeutralRadiance, PixelSpaceRunMatchesTheCpu) {
-  CHROMA_REQUIRE_FILE(test::reference_path("t5-mini.safetensors"));
-  CHROMA_REQUIRE_FILE(test::tokenizer_path("spiece.model"));
-  test::MiniRadiance o;
-  o.conv_patch = 16;
-  o.max_freqs = 8;
-  o.context = 128;
-  o.x0 = true;
-  PipelineConfig config;
-  config.files.dit = test::write_radiance(test::mini_radiance_tensors(o), "device_neutral_radiance.safetensors");
-  config.files.t5 = test::reference_path("t5-mini.safetensors");
-  config.files.tokenizer = test::tokenizer_path("spiece.model");
-  GenerationRequest r;
-  r.prompt = "a red fox in the snow";
-  r.negative_prompt = "blurry";
-  r.width = 48;
-  r.height = 32;
-  r.steps = 2;
-  r.seed = 7;
-  expect_same_run(config, r);
+  test::expect_same_run(config_, r);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "emulated_run.h"
 #include "pipeline/output.h"
 #include "pipeline/pipeline.h"
 #include "radiance_checkpoint.h"
@@ -55,6 +56,14 @@ void expect_finite_image(const GeneratedImage& img, int width, int height) {
   EXPECT_EQ(img.rgb.size(), size_t(width) * size_t(height) * 3);
   EXPECT_EQ(img.width, width);
   EXPECT_EQ(img.height, height);
+}
+
+// Device-neutral tensors (issue 11): the pixel-space run on a backend whose tensors the host cannot
+// read gives the CPU run's pixels bit for bit (emulated_run.h).
+TEST_F(RadiancePipeline, RunsOnAnOffHostBackendAsOnTheCpu) {
+  PipelineConfig config;
+  config.files = files_;
+  test::expect_same_run(config, request());
 }
 
 TEST_F(RadiancePipeline, TextToImageWithoutVae) {
