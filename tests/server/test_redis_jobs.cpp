@@ -189,7 +189,12 @@ TEST_F(RedisFixture, BoundCancellationAndPositions) {
   RedisJobs worker(fake.runner(), options(), limits);
   EXPECT_EQ(front.wait(b)->state, JobState::Done);
   const std::string c = front.submit(small("long", 500));
-  while (!worker.running()) std::this_thread::sleep_for(5ms);
+  // Wait for c itself: the worker may still report b as running for a moment after b is done.
+  auto running_c = [&] {
+    const std::optional<JobStatus> r = worker.running();
+    return r && r->id == c;
+  };
+  while (!running_c()) std::this_thread::sleep_for(5ms);
   EXPECT_TRUE(front.cancel(c));
   const std::optional<JobStatus> cancelled = front.wait(c);
   EXPECT_EQ(cancelled->state, JobState::Cancelled);
