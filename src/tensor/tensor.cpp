@@ -155,7 +155,9 @@ class HostMemory final : public Memory {
 size_t float_bytes(const Shape& shape) {
   uint64_t n = 1;
   for (int64_t d : shape)
-    if (d < 0 || !checked_mul(n, uint64_t(d), &n)) throw Error("tensor: impossible shape " + shape_str(shape));
+    if (d < 0) throw Error("tensor: impossible shape " + shape_str(shape));
+  for (int64_t d : shape)
+    if (!checked_mul(n, uint64_t(d), &n)) throw Error("tensor: shape " + shape_str(shape) + " is too large");
   uint64_t bytes;
   if (!checked_mul(n, sizeof(float), &bytes) || bytes > SIZE_MAX) throw Error("tensor: shape " + shape_str(shape) + " is too large");
   return size_t(bytes);

@@ -146,6 +146,7 @@ Tensor patches_to_image(const Tensor& tokens, int patch, int64_t height, int64_t
 
 Tensor gather_rows(const TensorView& table, std::span<const int64_t> ids) {
   if (table.shape.size() != 2) throw Error("gather_rows: table " + describe(table) + " is not 2-D");
+  check_float_view("gather_rows", table);
   const int64_t V = table.dim(0), C = table.dim(1);
   Tensor out({int64_t(ids.size()), C});
   for (size_t r = 0; r < ids.size(); ++r) {
