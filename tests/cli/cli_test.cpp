@@ -578,7 +578,7 @@ TEST_F(CliGenerate, TinyRunWritesPngAndLatent) {
   const TensorView& v = f->tensors().begin()->second;
   EXPECT_EQ(v.dtype, DType::F32);
   EXPECT_EQ(shape_str(v.shape), "[1, 16, 8, 8]");
-  for (float x : v.to_f32().values()) ASSERT_TRUE(std::isfinite(x)) << "non-finite latent value";
+  for (float x : v.to_f32().to_vector()) ASSERT_TRUE(std::isfinite(x)) << "non-finite latent value";
   expect_no_temp_files(dir_);
 }
 
