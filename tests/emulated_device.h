@@ -21,11 +21,12 @@ class OffHostMemory final : public Memory {
   const char* name() const override { return "emulated-device"; }
   bool host_accessible() const override { return false; }
   void* allocate(size_t bytes) override {
-    void* p = std::calloc(1, bytes);
+    void* p = std::malloc(bytes);
     if (!p) throw Error("emulated device: out of memory");
     return p;
   }
   void release(void* p) noexcept override { std::free(p); }
+  void fill_zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, size_t bytes) override {
     to_host_bytes += bytes;
@@ -121,6 +122,7 @@ class EmulatedDeviceBackend final : public Backend {
     return out(cpu_->axpby(a, in("axpby", x), b, in("axpby", y)));
   }
   void affine(Tensor& x, float a, float b) override { in_place("affine", x, [&](Tensor& h) { cpu_->affine(h, a, b); }); }
+  void divide(Tensor& x, float d) override { in_place("divide", x, [&](Tensor& h) { cpu_->divide(h, d); }); }
   void round_bf16(Tensor& x) override { in_place("round_bf16", x, [&](Tensor& h) { cpu_->round_bf16(h); }); }
   void mask_blend(Tensor& x, const Tensor& y, const Tensor& m) override {
     in_place("mask_blend", x, [&](Tensor& h) { cpu_->mask_blend(h, in("mask_blend", y), in("mask_blend", m)); });

@@ -62,6 +62,7 @@ class Backend {
   // Elementwise arithmetic and reductions (ops.h).
   virtual Tensor axpby(float a, const Tensor& x, float b, const Tensor& y) = 0;
   virtual void affine(Tensor& x, float a, float b) = 0;
+  virtual void divide(Tensor& x, float d) = 0;
   virtual void round_bf16(Tensor& x) = 0;
   virtual void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask) = 0;
   virtual double sum_abs(const Tensor& x) = 0;

@@ -183,6 +183,11 @@ void affine(Tensor& x, float a, float b) {
   t.bytes = f32_bytes(x.numel(), x.numel());
   active_backend().affine(x, a, b);
 }
+void divide(Tensor& x, float d) {
+  OpTimer t(OpClass::Norm, "divide");
+  t.bytes = f32_bytes(x.numel(), x.numel());
+  active_backend().divide(x, d);
+}
 void round_bf16(Tensor& x) {
   OpTimer t(OpClass::Norm, "round_bf16");
   t.bytes = f32_bytes(x.numel(), x.numel());

@@ -105,6 +105,8 @@ Tensor zeros(Shape shape);
 Tensor axpby(float a, const Tensor& x, float b, const Tensor& y);
 // x ← a·x + b in place (exactly a·x when b is 0: a −0 stays −0)
 void affine(Tensor& x, float a, float b);
+// x ← x / d in place (a division, as the reference writes it: not x·(1/d), which can differ by a rounding)
+void divide(Tensor& x, float d);
 // Every value rounded to bf16 (nearest even) and back, in place: a bf16 tensor's arithmetic.
 void round_bf16(Tensor& x);
 // x ← m·x + (1 − m)·y with m = mask [P] broadcast over the leading dimension: x, y [C, P] (any shape of C·P values).

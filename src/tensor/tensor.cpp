@@ -143,10 +143,10 @@ class HostMemory final : public Memory {
     constexpr size_t kAlign = 64;  // a cache line: whole AVX-512 vectors
     void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
     if (!p) throw Error("out of memory: " + std::to_string(bytes >> 20) + " MiB of host memory for a tensor");
-    std::memset(p, 0, bytes);
     return p;
   }
   void release(void* p) noexcept override { std::free(p); }
+  void fill_zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_from_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
@@ -170,10 +170,13 @@ Memory& host_memory() {
   return host;
 }
 
-Storage::Storage(Memory& memory, size_t bytes) : memory_(&memory), bytes_(bytes), on_host_(memory.host_accessible()) {
-  if (bytes) ptr_ = memory.allocate(bytes);
+Storage::Storage(Memory& memory, size_t bytes, Init init)
+    : memory_(&memory), bytes_(bytes), on_host_(memory.host_accessible()) {
+  if (!bytes) return;
+  ptr_ = memory.allocate(bytes);
+  if (init == Init::Zeros) memory.fill_zero(ptr_, bytes);
 }
-Storage::Storage(const Storage& other) : Storage(*other.memory_, other.bytes_) {
+Storage::Storage(const Storage& other) : Storage(*other.memory_, other.bytes_, Init::Uninitialized) {
   if (bytes_) memory_->copy(ptr_, other.ptr_, bytes_);
 }
 Storage& Storage::operator=(const Storage& other) {
@@ -205,10 +208,17 @@ Tensor::Tensor(Shape s) : Tensor(std::move(s), host_memory()) {}
 
 Tensor::Tensor(Shape s, Memory& memory) : shape(std::move(s)), storage_(memory, float_bytes(shape)) {}
 
+Tensor Tensor::uninitialized(Shape s, Memory& memory) {
+  Tensor t;
+  t.storage_ = Storage(memory, float_bytes(s), Storage::Init::Uninitialized);
+  t.shape = std::move(s);
+  return t;
+}
+
 Tensor::Tensor(Shape s, std::vector<float> values) : shape(std::move(s)) {
   if (int64_t(values.size()) != shape_numel(shape))
     throw Error("tensor: " + std::to_string(values.size()) + " values do not fill shape " + shape_str(shape));
-  storage_ = Storage(host_memory(), values.size() * sizeof(float));
+  storage_ = Storage(host_memory(), values.size() * sizeof(float), Storage::Init::Uninitialized);
   if (!values.empty()) std::memcpy(storage_.get(), values.data(), values.size() * sizeof(float));
 }
 
@@ -242,7 +252,7 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
                 shape_str(shape));
   Shape s = shape;
   s[0] = end - begin;
-  Tensor t(s, memory());
+  Tensor t = uninitialized(s, memory());
   if (t.numel()) memory().copy(t.raw(), static_cast<const float*>(raw()) + begin * row, size_t(t.numel()) * sizeof(float));
   return t;
 }
@@ -260,7 +270,7 @@ void Tensor::copy_rows_from(const Tensor& src, int64_t src_row, int64_t dst_row,
 
 Tensor to_memory(Tensor t, Memory& memory) {
   if (&t.memory() == &memory) return t;
-  Tensor out(t.shape, memory);
+  Tensor out = Tensor::uninitialized(t.shape, memory);
   const size_t bytes = size_t(t.numel()) * sizeof(float);
   if (!bytes) return out;
   if (memory.host_accessible()) t.memory().copy_to_host(out.raw(), t.raw(), bytes);

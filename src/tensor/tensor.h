@@ -68,8 +68,9 @@ class Memory {
   virtual ~Memory() = default;
   virtual const char* name() const = 0;        // "host", "cuda:0": for error messages
   virtual bool host_accessible() const = 0;    // the CPU may read and write its pointers directly
-  virtual void* allocate(size_t bytes) = 0;    // zero-filled; throws chroma::Error when it cannot
+  virtual void* allocate(size_t bytes) = 0;    // uninitialised; throws chroma::Error when it cannot
   virtual void release(void* p) noexcept = 0;
+  virtual void fill_zero(void* p, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;             // both in this memory
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
@@ -80,8 +81,9 @@ Memory& host_memory();
 // Owned bytes in one Memory. Copying copies the bytes within that memory.
 class Storage {
  public:
+  enum class Init { Zeros, Uninitialized };
   Storage() = default;
-  Storage(Memory& memory, size_t bytes);  // zero-filled
+  Storage(Memory& memory, size_t bytes, Init init = Init::Zeros);
   Storage(const Storage& other);
   Storage& operator=(const Storage& other);
   Storage(Storage&& other) noexcept;
@@ -110,6 +112,8 @@ struct Tensor {
   explicit Tensor(Shape s);                  // zeros on the host
   Tensor(Shape s, Memory& memory);           // zeros in `memory`
   Tensor(Shape s, std::vector<float> values);  // on the host
+  // Unspecified values in `memory`, for a result that is written whole (no zero-filling pass).
+  static Tensor uninitialized(Shape s, Memory& memory);
 
   int64_t numel() const { return int64_t(storage_.bytes() / sizeof(float)); }
   int rank() const { return int(shape.size()); }

@@ -43,6 +43,19 @@ TEST(Arithmetic, AffineKeepsNegativeZeroWithoutAnOffset) {
   EXPECT_EQ(x.to_vector(), (std::vector<float>{1.0f, 2.5f, -1.0f, 4.0f}));
 }
 
+TEST(Arithmetic, DivideIsADivisionNotAReciprocalProduct) {
+  // 0.625 / 0.3611 (the Flux VAE's scale factor) and 0.625 · (1/0.3611) round differently in
+  // float32: 1.73082256 against 1.73082244. divide must give the quotient.
+  const volatile float d = 0.3611f, x0 = 0.625f;
+  const volatile float reciprocal = 1.0f / d;
+  const float quotient = x0 / d, by_reciprocal = x0 * reciprocal;
+  ASSERT_NE(quotient, by_reciprocal);
+  Tensor x({2}, {0.625f, -0.0f});
+  ops::divide(x, d);
+  EXPECT_EQ(x.ptr()[0], quotient);
+  EXPECT_TRUE(std::signbit(x.ptr()[1]));
+}
+
 TEST(Arithmetic, RoundBf16IsNearestEven) {
   // 1 + 2^-8 is halfway between two bf16 values (1 and 1 + 2^-7): ties go to the even one, 1.
   // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to the even one, 1 + 2^-6.

@@ -37,6 +37,11 @@ void affine(Tensor& x, float a, float b) {
   }
 }
 
+void divide(Tensor& x, float d) {
+  float* p = x.ptr();
+  for (int64_t i = 0; i < x.numel(); ++i) p[i] = p[i] / d;
+}
+
 void round_values_bf16(Tensor& x) {
   float* p = x.ptr();
   const int64_t n = x.numel();

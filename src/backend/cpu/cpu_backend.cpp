@@ -78,6 +78,7 @@ class CpuBackend final : public Backend {
 
   Tensor axpby(float a, const Tensor& x, float b, const Tensor& y) override { return cpu::axpby(a, x, b, y); }
   void affine(Tensor& x, float a, float b) override { cpu::affine(x, a, b); }
+  void divide(Tensor& x, float d) override { cpu::divide(x, d); }
   void round_bf16(Tensor& x) override { cpu::round_values_bf16(x); }
   void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask) override { cpu::mask_blend(x, y, mask); }
   double sum_abs(const Tensor& x) override { return cpu::sum_abs(x); }

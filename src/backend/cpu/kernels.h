@@ -63,6 +63,7 @@ Tensor downsample_nearest2x(const Tensor& x);
 // arithmetic.cpp (ops.h): elementwise sums and products rounded as written, reductions
 Tensor axpby(float a, const Tensor& x, float b, const Tensor& y);
 void affine(Tensor& x, float a, float b);
+void divide(Tensor& x, float d);
 void round_values_bf16(Tensor& x);
 void mask_blend(Tensor& x, const Tensor& y, const Tensor& mask);
 double sum_abs(const Tensor& x);

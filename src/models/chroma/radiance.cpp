@@ -124,7 +124,7 @@ Tensor velocity_from_x0(const Tensor& x_t, const Tensor& x0, float t) {
   if (x_t.shape != x0.shape)
     throw Error("velocity_from_x0: shapes differ: " + shape_str(x_t.shape) + " vs " + shape_str(x0.shape));
   Tensor v = ops::axpby(1.0f, x_t, -1.0f, x0);
-  ops::affine(v, 1.0f / t, 0.0f);  // ·(1/t): within one rounding of the reference's ÷t
+  ops::divide(v, t);
   return v;
 }
 

@@ -43,8 +43,8 @@ Tensor Decoder::decode(const Tensor& latent) const {
   const int64_t h = x.dim(1), w = x.dim(2);
 
   // Undo the sampler-space scaling (bfl AutoEncoder.decode: z / scale_factor + shift_factor).
-  // ·(1/scale_factor): within one rounding of the reference's division, on a 16-channel latent.
-  ops::affine(x, 1.0f / cfg.scale_factor, cfg.shift_factor);
+  ops::divide(x, cfg.scale_factor);
+  ops::affine(x, 1.0f, cfg.shift_factor);  // + shift_factor
   trace("decode.z_in", x);
 
   x = conv3x3(x, w_.conv_in);  // [C_last, h, w]
