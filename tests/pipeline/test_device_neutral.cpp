@@ -79,6 +79,16 @@ TEST_F(DeviceNeutralRun, TextToImageWithAndWithoutCfg) {
   test::expect_same_run(config_, test::case_e_options(1));  // the first step without the negative pass
 }
 
+TEST_F(DeviceNeutralRun, Bf16Compute) {
+  try {
+    check_compute_supported(Compute::Bf16);
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  config_.compute = Compute::Bf16;  // oneDNN's bf16 products on the bf16 mini weights
+  test::expect_same_run(config_, test::case_e_options(0));
+}
+
 TEST_F(DeviceNeutralRun, Bf16SamplerStepCacheAndPromptWeights) {
   GenerationRequest r = test::case_e_options(0);
   r.sampler_dtype = SamplerDtype::BF16;

@@ -14,6 +14,7 @@
 #include "io/quantize.h"
 #include "pipeline/pipeline.h"
 #include "case_e.h"
+#include "emulated_run.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
@@ -192,6 +193,19 @@ TEST(GgufAuto, TextEncoderKeepsFloat32) {
   const GeneratedImage image_auto = test::generate_one(gguf_models("q8_0"), r, nullptr, false, Compute::Auto);
   const GeneratedImage image_f32 = test::generate_one(gguf_models("q8_0"), r, nullptr, false, Compute::F32);
   EXPECT_NE(image_auto.latent.to_vector(), image_f32.latent.to_vector()) << "the DiT's int8 products did not run under auto";
+}
+
+// Device-neutral tensors (issue 11): the int8 products, and auto's float32 text encoder beside them,
+// on a backend whose tensors the host cannot read give the CPU run bit for bit (emulated_run.h).
+TEST(GgufDeviceNeutral, Int8AndAutoComputeOnAnOffHostBackend) {
+  REQUIRE_CASE_E();
+  PipelineConfig config;
+  config.files = gguf_models("q8_0");
+  for (Compute compute : {Compute::Int8, Compute::Auto}) {
+    SCOPED_TRACE(compute_name(compute));
+    config.compute = compute;
+    test::expect_same_run(config, test::case_e_options());
+  }
 }
 
 }  // namespace

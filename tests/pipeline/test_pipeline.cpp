@@ -11,6 +11,7 @@
 #include "pipeline/output.h"
 #include "pipeline/pipeline.h"
 #include "case_e.h"
+#include "emulated_run.h"
 #include "testdata.h"
 
 namespace chroma::pipeline {
@@ -491,6 +492,17 @@ TEST(PipelinePromptWeights, ComfyUIRuleIsAffineInTheWeightAndLeavesOtherRows) {
   GenerationRequest bad = test::case_e_options(0);
   bad.prompt = "a (fox:1e9)";
   EXPECT_THROW(validate(bad), Error);
+}
+
+// Device-neutral tensors (issue 11): LoRA updates applied at run time (extra products B·(A·x) added
+// into the linears) on a backend whose tensors the host cannot read give the CPU run bit for bit.
+TEST(PipelineLora, RuntimeUpdatesOnAnOffHostBackend) {
+  CHROMA_REQUIRE_FILE(test::mini_models().dit);
+  PipelineConfig c;
+  c.files = test::mini_models();
+  GenerationRequest r = test::case_e_options(0);
+  r.loras = {{write_mini_lora("mini-lora-device.safetensors"), 0.8f}};
+  test::expect_same_run(c, r);
 }
 
 // Fuse mode merges each new LoRA set into fresh copies of the base weights: switching sets and back
