@@ -171,6 +171,11 @@ Tensor to_backend(Tensor x) {
   t.bytes = f32_bytes(x.numel(), x.numel());
   return to_memory(std::move(x), memory);
 }
+const Tensor& backend_readable(const Tensor& x, Tensor& holder) {
+  if (&x.memory() == &active_backend().memory()) return x;
+  holder = to_backend(x);
+  return holder;
+}
 Tensor zeros(Shape shape) { return Tensor(std::move(shape), active_backend().memory()); }
 
 Tensor axpby(float a, const Tensor& x, float b, const Tensor& y) {

@@ -97,6 +97,9 @@ void normalize_columns(Tensor& x, float eps);
 // ---- Memory ----
 // `x` in the active backend's memory (moved when it is there already, e.g. always on the CPU).
 Tensor to_backend(Tensor x);
+// `x` itself when it is in the active backend's memory, else a copy there kept in `holder`: an
+// argument for ops without a copy on the CPU (tensor.h host_readable is the way back).
+const Tensor& backend_readable(const Tensor& x, Tensor& holder);
 // Zeros of `shape` in the active backend's memory.
 Tensor zeros(Shape shape);
 

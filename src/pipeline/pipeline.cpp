@@ -274,8 +274,12 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
                          const LatentBlend* host_blend, dit::StepCache* cache, ProgressReporter& progress) const {
   // The tracer is bound for the first step's DiT pass only (below).
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
-  const TextConditioning text{ops::to_backend(host_text.positive), ops::to_backend(host_text.negative)};
-  std::optional<LatentBlend> backend_blend;
+  // The inputs in the run's backend (copied only where that is not the host's memory).
+  Tensor copies[3];
+  const Tensor& positive = ops::backend_readable(host_text.positive, copies[0]);
+  const Tensor& negative = ops::backend_readable(host_text.negative, copies[1]);
+  const Tensor& start = ops::backend_readable(x0, copies[2]);
+  std::optional<LatentBlend> backend_blend;  // latent-sized: copied
   if (host_blend)
     backend_blend = LatentBlend{ops::to_backend(host_blend->original), ops::to_backend(host_blend->noise),
                                 ops::to_backend(host_blend->mask)};
@@ -303,7 +307,7 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
     // The modulation vectors depend only on t: computed once, shared by both passes (spec §3.4).
     const Tensor mods = model.modulations(t, tprec);
     const bool cfg = sampling::uses_cfg(i, r.skip_cfg_steps, r.cfg);
-    if (cfg && text.negative.numel() == 0) throw Error("denoise: step " + std::to_string(i) + " needs the negative prompt");
+    if (cfg && negative.numel() == 0) throw Error("denoise: step " + std::to_string(i) + " needs the negative prompt");
     std::vector<Tensor> velocities;
     {
       // The first step's DiT intermediates go to the dump (every step's would be hundreds of GB at 1024²).
@@ -312,9 +316,9 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
       // CFG steps run both prompts in one packed DiT pass: each weight is read once for both (model.h).
       // t: Chroma1-Radiance's x0 prediction becomes the velocity (x − x0)/t inside the model.
       if (cfg)
-        velocities = model.forward_packed(x, {{text.positive, "pos."}, {text.negative, "neg."}}, mods, cache, t);
+        velocities = model.forward_packed(x, {{positive, "pos."}, {negative, "neg."}}, mods, cache, t);
       else
-        velocities = model.forward_packed(x, {{text.positive, "pos."}}, mods, cache, t);
+        velocities = model.forward_packed(x, {{positive, "pos."}}, mods, cache, t);
     }
     const Tensor v_pos = sampling::round_state(velocities[0], prec);
     Tensor v = v_pos, v_neg;
@@ -337,7 +341,7 @@ Tensor Pipeline::denoise(const Tensor& x0, std::span<const float> schedule, int 
   };
 
   progress.phase(Progress::Phase::Denoising, first_step + int(schedule.size()) - 1);
-  Tensor latent = sampling::denoise(*sampler, ops::to_backend(x0), schedule, velocity, [&](int step, int total, Tensor& x) {
+  Tensor latent = sampling::denoise(*sampler, start, schedule, velocity, [&](int step, int total, Tensor& x) {
     if (blend) {  // inpainting: the unmasked latent back on the original's path at t_next
       const Tensor kept = sampling::flow_noised(blend->original, blend->noise, schedule[size_t(step - first_step + 1)], prec);
       ops::mask_blend(x, kept, blend->mask);  // m·x + (1 − m)·kept, the mask over every channel
@@ -361,9 +365,10 @@ Tensor Pipeline::decode(const Tensor& latent, const RunHooks& hooks, bool tiled,
   }
   const ops::profile::Section ops_section("decoding");
   const vae::Decoder& decoder = *models_->vae;
+  Tensor latent_copy;
   Tensor image = tiled ? vae::decode_tiled([&](const Tensor& z) { return decoder.decode(z); }, latent, kVaeTiling,
                                            [&](int done, int total) { progress.tile_done(done, total); })
-                       : decoder.decode(ops::to_backend(latent));
+                       : decoder.decode(ops::backend_readable(latent, latent_copy));
   io::release_pages(models_->vae_weights, "");
   release_free_heap();
   require_finite(image, "VAE decoding");
@@ -377,7 +382,8 @@ Tensor Pipeline::encode_image(const Tensor& image, const RunHooks& hooks, Progre
   progress.phase(Progress::Phase::ImageEncoding);
   const RunContext::Bind bind(context_, nullptr, hooks.profiler);
   const ops::profile::Section ops_section("image encoding");
-  Tensor latent = models_->vae_encoder->encode(ops::to_backend(image));
+  Tensor image_copy;
+  Tensor latent = models_->vae_encoder->encode(ops::backend_readable(image, image_copy));
   io::release_pages(models_->vae_weights, "");
   release_free_heap();
   require_finite(latent, "VAE encoding");

@@ -56,7 +56,8 @@ Tensor decode_tiled(const std::function<Tensor(const Tensor&)>& decode, const Te
   const int th = std::min(h, t.tile), tw = std::min(w, t.tile);
   const int total = int(ys.size() * xs.size());
   if (total == 1) {
-    Tensor image = decode(ops::to_backend(latent));
+    Tensor latent_copy;
+    Tensor image = decode(ops::backend_readable(latent, latent_copy));
     if (after_tile) after_tile(1, 1);
     return image;
   }
