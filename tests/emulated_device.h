@@ -51,19 +51,13 @@ class EmulatedDeviceBackend final : public Backend {
 
   Tensor linear(const Tensor& x, const TensorView& w, const TensorView& b,
                 std::span<const ops::ExtraProduct> extra) override {
-    std::vector<Tensor> us;
-    std::vector<ops::ExtraProduct> host_extra;
-    for (const ops::ExtraProduct& e : extra) us.push_back(in("linear (extra product)", *e.u));
-    for (size_t i = 0; i < extra.size(); ++i) host_extra.push_back({&us[i], extra[i].v});
-    return out(cpu_->linear(in("linear", x), w, b, host_extra));
+    const HostExtra host(*this, "linear", extra);
+    return out(cpu_->linear(in("linear", x), w, b, host.products));
   }
   Tensor linear_concat(const Tensor& a, const Tensor& b, const TensorView& w, const TensorView& bias,
                        std::span<const ops::ExtraProduct> extra) override {
-    std::vector<Tensor> us;
-    std::vector<ops::ExtraProduct> host_extra;
-    for (const ops::ExtraProduct& e : extra) us.push_back(in("linear_concat (extra product)", *e.u));
-    for (size_t i = 0; i < extra.size(); ++i) host_extra.push_back({&us[i], extra[i].v});
-    return out(cpu_->linear_concat(in("linear_concat", a), in("linear_concat", b), w, bias, host_extra));
+    const HostExtra host(*this, "linear_concat", extra);
+    return out(cpu_->linear_concat(in("linear_concat", a), in("linear_concat", b), w, bias, host.products));
   }
   Tensor layer_norm(const Tensor& x, float eps) override { return out(cpu_->layer_norm(in("layer_norm", x), eps)); }
   Tensor rms_norm(const Tensor& x, const TensorView& s, float eps) override {
@@ -164,6 +158,15 @@ class EmulatedDeviceBackend final : public Backend {
     return to_host(t);
   }
   Tensor out(Tensor host) const { return to_memory(std::move(host), memory_); }
+  // A linear's extra products with their u on the host.
+  struct HostExtra {
+    HostExtra(const EmulatedDeviceBackend& backend, const char* op, std::span<const ops::ExtraProduct> extra) {
+      for (const ops::ExtraProduct& e : extra) us.push_back(backend.in(op, *e.u));
+      for (size_t i = 0; i < extra.size(); ++i) products.push_back({&us[i], extra[i].v});
+    }
+    std::vector<Tensor> us;
+    std::vector<ops::ExtraProduct> products;
+  };
   template <typename F>
   void in_place(const char* op, Tensor& x, F&& f) const {
     Tensor h = in(op, x);

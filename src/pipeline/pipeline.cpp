@@ -52,9 +52,8 @@ auto open_for(const char* flag, const std::string& path, F open) {
 
 // NaN/Inf from a model means corrupt weights or an overflow: stop rather than write a wrong image.
 void require_finite(const Tensor& t, const char* what) {
-  const bool finite = t.on_host() ? std::all_of(t.values().begin(), t.values().end(), [](float x) { return std::isfinite(x); })
-                                  : ops::all_finite(t);
-  if (!finite) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
+  Tensor copy;
+  if (!ops::all_finite(ops::backend_readable(t, copy))) throw Error(std::string(what) + " produced non-finite values (NaN or Inf): corrupt weights?");
 }
 
 // ComfyUI's VAEDecodeTiled defaults: 512-pixel tiles with 64 pixels of overlap (latent pixels here).

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "backend/ops.h"
+#include "io/safetensors.h"
 #include "emulated_device.h"
 #include "emulated_run.h"
 #include "pipeline/pipeline.h"
@@ -77,6 +78,24 @@ class DeviceNeutralRun : public ::testing::Test {
 TEST_F(DeviceNeutralRun, TextToImageWithAndWithoutCfg) {
   test::expect_same_run(config_, test::case_e_options(0));
   test::expect_same_run(config_, test::case_e_options(1));  // the first step without the negative pass
+}
+
+// A NaN in the state stops the run with the phase named, on the host and off it (the check runs where
+// the latent is: ops::all_finite).
+TEST_F(DeviceNeutralRun, NonFiniteLatentIsRefusedByName) {
+  Tensor noise({1, 16, 8, 8});
+  noise.ptr()[5] = NAN;
+  const std::string path = test::temp_path("nan-noise.safetensors").string();
+  io::write_safetensors(path, {{"noise", &noise}});
+  GenerationRequest r = test::case_e_options(0);
+  r.init_noise = path;
+  test::OffHostMemory device;
+  PipelineConfig off_host = config_;
+  off_host.backend = [&device](Compute compute) { return std::make_unique<test::EmulatedDeviceBackend>(device, compute); };
+  for (const PipelineConfig* c : {&config_, &off_host}) {
+    const std::string error = test::error_of([&] { Pipeline(*c).generate(r); });
+    EXPECT_NE(error.find("denoising produced non-finite values"), std::string::npos) << error;
+  }
 }
 
 TEST_F(DeviceNeutralRun, Bf16Compute) {
